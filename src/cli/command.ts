@@ -1,0 +1,23 @@
+/** The shape of a `citadel <command>`: a flag table and a run function; main.ts does parsing and help. */
+import type { ConfigOf, FlagTable } from '../config/flags.js';
+
+export interface Command<F extends FlagTable = FlagTable> {
+  readonly name: string;
+  readonly usage: string;
+  readonly summary: string;
+  readonly flags: F;
+  /** Runs the command; resolves with the exit code once it is done (servers: after SIGTERM/SIGINT). */
+  run(config: ConfigOf<F>, io: CommandIO): Promise<number>;
+}
+
+export interface CommandIO {
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream;
+  readonly env: NodeJS.ProcessEnv;
+  /** Aborted on SIGTERM/SIGINT. */
+  readonly signal: AbortSignal;
+}
+
+export function defineCommand<F extends FlagTable>(cmd: Command<F>): Command<F> {
+  return cmd;
+}
