@@ -1,0 +1,196 @@
+/**
+ * Keys: generation, PEM in/out, and the one policy on which keys we accept (ECDSA P-256/P-384, RSA
+ * 2048/3072/4096). Signature algorithms follow the key: P-256 -> ecdsa-with-SHA256, P-384 ->
+ * ecdsa-with-SHA384, RSA -> sha256WithRSAEncryption (PKCS#1 v1.5).
+ */
+import { createPrivateKey, createPublicKey, generateKeyPair as generateKeyPairCb, sign, verify, type KeyObject } from 'node:crypto';
+import { CitadelError } from '../errors.js';
+import { DerCursor, nullValue, oid, readOid, sequence, Tag, type Tlv } from './der.js';
+import { OID } from './oids.js';
+import { checkInputSize, decodeSinglePem, encodePem } from './pem.js';
+
+export type KeyType = 'ecdsa-p256' | 'ecdsa-p384' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096';
+export const KEY_TYPES: readonly KeyType[] = ['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'];
+
+export interface KeyInfo {
+  type: KeyType;
+  algorithm: 'ecdsa' | 'rsa';
+  bits: number;
+  curve?: 'P-256' | 'P-384';
+}
+
+/** Generates a key pair of `type` with OpenSSL (RSA public exponent 65537). */
+export function generateKeyPair(type: KeyType): Promise<{ privateKey: KeyObject; publicKey: KeyObject }> {
+  return new Promise((resolve, reject) => {
+    const done = (err: Error | null, publicKey: KeyObject, privateKey: KeyObject) => (err ? reject(err) : resolve({ privateKey, publicKey }));
+    switch (type) {
+      case 'ecdsa-p256':
+        return generateKeyPairCb('ec', { namedCurve: 'prime256v1' }, done);
+      case 'ecdsa-p384':
+        return generateKeyPairCb('ec', { namedCurve: 'secp384r1' }, done);
+      case 'rsa-2048':
+      case 'rsa-3072':
+      case 'rsa-4096':
+        return generateKeyPairCb('rsa', { modulusLength: Number(type.slice(4)), publicExponent: 0x10001 }, done);
+      default:
+        return reject(new CitadelError('KEY_UNSUPPORTED', `unsupported key type ${String(type)}`));
+    }
+  });
+}
+
+const PRIVATE_KEY_LABELS = { 'PRIVATE KEY': 'pkcs8', 'RSA PRIVATE KEY': 'pkcs1', 'EC PRIVATE KEY': 'sec1' } as const;
+
+/**
+ * Reads one private key: PKCS#8 ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") or SEC1 ("EC PRIVATE KEY", an
+ * "EC PARAMETERS" block before it is ignored). Throws INPUT_TOO_LARGE, PEM_INVALID, PEM_MULTIPLE,
+ * DER_INVALID, KEY_UNSUPPORTED (incl. encrypted keys), KEY_TOO_WEAK.
+ */
+export function parsePrivateKeyPem(pem: string): KeyObject {
+  checkInputSize(pem, 'private key');
+  if (/-----BEGIN ENCRYPTED PRIVATE KEY-----/.test(pem)) throw new CitadelError('KEY_UNSUPPORTED', 'encrypted private keys are not supported');
+  const block = decodeSinglePem(pem, Object.keys(PRIVATE_KEY_LABELS), 'private key', ['EC PARAMETERS']);
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: block.der, format: 'der', type: PRIVATE_KEY_LABELS[block.label as keyof typeof PRIVATE_KEY_LABELS] });
+  } catch (err) {
+    throw new CitadelError('DER_INVALID', `"${block.label}" block is not a readable private key`, (err as Error).message);
+  }
+  describeKey(key);
+  return key;
+}
+
+/** PKCS#8 PEM of a private key. */
+export function privateKeyToPem(key: KeyObject): string {
+  if (key.type !== 'private') throw new CitadelError('KEY_UNSUPPORTED', 'not a private key');
+  return encodePem('PRIVATE KEY', key.export({ type: 'pkcs8', format: 'der' }));
+}
+
+/** PEM ("PUBLIC KEY", SubjectPublicKeyInfo) of a public key or of the public half of a private key. */
+export function publicKeyToPem(key: KeyObject): string {
+  return encodePem('PUBLIC KEY', spkiOf(key));
+}
+
+const keyInfoCache = new WeakMap<KeyObject, KeyInfo>();
+
+/**
+ * What kind of key this is, if we support it (public or private). Throws KEY_UNSUPPORTED (Ed25519, DSA,
+ * RSA-PSS, other curves, odd RSA sizes) and KEY_TOO_WEAK (RSA under 2048 bits).
+ */
+export function describeKey(key: KeyObject): KeyInfo {
+  const hit = keyInfoCache.get(key);
+  if (hit) return hit;
+  let info: KeyInfo;
+  const details = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType === 'ec') {
+    const curve = details?.namedCurve;
+    if (curve === 'prime256v1') info = { type: 'ecdsa-p256', algorithm: 'ecdsa', bits: 256, curve: 'P-256' };
+    else if (curve === 'secp384r1') info = { type: 'ecdsa-p384', algorithm: 'ecdsa', bits: 384, curve: 'P-384' };
+    else throw new CitadelError('KEY_UNSUPPORTED', `unsupported elliptic curve ${curve ?? '(unknown)'}; use P-256 or P-384`);
+  } else if (key.asymmetricKeyType === 'rsa') {
+    const bits = details?.modulusLength ?? 0;
+    if (bits < 2048) throw new CitadelError('KEY_TOO_WEAK', `RSA key of ${bits} bits is too weak; at least 2048 are required`);
+    if (bits !== 2048 && bits !== 3072 && bits !== 4096) throw new CitadelError('KEY_UNSUPPORTED', `RSA keys of ${bits} bits are not supported; use 2048, 3072 or 4096`);
+    info = { type: `rsa-${bits}` as KeyType, algorithm: 'rsa', bits };
+  } else {
+    throw new CitadelError('KEY_UNSUPPORTED', `unsupported key algorithm ${key.asymmetricKeyType ?? '(unknown)'}; use ECDSA or RSA`);
+  }
+  keyInfoCache.set(key, info);
+  return info;
+}
+
+const spkiCache = new WeakMap<KeyObject, Buffer>();
+
+/** SubjectPublicKeyInfo DER of a key (the public half for a private key); cached per KeyObject. */
+export function spkiOf(key: KeyObject): Buffer {
+  let spki = spkiCache.get(key);
+  if (!spki) {
+    const pub = key.type === 'private' ? createPublicKey(key) : key;
+    spki = pub.export({ type: 'spki', format: 'der' });
+    spkiCache.set(key, spki);
+  }
+  return spki;
+}
+
+/** Reads a SubjectPublicKeyInfo. Throws DER_INVALID, KEY_UNSUPPORTED, KEY_TOO_WEAK. */
+export function publicKeyFromSpki(spki: Buffer): { publicKey: KeyObject; key: KeyInfo } {
+  let publicKey: KeyObject;
+  try {
+    publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+  } catch (err) {
+    throw new CitadelError('KEY_UNSUPPORTED', 'public key is not readable or of an unsupported type', (err as Error).message);
+  }
+  const key = describeKey(publicKey);
+  return { publicKey, key };
+}
+
+/** True when `a` and `b` (public or private) have the same public key. */
+export function samePublicKey(a: KeyObject, b: KeyObject): boolean {
+  return spkiOf(a).equals(spkiOf(b));
+}
+
+// ---- Signature algorithms ----
+
+export interface SignatureAlgorithm {
+  /** The AlgorithmIdentifier DER. */
+  readonly identifier: Buffer;
+  readonly hash: 'sha256' | 'sha384' | 'sha512';
+  readonly keyAlgorithm: 'ecdsa' | 'rsa';
+  readonly name: string;
+}
+
+const ALGS: Record<string, Omit<SignatureAlgorithm, 'identifier'>> = {
+  [OID.ecdsaWithSha256]: { hash: 'sha256', keyAlgorithm: 'ecdsa', name: 'ecdsa-with-SHA256' },
+  [OID.ecdsaWithSha384]: { hash: 'sha384', keyAlgorithm: 'ecdsa', name: 'ecdsa-with-SHA384' },
+  [OID.ecdsaWithSha512]: { hash: 'sha512', keyAlgorithm: 'ecdsa', name: 'ecdsa-with-SHA512' },
+  [OID.sha256WithRsa]: { hash: 'sha256', keyAlgorithm: 'rsa', name: 'sha256WithRSAEncryption' },
+  [OID.sha384WithRsa]: { hash: 'sha384', keyAlgorithm: 'rsa', name: 'sha384WithRSAEncryption' },
+  [OID.sha512WithRsa]: { hash: 'sha512', keyAlgorithm: 'rsa', name: 'sha512WithRSAEncryption' },
+};
+
+const identifierFor = (dotted: string, rsa: boolean) => (rsa ? sequence(oid(dotted), nullValue()) : sequence(oid(dotted)));
+
+const SIGNING: Record<KeyType, SignatureAlgorithm> = {
+  'ecdsa-p256': { ...ALGS[OID.ecdsaWithSha256]!, identifier: identifierFor(OID.ecdsaWithSha256, false) },
+  'ecdsa-p384': { ...ALGS[OID.ecdsaWithSha384]!, identifier: identifierFor(OID.ecdsaWithSha384, false) },
+  'rsa-2048': { ...ALGS[OID.sha256WithRsa]!, identifier: identifierFor(OID.sha256WithRsa, true) },
+  'rsa-3072': { ...ALGS[OID.sha256WithRsa]!, identifier: identifierFor(OID.sha256WithRsa, true) },
+  'rsa-4096': { ...ALGS[OID.sha256WithRsa]!, identifier: identifierFor(OID.sha256WithRsa, true) },
+};
+
+/** The algorithm we sign with for a key of this kind. */
+export function signatureAlgorithmFor(key: KeyInfo): SignatureAlgorithm {
+  return SIGNING[key.type];
+}
+
+/**
+ * Reads an AlgorithmIdentifier of a signature. Throws SIGNATURE_INVALID for algorithms we do not verify
+ * (SHA-1, MD5, RSA-PSS, EdDSA...) and DER_INVALID for malformed parameters.
+ */
+export function readSignatureAlgorithm(t: Tlv): Omit<SignatureAlgorithm, 'identifier'> {
+  const c = new DerCursor(t, 'signature algorithm');
+  const dotted = readOid(c.next(Tag.OID, 'signature algorithm'));
+  const alg = ALGS[dotted];
+  if (!alg) throw new CitadelError('SIGNATURE_INVALID', `unsupported signature algorithm ${dotted}`);
+  // RSA: parameters NULL (or absent, as some encoders do); ECDSA: parameters absent (RFC 5758).
+  if (alg.keyAlgorithm === 'rsa') c.optional(Tag.NULL);
+  c.end('signature algorithm');
+  return alg;
+}
+
+/** Signs `data` with `key` using the algorithm that fits the key (ECDSA signatures in DER form). */
+export function signWith(key: KeyObject, info: KeyInfo, data: Buffer): Buffer {
+  const alg = SIGNING[info.type];
+  return info.algorithm === 'ecdsa' ? sign(alg.hash, data, { key, dsaEncoding: 'der' }) : sign(alg.hash, data, key);
+}
+
+/** Verifies a signature; false (never a throw) for a signature that does not fit the key or algorithm. */
+export function verifyWith(publicKey: KeyObject, info: KeyInfo, alg: Omit<SignatureAlgorithm, 'identifier'>, data: Buffer, signature: Buffer): boolean {
+  if (alg.keyAlgorithm !== info.algorithm) return false;
+  try {
+    return info.algorithm === 'ecdsa'
+      ? verify(alg.hash, data, { key: publicKey, dsaEncoding: 'der' }, signature)
+      : verify(alg.hash, data, publicKey, signature);
+  } catch {
+    return false;
+  }
+}
