@@ -4,7 +4,7 @@
  * fits its certificate) is computed once per signer certificate and cached, so each issuance only encodes
  * the leaf TBS and signs it.
  */
-import { createHash, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, randomFillSync, type KeyObject } from 'node:crypto';
 import { CitadelError } from '../errors.js';
 import { bitString, DerCursor, explicit, integer, parseDer, readBitString, sequence, Tag, time } from './der.js';
 import { keyMatchesCertificate, type ParsedCertificate } from './certificate.js';
@@ -97,9 +97,20 @@ function signerState(signer: Signer): SignerState {
   return state;
 }
 
+// Serial randomness comes from a pool refilled from the CSPRNG: one randomBytes() call per certificate
+// costs about as much as a P-256 signature, one refill per 256 certificates costs almost nothing.
+const SERIAL_POOL = Buffer.alloc(16 * 256);
+let serialPoolAt = SERIAL_POOL.length;
+
 /** 16 random bytes, top bit cleared (positive) and first byte non-zero (exactly 16 content bytes). */
 function randomSerial(): Buffer {
-  const serial = randomBytes(16);
+  if (serialPoolAt === SERIAL_POOL.length) {
+    randomFillSync(SERIAL_POOL);
+    serialPoolAt = 0;
+  }
+  const serial = Buffer.from(SERIAL_POOL.subarray(serialPoolAt, serialPoolAt + 16));
+  SERIAL_POOL.fill(0, serialPoolAt, serialPoolAt + 16);
+  serialPoolAt += 16;
   serial[0] = serial[0]! & 0x7f || 0x01;
   return serial;
 }
