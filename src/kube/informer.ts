@@ -1,0 +1,237 @@
+/**
+ * Informers: a local cache of one kind of object, kept current by list + watch, readable synchronously, with
+ * add/update/delete callbacks. Built on @kubernetes/client-node's ListWatch, which already relists after a
+ * `410 Gone` (in the HTTP status or as an ERROR event in the stream) and re-watches when the server closes a
+ * watch; on any other failure (connection refused, 5xx, 403, a failed list) it emits 'error' and stops for good.
+ * This wrapper restarts it after a backoff, so the cache converges again after the apiserver comes back. Each
+ * watch also asks the server to end it after `watchTimeoutSeconds` and aborts it client-side shortly after that,
+ * so a silently dead connection cannot leave the cache stale forever.
+ */
+import * as k8s from '@kubernetes/client-node';
+import type { Clock, Timer } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { KubeClients } from './client.js';
+
+export type InformerEvent = 'add' | 'update' | 'delete';
+
+export interface Informer<T> {
+  /** Short name for logs and metrics, e.g. "namespaces". */
+  readonly resource: string;
+  /** The cached object, or undefined. Cluster-scoped objects: omit `namespace`. */
+  get(name: string, namespace?: string): T | undefined;
+  /** Every cached object (of one namespace when given). */
+  list(namespace?: string): readonly T[];
+  /** True once a list has completed, so the cache reflects the cluster. */
+  hasSynced(): boolean;
+  on(event: InformerEvent, cb: (obj: T) => void): void;
+  /**
+   * Lists and starts watching; resolves once the cache has synced (retrying with backoff until then) or
+   * the informer is stopped.
+   */
+  start(): Promise<void>;
+  /** Stops watching; the cache keeps its last content. */
+  stop(): Promise<void>;
+}
+
+export interface InformerOptions<T extends k8s.KubernetesObject> {
+  readonly config: k8s.KubeConfig;
+  readonly resource: string;
+  /** API path to watch, e.g. `/api/v1/namespaces`. */
+  readonly path: string;
+  /** Lists with the same selectors as the watch. */
+  readonly list: () => Promise<k8s.KubernetesListObject<T>>;
+  readonly labelSelector?: string;
+  readonly fieldSelector?: string;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Restart backoff after errors: base doubles per consecutive failure up to max. Defaults 200 ms / 30 s. */
+  readonly restartBaseMs?: number;
+  readonly restartMaxMs?: number;
+  /** Server-side watch timeout; default 300 s. */
+  readonly watchTimeoutSeconds?: number;
+  /** Called on every watch/list failure (before the restart is scheduled). */
+  readonly onError?: (err: unknown) => void;
+}
+
+/** A Watch that bounds each watch's lifetime: a server timeout plus a client-side abort as a backstop. */
+class BoundedWatch extends k8s.Watch {
+  constructor(
+    config: k8s.KubeConfig,
+    private readonly clock: Clock,
+    private readonly timeoutSeconds: number,
+  ) {
+    super(config);
+  }
+
+  override async watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
+    let timer: Timer | undefined;
+    let finished = false;
+    const wrappedDone = (err: unknown) => {
+      finished = true;
+      timer?.cancel();
+      done(err);
+    };
+    const params = { ...queryParams, timeoutSeconds: this.timeoutSeconds, allowWatchBookmarks: true };
+    const controller = await super.watch(path, params, callback, wrappedDone);
+    if (!finished) {
+      // Backstop for a connection that died without a FIN: the server would have ended the watch by now.
+      timer = this.clock.setTimer(() => controller.abort(), (this.timeoutSeconds + 30) * 1000);
+    }
+    return controller;
+  }
+}
+
+/** Creates an informer (not started). */
+export function createInformer<T extends k8s.KubernetesObject>(opts: InformerOptions<T>): Informer<T> {
+  const log = opts.log.child({ informer: opts.resource });
+  const watch = new BoundedWatch(opts.config, opts.clock, opts.watchTimeoutSeconds ?? 300);
+  const lw = new k8s.ListWatch<T>(opts.path, watch, opts.list, false, opts.labelSelector, opts.fieldSelector);
+  const baseMs = opts.restartBaseMs ?? 200;
+  const maxMs = opts.restartMaxMs ?? 30_000;
+  let stopped = true;
+  let synced = false;
+  let failures = 0;
+  let restartTimer: Timer | undefined;
+  let cycleFailed = false;
+  let inflight: Promise<void> | undefined;
+  let resolveSynced: (() => void) | undefined;
+  let syncedPromise: Promise<void> | undefined;
+
+  const runCycle = async () => {
+    cycleFailed = false;
+    const attempt = lw.start();
+    inflight = attempt;
+    await attempt;
+    if (inflight === attempt) inflight = undefined;
+    if (stopped) {
+      // A stop() that raced the list leaves a watch ListWatch started after its own stop check.
+      await lw.stop();
+      return;
+    }
+    if (!cycleFailed) {
+      failures = 0;
+      if (!synced) log.debug({ objects: lw.list().length }, 'informer synced');
+      synced = true;
+      resolveSynced?.();
+    }
+  };
+
+  lw.on('error', (err: unknown) => {
+    cycleFailed = true;
+    if (stopped) return; // aborting our own watch on stop() surfaces as an error
+    failures++;
+    const delay = Math.min(baseMs * 2 ** Math.min(failures - 1, 20), maxMs);
+    log.warn({ err: describeError(err), retryInMs: delay, failures }, 'list/watch failed; restarting');
+    opts.onError?.(err);
+    restartTimer?.cancel();
+    restartTimer = opts.clock.setTimer(() => {
+      restartTimer = undefined;
+      if (!stopped) void runCycle();
+    }, delay);
+  });
+
+  return {
+    resource: opts.resource,
+    get: (name, namespace) => lw.get(name, namespace),
+    list: (namespace) => lw.list(namespace),
+    hasSynced: () => synced,
+    on: (event, cb) => lw.on(event, cb),
+    start() {
+      if (!stopped) return syncedPromise ?? Promise.resolve();
+      stopped = false;
+      syncedPromise = new Promise<void>((resolve) => {
+        resolveSynced = resolve;
+      });
+      void runCycle();
+      return syncedPromise;
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      restartTimer?.cancel();
+      restartTimer = undefined;
+      resolveSynced?.();
+      await lw.stop();
+      const pending = inflight;
+      if (pending) {
+        await pending.catch(() => undefined);
+        await lw.stop();
+      }
+    },
+  };
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof k8s.ApiException) return `HTTP ${err.code}`;
+  if (err instanceof Error) {
+    const status = (err as { statusCode?: number }).statusCode;
+    return status ? `HTTP ${status} ${err.message}` : err.message;
+  }
+  return String(err);
+}
+
+/** The options every informer of one controller set shares. */
+export interface InformerCommon {
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly onError?: (resource: string, err: unknown) => void;
+  readonly restartBaseMs?: number;
+  readonly restartMaxMs?: number;
+  readonly watchTimeoutSeconds?: number;
+}
+
+function common(resource: string, c: InformerCommon) {
+  return {
+    resource,
+    clock: c.clock,
+    log: c.log,
+    restartBaseMs: c.restartBaseMs,
+    restartMaxMs: c.restartMaxMs,
+    watchTimeoutSeconds: c.watchTimeoutSeconds,
+    onError: c.onError ? (err: unknown) => c.onError!(resource, err) : undefined,
+  };
+}
+
+/** Every Namespace. Needs namespaces list/watch. */
+export function namespaceInformer(kube: KubeClients, c: InformerCommon): Informer<k8s.V1Namespace> {
+  return createInformer<k8s.V1Namespace>({ ...common('namespaces', c), config: kube.config, path: '/api/v1/namespaces', list: () => kube.core.listNamespace() });
+}
+
+/** ConfigMaps with one name in every namespace (field selector metadata.name). Needs configmaps list/watch cluster-wide. */
+export function namedConfigMapInformer(kube: KubeClients, name: string, c: InformerCommon): Informer<k8s.V1ConfigMap> {
+  const fieldSelector = `metadata.name=${name}`;
+  return createInformer<k8s.V1ConfigMap>({
+    ...common('configmaps', c),
+    config: kube.config,
+    path: '/api/v1/configmaps',
+    fieldSelector,
+    list: () => kube.core.listConfigMapForAllNamespaces({ fieldSelector }),
+  });
+}
+
+/** Every ServiceAccount. Needs serviceaccounts list/watch cluster-wide. */
+export function serviceAccountInformer(kube: KubeClients, c: InformerCommon): Informer<k8s.V1ServiceAccount> {
+  return createInformer<k8s.V1ServiceAccount>({
+    ...common('serviceaccounts', c),
+    config: kube.config,
+    path: '/api/v1/serviceaccounts',
+    list: () => kube.core.listServiceAccountForAllNamespaces(),
+  });
+}
+
+/** Secrets of one type in every namespace (field selector type). Needs secrets list/watch cluster-wide. */
+export function secretTypeInformer(kube: KubeClients, type: string, c: InformerCommon): Informer<k8s.V1Secret> {
+  const fieldSelector = `type=${type}`;
+  return createInformer<k8s.V1Secret>({
+    ...common('secrets', c),
+    config: kube.config,
+    path: '/api/v1/secrets',
+    fieldSelector,
+    list: () => kube.core.listSecretForAllNamespaces({ fieldSelector }),
+  });
+}

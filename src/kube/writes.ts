@@ -1,0 +1,157 @@
+/**
+ * The controllers' writes: create/update of ConfigMaps and Secrets and delete of Secrets, each one request,
+ * idempotent in outcome (an object that already exists, a stale resourceVersion or an object already gone come
+ * back as outcomes, not errors, so the caller decides whether to retry), all sharing a client-side rate limit so
+ * a full resync of a large cluster does not flood the apiserver. Every call takes the leadership term's
+ * AbortSignal and checks it right before sending: a replica that lost the lease sends nothing more.
+ */
+import * as k8s from '@kubernetes/client-node';
+import type { Clock } from '../clock.js';
+import { apiStatus, type KubeClients } from './client.js';
+
+/** A token bucket: `qps` tokens per second, at most `burst` saved up. */
+export interface RateLimiter {
+  /** Resolves when a token is available; rejects with the signal's reason when aborted. */
+  take(signal?: AbortSignal): Promise<void>;
+}
+
+/** Creates a token bucket on `clock`. @throws RangeError when qps or burst is not positive. */
+export function createRateLimiter(opts: { qps: number; burst: number; clock: Clock }): RateLimiter {
+  if (!(opts.qps > 0) || !(opts.burst >= 1)) throw new RangeError('qps must be > 0 and burst >= 1');
+  const { clock, qps, burst } = opts;
+  let tokens = burst;
+  let last = clock.now();
+  // Callers reserve tokens in arrival order: `tokens` may go negative, and each caller waits for its own debt.
+  return {
+    async take(signal) {
+      signal?.throwIfAborted();
+      const now = clock.now();
+      tokens = Math.min(burst, tokens + ((now - last) / 1000) * qps);
+      last = now;
+      tokens -= 1;
+      if (tokens >= 0) return;
+      const waitMs = Math.ceil((-tokens / qps) * 1000);
+      try {
+        await clock.sleep(waitMs, signal);
+      } catch (err) {
+        tokens += 1; // give the reservation back
+        throw err;
+      }
+    },
+  };
+}
+
+export type CreateOutcome = 'created' | 'exists' | 'namespace-gone' | 'namespace-terminating';
+export type UpdateOutcome = 'updated' | 'conflict' | 'gone';
+export type DeleteOutcome = 'deleted' | 'gone' | 'conflict';
+
+/** The writes the controllers make. Other failures (403, 5xx, network) are thrown as the client's errors. */
+export interface ObjectWriter {
+  createConfigMap(cm: k8s.V1ConfigMap, signal: AbortSignal): Promise<CreateOutcome>;
+  /** Replaces a ConfigMap; `metadata.resourceVersion` makes it conditional. */
+  updateConfigMap(cm: k8s.V1ConfigMap, signal: AbortSignal): Promise<UpdateOutcome>;
+  /** Reads one ConfigMap live (used when a create found one the cache has not seen yet). */
+  readConfigMap(namespace: string, name: string, signal: AbortSignal): Promise<k8s.V1ConfigMap | undefined>;
+  createSecret(secret: k8s.V1Secret, signal: AbortSignal): Promise<CreateOutcome>;
+  updateSecret(secret: k8s.V1Secret, signal: AbortSignal): Promise<UpdateOutcome>;
+  /** Deletes a Secret only if it still has this uid (and resourceVersion when given). */
+  deleteSecret(namespace: string, name: string, preconditions: { uid?: string; resourceVersion?: string }, signal: AbortSignal): Promise<DeleteOutcome>;
+}
+
+function errorText(err: unknown): string {
+  const body = (err as { body?: unknown }).body;
+  return typeof body === 'string' ? body : JSON.stringify(body ?? '');
+}
+
+/** Creating in a namespace being deleted is refused with 403 and reason NamespaceTerminating. */
+function isNamespaceTerminating(err: unknown): boolean {
+  return apiStatus(err) === 403 && /NamespaceTerminating|being terminated/.test(errorText(err));
+}
+
+async function classifyCreate(run: () => Promise<unknown>): Promise<CreateOutcome> {
+  try {
+    await run();
+    return 'created';
+  } catch (err) {
+    const status = apiStatus(err);
+    if (status === 409) return 'exists';
+    if (status === 404) return 'namespace-gone';
+    if (isNamespaceTerminating(err)) return 'namespace-terminating';
+    throw err;
+  }
+}
+
+async function classifyUpdate(run: () => Promise<unknown>): Promise<UpdateOutcome> {
+  try {
+    await run();
+    return 'updated';
+  } catch (err) {
+    const status = apiStatus(err);
+    if (status === 409) return 'conflict';
+    if (status === 404) return 'gone';
+    throw err;
+  }
+}
+
+function nameOf(obj: { metadata?: k8s.V1ObjectMeta }): { name: string; namespace: string } {
+  const name = obj.metadata?.name;
+  const namespace = obj.metadata?.namespace;
+  if (!name || !namespace) throw new TypeError('object needs metadata.name and metadata.namespace');
+  return { name, namespace };
+}
+
+/**
+ * Writes through `kube` with a shared rate limit (default 50 writes/s, burst 100).
+ * Needs configmaps create/update/get and secrets create/update/delete in the target namespaces.
+ */
+export function createObjectWriter(opts: { kube: KubeClients; clock: Clock; qps?: number; burst?: number }): ObjectWriter {
+  const { core } = opts.kube;
+  const limiter = createRateLimiter({ qps: opts.qps ?? 50, burst: opts.burst ?? 100, clock: opts.clock });
+  const gate = async (signal: AbortSignal) => {
+    await limiter.take(signal);
+    signal.throwIfAborted();
+  };
+  return {
+    async createConfigMap(cm, signal) {
+      const { namespace } = nameOf(cm);
+      await gate(signal);
+      return classifyCreate(() => core.createNamespacedConfigMap({ namespace, body: { ...cm, apiVersion: 'v1', kind: 'ConfigMap' } }));
+    },
+    async updateConfigMap(cm, signal) {
+      const { name, namespace } = nameOf(cm);
+      await gate(signal);
+      return classifyUpdate(() => core.replaceNamespacedConfigMap({ name, namespace, body: { ...cm, apiVersion: 'v1', kind: 'ConfigMap' } }));
+    },
+    async readConfigMap(namespace, name, signal) {
+      signal.throwIfAborted();
+      try {
+        return await core.readNamespacedConfigMap({ name, namespace });
+      } catch (err) {
+        if (apiStatus(err) === 404) return undefined;
+        throw err;
+      }
+    },
+    async createSecret(secret, signal) {
+      const { namespace } = nameOf(secret);
+      await gate(signal);
+      return classifyCreate(() => core.createNamespacedSecret({ namespace, body: { ...secret, apiVersion: 'v1', kind: 'Secret' } }));
+    },
+    async updateSecret(secret, signal) {
+      const { name, namespace } = nameOf(secret);
+      await gate(signal);
+      return classifyUpdate(() => core.replaceNamespacedSecret({ name, namespace, body: { ...secret, apiVersion: 'v1', kind: 'Secret' } }));
+    },
+    async deleteSecret(namespace, name, preconditions, signal) {
+      await gate(signal);
+      try {
+        await core.deleteNamespacedSecret({ name, namespace, body: { preconditions } });
+        return 'deleted';
+      } catch (err) {
+        const status = apiStatus(err);
+        if (status === 404) return 'gone';
+        if (status === 409) return 'conflict';
+        throw err;
+      }
+    },
+  };
+}
