@@ -1,0 +1,103 @@
+/**
+ * The real control plane really does what every other test relies on: TokenRequest + TokenReview with
+ * audiences and Pod binding, and RBAC enforcement for ServiceAccount kubeconfigs.
+ */
+import { describe, expect, it } from 'vitest';
+import { connectKube } from '../../src/kube/client.js';
+import { getCluster } from '../harness/index.js';
+
+async function review(token: string, audiences: string[]) {
+  const res = await getCluster().kube().authn.createTokenReview({ body: { spec: { token, audiences } } });
+  return res.status ?? {};
+}
+
+describe('control plane', () => {
+  it('serves the pinned Kubernetes version with RBAC on', async () => {
+    const cluster = getCluster();
+    const version = await cluster.kubectl(['version', '-o', 'json']);
+    expect(version.code, version.stderr).toBe(0);
+    const server = JSON.parse(version.stdout).serverVersion;
+    expect(server.gitVersion).toBe(cluster.info.tools.kubernetesVersion);
+    const api = await cluster.kubectl(['api-versions']);
+    expect(api.stdout.split('\n')).toContain('rbac.authorization.k8s.io/v1');
+  });
+
+  it('authenticates a Pod-bound istio-ca token only for its audience and only while the Pod exists', async () => {
+    const cluster = getCluster();
+    const ns = await cluster.createNamespace('harness-token');
+    await cluster.createServiceAccount(ns, 'workload');
+    const { core } = cluster.kube();
+    const pod = await core.createNamespacedPod({
+      namespace: ns,
+      body: {
+        metadata: { name: 'app' },
+        spec: { serviceAccountName: 'workload', containers: [{ name: 'app', image: 'example.invalid/app:1' }] },
+      },
+    });
+    const token = await cluster.tokenFor(ns, 'workload', { audiences: ['istio-ca'], podName: 'app', podUid: pod.metadata!.uid! });
+
+    const ok = await review(token, ['istio-ca']);
+    expect(ok.error ?? '').toBe('');
+    expect(ok.authenticated).toBe(true);
+    expect(ok.audiences).toEqual(['istio-ca']);
+    expect(ok.user?.username).toBe(`system:serviceaccount:${ns}:workload`);
+    expect(ok.user?.groups).toContain(`system:serviceaccounts:${ns}`);
+    expect(ok.user?.extra?.['authentication.kubernetes.io/pod-name']).toEqual(['app']);
+    expect(ok.user?.extra?.['authentication.kubernetes.io/pod-uid']).toEqual([pod.metadata!.uid!]);
+
+    const otherAudience = await review(token, ['some-other-audience']);
+    expect(otherAudience.authenticated).toBeFalsy();
+    // No audience in the review means the apiserver's own audiences, which do not include istio-ca.
+    const defaultAudience = await review(token, []);
+    expect(defaultAudience.authenticated).toBeFalsy();
+
+    await core.deleteNamespacedPod({ name: 'app', namespace: ns, gracePeriodSeconds: 0 });
+    // Without a kubelet, a Pod deleted with grace period 0 leaves etcd at once. The service-account
+    // authenticator looks the bound Pod up, but kube-apiserver caches successful token authentications for
+    // 10 s (TokenSuccessCacheTTL, not a flag), so the token may keep working for up to 10 s after deletion.
+    await expect.poll(async () => (await core.listNamespacedPod({ namespace: ns })).items.length).toBe(0);
+    const deletedAt = Date.now();
+    await expect
+      .poll(async () => (await review(token, ['istio-ca'])).authenticated ?? false, { timeout: 20_000, interval: 500 })
+      .toBe(false);
+    console.log(`bound token stopped authenticating ${Date.now() - deletedAt} ms after its Pod was deleted`);
+    const afterDelete = await review(token, ['istio-ca']);
+    expect(afterDelete.authenticated).toBeFalsy();
+    console.log(`review error after deletion: ${afterDelete.error}`);
+    expect(afterDelete.error).toMatch(/invalid bearer token/);
+  });
+
+  it('enforces RBAC for a ServiceAccount kubeconfig', async () => {
+    const cluster = getCluster();
+    const ns = await cluster.createNamespace('harness-rbac');
+    await cluster.createServiceAccount(ns, 'reader');
+    const rbac = await cluster.kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [
+          {
+            apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'configmap-reader', namespace: ns },
+            rules: [{ apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list'] }],
+          },
+          {
+            apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'reader', namespace: ns },
+            roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'configmap-reader' },
+            subjects: [{ kind: 'ServiceAccount', name: 'reader', namespace: ns }],
+          },
+        ],
+      }),
+    });
+    expect(rbac.code, rbac.stderr).toBe(0);
+    await cluster.kube().core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'settings' }, data: { a: '1' } } });
+
+    const asReader = connectKube(await cluster.serviceAccountKubeconfig(ns, 'reader'));
+    const cm = await asReader.core.readNamespacedConfigMap({ name: 'settings', namespace: ns });
+    expect(cm.data).toEqual({ a: '1' });
+    await expect(asReader.core.readNamespacedSecret({ name: 'anything', namespace: ns })).rejects.toMatchObject({ code: 403 });
+    await expect(
+      asReader.core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'new' } } }),
+    ).rejects.toMatchObject({ code: 403 });
+    await expect(asReader.core.listNamespacedConfigMap({ namespace: 'default' })).rejects.toMatchObject({ code: 403 });
+  });
+});
