@@ -6,6 +6,8 @@ export interface Command<F extends FlagTable = FlagTable> {
   readonly usage: string;
   readonly summary: string;
   readonly flags: F;
+  /** Name of a flag that may also be given as the first bare argument (`citadel pki inspect FILE`). */
+  readonly positional?: string;
   /** Runs the command; resolves with the exit code once it is done (servers: after SIGTERM/SIGINT). */
   run(config: ConfigOf<F>, io: CommandIO): Promise<number>;
 }

@@ -33,8 +33,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.stderr.write(`citadel: unknown command "${argv.slice(0, 2).join(' ')}"\n\n${topHelp()}`);
     return 2;
   }
-  const rest = argv.slice(name.split(' ').length);
   const cmd = await entry.load();
+  let rest = argv.slice(name.split(' ').length);
+  if (cmd.positional && rest[0] !== undefined && !rest[0].startsWith('-')) rest = [`--${cmd.positional}`, ...rest];
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(helpText(cmd.usage, cmd.summary, cmd.flags));
     return 0;
