@@ -1,0 +1,125 @@
+/**
+ * A TLS client for the Istio CA API, used by the agent (and tests). One client is one channel: after a failure the
+ * agent drops it and builds a new one, which re-reads the root file (Istio does the same).
+ */
+import { createSecureContext } from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
+import { CitadelError } from '../errors.js';
+import { fromGrpcError } from './errors.js';
+import { caClientConstructor } from './protos.js';
+import { jsonToStruct, type JsonValue } from './struct.js';
+
+export interface CaClientOptions {
+  /** `host:port` of the CA (e.g. citadel.citadel-system.svc:15012). */
+  address: string;
+  /** PEM bundle the server certificate must chain to. */
+  rootCaPem: string;
+  /**
+   * The name the server certificate must carry (ISTIOD_SAN); also sent as SNI. Default: the host of `address`.
+   */
+  serverName?: string;
+  /** Client certificate chain and key for mTLS renewal (both or neither). */
+  clientCertChainPem?: string;
+  clientKeyPem?: string;
+  /** Headers sent on every call, e.g. `{ ClusterID: 'Kubernetes' }` (names are lower-cased on the wire). */
+  headers?: Record<string, string>;
+  /** Per-call deadline (default 10 s). */
+  timeoutMs?: number;
+}
+
+export interface CreateCertificateRequest {
+  csr: string;
+  /** `validity_duration`, whole seconds. */
+  validityDurationSeconds: number;
+  metadata?: Record<string, JsonValue>;
+  /** Sent as `authorization: Bearer <token>` when given (re-read by the caller for every call). */
+  bearerToken?: string;
+  signal?: AbortSignal;
+}
+
+export interface CaClient {
+  /**
+   * Calls CreateCertificate and returns `cert_chain` as sent (leaf first).
+   * @throws CitadelError UNAUTHENTICATED, PERMISSION_DENIED, RATE_LIMITED, CSR_INVALID (INVALID_ARGUMENT),
+   *   UPSTREAM_UNAVAILABLE (unreachable, TLS failure, deadline, INTERNAL and other server failures),
+   *   CERT_INVALID (server answered with an empty chain).
+   */
+  createCertificate(req: CreateCertificateRequest): Promise<string[]>;
+  /** Closes the channel. */
+  close(): void;
+}
+
+function hostOf(address: string): string {
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(address);
+  if (bracketed) return bracketed[1]!;
+  const i = address.lastIndexOf(':');
+  return i > 0 ? address.slice(0, i) : address;
+}
+
+/**
+ * Builds a CA client. TLS 1.2 minimum; the server is verified against `rootCaPem` and `serverName`.
+ * @throws CitadelError CONFIG_INVALID when the root, client certificate or key cannot be used.
+ */
+export function createCaClient(opts: CaClientOptions): CaClient {
+  if (Boolean(opts.clientCertChainPem) !== Boolean(opts.clientKeyPem)) {
+    throw new CitadelError('CONFIG_INVALID', 'a client certificate needs its key (and the other way round)');
+  }
+  let secureContext;
+  try {
+    secureContext = createSecureContext({
+      ca: opts.rootCaPem,
+      ...(opts.clientCertChainPem ? { cert: opts.clientCertChainPem, key: opts.clientKeyPem } : {}),
+      minVersion: 'TLSv1.2',
+    });
+  } catch (err) {
+    throw new CitadelError('CONFIG_INVALID', 'cannot use the CA root or client certificate', (err as Error).message, { cause: err });
+  }
+  const serverName = opts.serverName ?? hostOf(opts.address);
+  const Client = caClientConstructor();
+  const client = new Client(opts.address, grpc.credentials.createFromSecureContext(secureContext), {
+    // Verify and send SNI for the expected name even when dialling an IP or a different host name.
+    'grpc.ssl_target_name_override': serverName,
+    'grpc.default_authority': serverName,
+  });
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+
+  return {
+    createCertificate(req) {
+      const metadata = new grpc.Metadata();
+      for (const [k, v] of Object.entries(opts.headers ?? {})) metadata.set(k.toLowerCase(), v);
+      if (req.bearerToken) metadata.set('authorization', `Bearer ${req.bearerToken}`);
+      const request = {
+        csr: req.csr,
+        validity_duration: Math.trunc(req.validityDurationSeconds),
+        ...(req.metadata ? { metadata: jsonToStruct(req.metadata) } : {}),
+      };
+      return new Promise<string[]>((resolve, reject) => {
+        if (req.signal?.aborted) {
+          reject(new CitadelError('UPSTREAM_UNAVAILABLE', 'CreateCertificate aborted'));
+          return;
+        }
+        const call = client.makeUnaryRequest(
+          '/istio.v1.auth.IstioCertificateService/CreateCertificate',
+          (value: unknown) => Client.service.CreateCertificate!.requestSerialize(value),
+          (bytes: Buffer) => Client.service.CreateCertificate!.responseDeserialize(bytes) as { cert_chain?: string[] },
+          request,
+          metadata,
+          // A gRPC deadline is wall-clock by definition (grpc-js compares it with Date), hence no Clock here.
+          { deadline: Date.now() + timeoutMs },
+          (err, response) => {
+            req.signal?.removeEventListener('abort', onAbort);
+            if (err) return reject(fromGrpcError(err, 'CreateCertificate'));
+            const chain = response?.cert_chain ?? [];
+            if (chain.length === 0) return reject(new CitadelError('CERT_INVALID', 'CreateCertificate: the CA returned an empty chain'));
+            resolve(chain);
+          },
+        );
+        const onAbort = () => call.cancel();
+        req.signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    },
+    close() {
+      client.close();
+    },
+  };
+}

@@ -1,0 +1,98 @@
+/**
+ * Loads the protobuf definitions citadel speaks: our Istio CA API (proto/security/v1alpha1/ca.proto) and
+ * Envoy's SDS (from @grpc/grpc-js-xds's bundled protos). Each is parsed once per process and cached.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+/** Type URL of the Envoy v3 Secret, on every SDS response and every Any inside it. */
+export const SECRET_TYPE_URL = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret';
+
+/** Full gRPC method paths, for logs and tests. */
+export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
+export const SDS_SERVICE_NAME = 'envoy.service.secret.v3.SecretDiscoveryService';
+
+// int64 becomes a JS number (validity_duration in seconds fits easily); enums as strings; default values are
+// filled in so handlers see '' and [] rather than undefined; oneofs add a virtual field naming the set member.
+const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+/** The repository root: the nearest ancestor of this file holding proto/security (works from src/ and dist/src/). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'proto', 'security', 'v1alpha1', 'ca.proto'))) return dir;
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('citadel: proto/security/v1alpha1/ca.proto not found above ' + fileURLToPath(import.meta.url));
+    dir = parent;
+  }
+}
+
+/** The four include directories of Envoy's protos shipped inside @grpc/grpc-js-xds. */
+export function envoyProtoIncludeDirs(): string[] {
+  const require = createRequire(import.meta.url);
+  // The package has no "exports" map, so its package.json resolves; deps/ sits beside it.
+  const root = dirname(require.resolve('@grpc/grpc-js-xds/package.json'));
+  return ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => resolve(root, 'deps', d));
+}
+
+let caDefinition: protoLoader.PackageDefinition | undefined;
+let sdsDefinition: protoLoader.PackageDefinition | undefined;
+
+/** The parsed Istio CA API (package istio.v1.auth). */
+export function caPackageDefinition(): protoLoader.PackageDefinition {
+  caDefinition ??= protoLoader.loadSync('security/v1alpha1/ca.proto', {
+    ...LOADER_OPTIONS,
+    includeDirs: [join(packageRoot(), 'proto')],
+  });
+  return caDefinition;
+}
+
+/**
+ * The parsed SDS service plus the Secret message. Both are loaded in the same call so that an Any written as
+ * `{ '@type': SECRET_TYPE_URL, ...fields }` is encoded with the Secret type.
+ */
+export function sdsPackageDefinition(): protoLoader.PackageDefinition {
+  sdsDefinition ??= protoLoader.loadSync(
+    ['envoy/service/secret/v3/sds.proto', 'envoy/extensions/transport_sockets/tls/v3/secret.proto'],
+    { ...LOADER_OPTIONS, includeDirs: envoyProtoIncludeDirs() },
+  );
+  return sdsDefinition;
+}
+
+function serviceDefinition(def: protoLoader.PackageDefinition, name: string): grpc.ServiceDefinition {
+  const service = def[name];
+  if (!service || !('CreateCertificate' in service || 'StreamSecrets' in service)) {
+    throw new Error(`citadel: service ${name} missing from the loaded protos`);
+  }
+  return service as grpc.ServiceDefinition;
+}
+
+/** Service definition of istio.v1.auth.IstioCertificateService, for server.addService / makeGenericClientConstructor. */
+export function caServiceDefinition(): grpc.ServiceDefinition {
+  return serviceDefinition(caPackageDefinition(), CA_SERVICE_NAME);
+}
+
+/** Service definition of envoy.service.secret.v3.SecretDiscoveryService. */
+export function sdsServiceDefinition(): grpc.ServiceDefinition {
+  return serviceDefinition(sdsPackageDefinition(), SDS_SERVICE_NAME);
+}
+
+/** Client constructor for the CA API (callers pass address, credentials, options). */
+export function caClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeGenericClientConstructor(caServiceDefinition(), 'IstioCertificateService');
+}
+
+/** Client constructor for SDS; used by tests that play Envoy. */
+export function sdsClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeGenericClientConstructor(sdsServiceDefinition(), 'SecretDiscoveryService');
+}

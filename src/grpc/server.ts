@@ -1,0 +1,211 @@
+/**
+ * A thin shell around grpc-js's Server: bind an address, swap TLS material at runtime, shut down gracefully, and
+ * read what handlers need from a call (bearer token, peer address, client certificate) without importing @grpc.
+ */
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
+import { CitadelError } from '../errors.js';
+
+/** A service to register: its definition (see protos.ts) and the grpc-js handler object for it. */
+export interface ServiceBinding {
+  definition: grpc.ServiceDefinition;
+  implementation: grpc.UntypedServiceImplementation;
+}
+
+/** TLS material for a server: the chain it presents and, optionally, the CAs client certificates must chain to. */
+export interface ServerTlsMaterial {
+  /** PEM, leaf first, then intermediates. */
+  certChainPem: string;
+  /** PEM private key of the leaf. */
+  keyPem: string;
+  /**
+   * PEM bundle that client certificates are checked against. Without it no client certificate is requested.
+   * A client certificate that does not chain here is not fatal to the handshake: the call simply sees none.
+   */
+  clientCaPem?: string;
+}
+
+function contextOptions(material: ServerTlsMaterial): SecureContextOptions {
+  return {
+    cert: material.certChainPem,
+    key: material.keyPem,
+    ...(material.clientCaPem ? { ca: material.clientCaPem } : {}),
+    // setSecureContext builds a fresh context from these options, so the floor must be repeated here.
+    minVersion: 'TLSv1.2',
+  };
+}
+
+/**
+ * Server credentials whose certificate (and client CA bundle) can be replaced while the server runs: new
+ * connections get the new material, open connections keep theirs. grpc-js applies each update through
+ * http2 `setSecureContext`, so the listening socket is never closed.
+ */
+export class ReloadableServerCredentials extends grpc.ServerCredentials {
+  private material: ServerTlsMaterial;
+
+  /** @throws CitadelError CERT_INVALID when the key/cert/CA cannot form a TLS context (e.g. key does not match). */
+  constructor(material: ServerTlsMaterial) {
+    const options = ReloadableServerCredentials.check(material);
+    super(
+      {
+        // Always ask for a client certificate (so a renewal over mTLS can present one) but never require it or
+        // fail the handshake on it: the CA decides what a certificate is worth (Istio's VerifyClientCertIfGiven).
+        requestCert: true,
+        rejectUnauthorized: false,
+        minVersion: 'TLSv1.2',
+      },
+      options,
+    );
+    this.material = material;
+  }
+
+  private static check(material: ServerTlsMaterial): SecureContextOptions {
+    const options = contextOptions(material);
+    try {
+      createSecureContext(options);
+    } catch (err) {
+      throw new CitadelError('CERT_INVALID', 'serving certificate rejected by TLS', (err as Error).message, { cause: err });
+    }
+    return options;
+  }
+
+  /** The material currently served. */
+  get current(): ServerTlsMaterial {
+    return this.material;
+  }
+
+  /**
+   * Serves `material` to every new connection. Validated first; on failure the old material stays in use.
+   * @throws CitadelError CERT_INVALID
+   */
+  update(material: ServerTlsMaterial): void {
+    const options = ReloadableServerCredentials.check(material);
+    this.material = material;
+    this.updateSecureContextOptions(options);
+  }
+
+  override _equals(other: grpc.ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
+/** Plaintext credentials (for the SDS Unix socket, which is protected by file permissions). */
+export function insecureServerCredentials(): grpc.ServerCredentials {
+  return grpc.ServerCredentials.createInsecure();
+}
+
+/** A running server. */
+export interface RunningServer {
+  /** The bound TCP port (0 for a Unix socket). */
+  readonly port: number;
+  /** The address as grpc-js was asked to bind it. */
+  readonly address: string;
+  /**
+   * Stops accepting calls, lets in-flight calls finish for up to `graceMs`, then cancels whatever is left.
+   * Idempotent.
+   */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Normalises our address syntax to grpc-js's: `:15012` -> `0.0.0.0:15012`, `host:port` and `unix:/path` as they
+ * are (`unix:./rel` is made absolute by the caller if needed).
+ */
+export function grpcBindAddress(address: string): string {
+  if (address.startsWith('unix:')) return address;
+  if (address.startsWith(':')) return `0.0.0.0${address}`;
+  return address;
+}
+
+/**
+ * Binds a grpc-js server on `address` with `credentials` and the given services.
+ * @throws CitadelError CONFIG_INVALID when the address cannot be bound (in use, bad syntax, no permission).
+ */
+export async function startGrpcServer(opts: {
+  address: string;
+  credentials: grpc.ServerCredentials;
+  services: readonly ServiceBinding[];
+  /** Largest request accepted, in bytes (grpc-js default 4 MiB). */
+  maxReceiveMessageBytes?: number;
+}): Promise<RunningServer> {
+  const server = new grpc.Server({
+    ...(opts.maxReceiveMessageBytes ? { 'grpc.max_receive_message_length': opts.maxReceiveMessageBytes } : {}),
+    // Detect dead peers on long-lived streams (SDS) without waiting for TCP timeouts.
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+  });
+  for (const s of opts.services) server.addService(s.definition, s.implementation);
+  const address = grpcBindAddress(opts.address);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(address, opts.credentials, (err, boundPort) => {
+      if (err) reject(new CitadelError('CONFIG_INVALID', `cannot listen on ${opts.address}`, err.message, { cause: err }));
+      else resolve(boundPort);
+    });
+  });
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    address,
+    stop(graceMs = 5_000) {
+      stopping ??= new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        timer.unref();
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      return stopping;
+    },
+  };
+}
+
+/** What a handler may know about the caller; built from the grpc-js call, free of @grpc types. */
+export interface CallContext {
+  /** The token of an `authorization: Bearer <token>` header, if any (never log it). */
+  readonly bearerToken: string | undefined;
+  /** The remote address as grpc-js reports it (`ip:port`), for logs and audit lines. */
+  readonly peerAddress: string;
+  /**
+   * DER of the client's leaf certificate when one was presented and chained to the server's client CA bundle at
+   * handshake time; undefined otherwise. Callers re-verify it against their current trust bundle.
+   */
+  readonly peerCertificateDer: Buffer | undefined;
+  /** First value of a request header (lower-cased name), as text. */
+  header(name: string): string | undefined;
+}
+
+/** Extracts the bearer token from request metadata (scheme matched case-insensitively, Istio-compatible). */
+export function bearerToken(metadata: grpc.Metadata): string | undefined {
+  for (const value of metadata.get('authorization')) {
+    const text = typeof value === 'string' ? value : value.toString('utf8');
+    const match = /^bearer\s+(\S+)\s*$/i.exec(text);
+    if (match) return match[1];
+  }
+  return undefined;
+}
+
+/** Builds a CallContext from any grpc-js server call. */
+export function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>): CallContext {
+  const metadata = call.metadata;
+  let der: Buffer | undefined;
+  try {
+    const raw = call.getAuthContext().sslPeerCertificate?.raw;
+    der = raw && raw.length > 0 ? Buffer.from(raw) : undefined;
+  } catch {
+    der = undefined;
+  }
+  return {
+    bearerToken: bearerToken(metadata),
+    peerAddress: call.getPeer(),
+    peerCertificateDer: der,
+    header(name) {
+      const value = metadata.get(name.toLowerCase())[0];
+      if (value === undefined) return undefined;
+      return typeof value === 'string' ? value : value.toString('utf8');
+    },
+  };
+}

@@ -1,0 +1,38 @@
+import * as grpc from '@grpc/grpc-js';
+import { describe, expect, it } from 'vitest';
+import { SECRET_TYPE_URL, caPackageDefinition, caServiceDefinition, sdsPackageDefinition, sdsServiceDefinition } from '../../../src/grpc/protos.js';
+
+describe('protos', () => {
+  it('loads the Istio CA API with Istio names and field numbers', () => {
+    const def = caPackageDefinition();
+    expect(caPackageDefinition()).toBe(def); // cached
+    const method = caServiceDefinition().CreateCertificate!;
+    expect(method.path).toBe('/istio.v1.auth.IstioCertificateService/CreateCertificate');
+    const bytes = method.requestSerialize({ csr: 'C', validity_duration: 3600 });
+    // csr = field 1 (tag 0x0a), validity_duration = field 3 varint (tag 0x18).
+    expect(bytes[0]).toBe(0x0a);
+    expect(bytes.subarray(3)).toEqual(Buffer.from([0x18, 0x90, 0x1c]));
+    const res = method.responseDeserialize(Buffer.from([0x0a, 0x01, 0x61, 0x0a, 0x01, 0x62])) as { cert_chain: string[] };
+    expect(res.cert_chain).toEqual(['a', 'b']);
+    const pkg = grpc.loadPackageDefinition(def) as unknown as { istio: { v1: { auth: { IstioCertificateService: unknown } } } };
+    expect(pkg.istio.v1.auth.IstioCertificateService).toBeDefined();
+  });
+
+  it('loads SDS and encodes a Secret inside an Any', () => {
+    const svc = sdsServiceDefinition();
+    expect(sdsPackageDefinition()).toBe(sdsPackageDefinition());
+    expect(Object.keys(svc).sort()).toEqual(['DeltaSecrets', 'FetchSecrets', 'StreamSecrets']);
+    expect(svc.StreamSecrets!.path).toBe('/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets');
+    const stream = svc.StreamSecrets!;
+    const wire = stream.responseSerialize({
+      version_info: 'v1',
+      type_url: SECRET_TYPE_URL,
+      nonce: 'n1',
+      resources: [{ '@type': SECRET_TYPE_URL, name: 'default', tls_certificate: { certificate_chain: { inline_bytes: Buffer.from('CERT') }, private_key: { inline_bytes: Buffer.from('KEY') } } }],
+    });
+    const back = stream.responseDeserialize(wire) as { resources: Array<{ type_url: string; value: Buffer }> };
+    expect(back.resources[0]!.type_url).toBe(SECRET_TYPE_URL);
+    expect(back.resources[0]!.value.includes(Buffer.from('CERT'))).toBe(true);
+    expect(back.resources[0]!.value.includes(Buffer.from('default'))).toBe(true);
+  });
+});
