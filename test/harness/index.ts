@@ -31,3 +31,7 @@ export function getCluster(): TestCluster {
   cluster = connectCluster(info);
   return cluster;
 }
+export {
+  startPod, writeFileAtomic, type SimulatedPod, type StartPodOptions,
+  ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY, TOKEN_RELATIVE_PATH, ROOT_CERT_RELATIVE_PATH, SDS_SOCKET_RELATIVE_PATH,
+} from './kubelet.js';

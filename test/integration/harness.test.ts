@@ -2,9 +2,10 @@
  * The real control plane really does what every other test relies on: TokenRequest + TokenReview with
  * audiences and Pod binding, and RBAC enforcement for ServiceAccount kubeconfigs.
  */
+import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { connectKube } from '../../src/kube/client.js';
-import { getCluster } from '../harness/index.js';
+import { getCluster, ROOT_CERT_CONFIGMAP, startPod } from '../harness/index.js';
 
 async function review(token: string, audiences: string[]) {
   const res = await getCluster().kube().authn.createTokenReview({ body: { spec: { token, audiences } } });
@@ -99,5 +100,43 @@ describe('control plane', () => {
       asReader.core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'new' } } }),
     ).rejects.toMatchObject({ code: 403 });
     await expect(asReader.core.listNamespacedConfigMap({ namespace: 'default' })).rejects.toMatchObject({ code: 403 });
+  });
+});
+
+describe('kubelet simulator', () => {
+  it('mounts a Pod-bound istio-ca token and keeps the root cert in step with the ConfigMap', async () => {
+    const cluster = getCluster();
+    const ns = await cluster.createNamespace('harness-kubelet');
+    const pod = await startPod(cluster, { namespace: ns, serviceAccount: 'sleep' });
+    expect(Buffer.byteLength(pod.sdsSocketPath)).toBeLessThan(108);
+    expect(pod.tokenPath).toBe(`${pod.root}/var/run/secrets/tokens/istio-token`);
+    expect(fs.existsSync(pod.rootCertPath)).toBe(false);
+
+    const token = fs.readFileSync(pod.tokenPath, 'utf8');
+    const reviewed = await review(token, ['istio-ca']);
+    expect(reviewed.user?.username).toBe(`system:serviceaccount:${ns}:sleep`);
+    expect(reviewed.user?.extra?.['authentication.kubernetes.io/pod-name']).toEqual([pod.name]);
+    expect(reviewed.user?.extra?.['authentication.kubernetes.io/pod-uid']).toEqual([pod.uid]);
+    const refreshed = await pod.refreshToken();
+    expect(refreshed).not.toBe(token);
+    expect(fs.readFileSync(pod.tokenPath, 'utf8')).toBe(refreshed);
+
+    const { core } = cluster.kube();
+    await core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: ROOT_CERT_CONFIGMAP }, data: { 'root-cert.pem': 'ROOT-1\n' } } });
+    expect(await pod.waitForRootCert({ timeoutMs: 10_000 })).toBe('ROOT-1\n');
+    await core.replaceNamespacedConfigMap({
+      name: ROOT_CERT_CONFIGMAP, namespace: ns,
+      body: { metadata: { name: ROOT_CERT_CONFIGMAP }, data: { 'root-cert.pem': 'ROOT-1\nROOT-2\n' } },
+    });
+    expect(await pod.waitForRootCert({ timeoutMs: 10_000, predicate: (pem) => pem.includes('ROOT-2') })).toBe('ROOT-1\nROOT-2\n');
+
+    // A second pod in the namespace gets the current content at once.
+    const other = await startPod(cluster, { namespace: ns, serviceAccount: 'sleep', watchRootCert: false });
+    expect(fs.readFileSync(other.rootCertPath, 'utf8')).toBe('ROOT-1\nROOT-2\n');
+
+    await pod.delete();
+    await other.delete();
+    expect(fs.existsSync(pod.root)).toBe(false);
+    await expect(core.readNamespacedPod({ name: pod.name, namespace: ns })).rejects.toMatchObject({ code: 404 });
   });
 });
