@@ -91,7 +91,7 @@ function parseCertificateDer(der: Buffer): ParsedCertificate {
   if (root.tag !== Tag.SEQUENCE) throw new CitadelError('DER_INVALID', 'malformed DER: certificate is not a SEQUENCE');
   const outer = new DerCursor(root, 'certificate');
   const tbsTlv = outer.next(Tag.SEQUENCE, 'tbsCertificate');
-  const outerAlg = readSignatureAlgorithm(outer.next(Tag.SEQUENCE, 'signatureAlgorithm'));
+  const outerAlgTlv = outer.next(Tag.SEQUENCE, 'signatureAlgorithm');
   const sig = readBitString(outer.next(Tag.BIT_STRING, 'signature'), 'signature');
   outer.end('certificate');
   if (sig.unusedBits !== 0) throw certError('signature has unused bits');
@@ -107,8 +107,6 @@ function parseCertificateDer(der: Buffer): ParsedCertificate {
   }
   const serial = readUnsignedInteger(tbs.next(Tag.INTEGER, 'serialNumber'), 'serialNumber');
   const innerAlgTlv = tbs.next(Tag.SEQUENCE, 'signature');
-  const innerAlg = readSignatureAlgorithm(innerAlgTlv);
-  if (innerAlg.name !== outerAlg.name) throw certError('the two signature algorithm fields differ');
   const issuerTlv = tbs.next(Tag.SEQUENCE, 'issuer');
   const validity = new DerCursor(tbs.next(Tag.SEQUENCE, 'validity'), 'validity');
   const notBefore = readTime(validity.next(undefined, 'notBefore'), 'notBefore');
@@ -132,7 +130,10 @@ function parseCertificateDer(der: Buffer): ParsedCertificate {
   const subject = decodeName(subjectTlv, 'subject');
   const issuer = decodeName(issuerTlv, 'issuer');
   const spki = Buffer.from(rawOf(spkiTlv));
+  // The key first: an unsupported key (Ed25519, P-521...) is reported as such, not as its signature algorithm.
   const { publicKey, key } = publicKeyFromSpki(spki);
+  const outerAlg = readSignatureAlgorithm(outerAlgTlv);
+  if (!rawOf(innerAlgTlv).equals(rawOf(outerAlgTlv))) throw certError('the two signature algorithm fields differ');
   const subjectDer = rawOf(subjectTlv);
   const issuerDer = rawOf(issuerTlv);
   const tbsBytes = rawOf(tbsTlv);

@@ -59,7 +59,7 @@ export function parseCsr(pem: string): ParsedCsr {
   if (root.tag !== Tag.SEQUENCE) throw new CitadelError('DER_INVALID', 'malformed DER: CSR is not a SEQUENCE');
   const outer = new DerCursor(root, 'CSR');
   const criTlv = outer.next(Tag.SEQUENCE, 'certificationRequestInfo');
-  const alg = readSignatureAlgorithm(outer.next(Tag.SEQUENCE, 'signatureAlgorithm'));
+  const algTlv = outer.next(Tag.SEQUENCE, 'signatureAlgorithm');
   const sig = readBitString(outer.next(Tag.BIT_STRING, 'signature'), 'signature');
   outer.end('CSR');
   if (sig.unusedBits !== 0) throw csrError('signature has unused bits');
@@ -72,7 +72,9 @@ export function parseCsr(pem: string): ParsedCsr {
   const attrsTlv = cri.next(contextTag(0, true), 'attributes');
   cri.end('certificationRequestInfo');
 
+  // The key first: an Ed25519 or P-521 CSR is reported as an unsupported key, not as its signature algorithm.
   const { publicKey, key } = publicKeyFromSpki(Buffer.from(rawOf(spkiTlv)));
+  const alg = readSignatureAlgorithm(algTlv);
   if (alg.keyAlgorithm !== key.algorithm) throw new CitadelError('SIGNATURE_INVALID', `CSR signature algorithm ${alg.name} does not fit its ${key.algorithm} key`);
   if (!verifyWith(publicKey, key, alg, rawOf(criTlv), sig.bytes)) throw new CitadelError('SIGNATURE_INVALID', 'CSR signature does not verify');
 
@@ -88,7 +90,13 @@ export function parseCsr(pem: string): ParsedCsr {
     if (sawExtensions) throw csrError('more than one extensionRequest attribute');
     sawExtensions = true;
     const vc = new DerCursor(values, 'extensionRequest');
-    const exts = decodeExtensions(vc.next(Tag.SEQUENCE, 'extensionRequest'));
+    let exts;
+    try {
+      exts = decodeExtensions(vc.next(Tag.SEQUENCE, 'extensionRequest'));
+    } catch (err) {
+      if (err instanceof CitadelError && err.code === 'CERT_INVALID') throw csrError(err.message);
+      throw err;
+    }
     vc.end('extensionRequest');
     const san = exts.subjectAltName;
     if (san) {

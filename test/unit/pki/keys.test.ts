@@ -1,0 +1,94 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { KEY_TYPES, describeKey, generateKeyPair, parsePrivateKeyPem, privateKeyToPem, samePublicKey } from '../../../src/pki/index.js';
+import { encodePem } from '../../../src/pki/pem.js';
+import { expectCode } from './helpers.js';
+import { opensslOk, scratch } from './openssl.js';
+
+const tmp = scratch();
+
+describe('keys', () => {
+  it.each([
+    ['ecdsa-p256', { algorithm: 'ecdsa', bits: 256, curve: 'P-256' }],
+    ['ecdsa-p384', { algorithm: 'ecdsa', bits: 384, curve: 'P-384' }],
+    ['rsa-2048', { algorithm: 'rsa', bits: 2048 }],
+    ['rsa-3072', { algorithm: 'rsa', bits: 3072 }],
+    ['rsa-4096', { algorithm: 'rsa', bits: 4096 }],
+  ] as const)('generates %s keys and round-trips them through PKCS#8 PEM', async (type, info) => {
+    const { privateKey, publicKey } = await generateKeyPair(type);
+    expect(describeKey(privateKey)).toEqual({ type, ...info });
+    expect(describeKey(publicKey)).toEqual({ type, ...info });
+    const pem = privateKeyToPem(privateKey);
+    expect(pem).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
+    const back = parsePrivateKeyPem(pem);
+    expect(samePublicKey(back, publicKey)).toBe(true);
+    // openssl reads what we write.
+    expect(opensslOk(['pkey', '-noout', '-text'], pem)).toMatch(type.startsWith('rsa') ? /Private-Key: \(\d+ bit/ : /(prime256v1|secp384r1)/);
+  });
+
+  it('lists every key type', () => {
+    expect(KEY_TYPES).toEqual(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096']);
+  });
+
+  it('reads PKCS#1 and SEC1 keys written by node', () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const pkcs1 = rsa.privateKey.export({ type: 'pkcs1', format: 'pem' });
+    expect(pkcs1).toMatch(/BEGIN RSA PRIVATE KEY/);
+    expect(samePublicKey(parsePrivateKeyPem(pkcs1), rsa.publicKey)).toBe(true);
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+    const sec1 = ec.privateKey.export({ type: 'sec1', format: 'pem' });
+    expect(sec1).toMatch(/BEGIN EC PRIVATE KEY/);
+    expect(samePublicKey(parsePrivateKeyPem(sec1), ec.publicKey)).toBe(true);
+  });
+
+  it('reads PKCS#1 and SEC1 keys written by openssl (with its EC PARAMETERS block)', () => {
+    const rsaPath = tmp.file('rsa.key', '');
+    opensslOk(['genrsa', '-traditional', '-out', rsaPath, '2048']);
+    const rsaPem = opensslOk(['rsa', '-in', rsaPath, '-traditional']);
+    expect(rsaPem).toMatch(/BEGIN RSA PRIVATE KEY/);
+    expect(describeKey(parsePrivateKeyPem(rsaPem)).type).toBe('rsa-2048');
+
+    const ecPem = opensslOk(['ecparam', '-name', 'prime256v1', '-genkey']);
+    expect(ecPem).toMatch(/BEGIN EC PARAMETERS[\s\S]*BEGIN EC PRIVATE KEY/);
+    const key = parsePrivateKeyPem(ecPem);
+    expect(describeKey(key).type).toBe('ecdsa-p256');
+    const pubFromOpenssl = opensslOk(['ec', '-pubout'], ecPem);
+    expect(privateKeyToPem(key)).toMatch(/BEGIN PRIVATE KEY/);
+    expect(opensslOk(['pkey', '-pubout'], privateKeyToPem(key))).toBe(pubFromOpenssl);
+  });
+
+  it('rejects RSA under 2048 bits as KEY_TOO_WEAK', () => {
+    const weak = generateKeyPairSync('rsa', { modulusLength: 1024 });
+    expectCode(() => describeKey(weak.publicKey), 'KEY_TOO_WEAK', /1024/);
+    expectCode(() => parsePrivateKeyPem(weak.privateKey.export({ type: 'pkcs1', format: 'pem' })), 'KEY_TOO_WEAK');
+    expectCode(() => parsePrivateKeyPem(weak.privateKey.export({ type: 'pkcs8', format: 'pem' })), 'KEY_TOO_WEAK');
+  });
+
+  it('rejects other curves, Ed25519, DSA, RSA-PSS and odd RSA sizes as KEY_UNSUPPORTED', () => {
+    const unsupported = [
+      generateKeyPairSync('ec', { namedCurve: 'secp521r1' }).privateKey,
+      generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).privateKey,
+      generateKeyPairSync('ed25519').privateKey,
+      generateKeyPairSync('dsa', { modulusLength: 2048, divisorLength: 256 }).privateKey,
+      generateKeyPairSync('rsa-pss', { modulusLength: 2048 }).privateKey,
+      generateKeyPairSync('rsa', { modulusLength: 2560 }).privateKey,
+    ];
+    for (const key of unsupported) {
+      expectCode(() => describeKey(key), 'KEY_UNSUPPORTED');
+      expectCode(() => parsePrivateKeyPem(key.export({ type: 'pkcs8', format: 'pem' }) as string), 'KEY_UNSUPPORTED');
+    }
+  });
+
+  it('rejects encrypted keys, several keys, no key, other blocks and broken DER', () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const pem = ec.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    const encrypted = ec.privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'x' }) as string;
+    expectCode(() => parsePrivateKeyPem(encrypted), 'KEY_UNSUPPORTED', /encrypted/);
+    expectCode(() => parsePrivateKeyPem(pem + pem), 'PEM_MULTIPLE');
+    expectCode(() => parsePrivateKeyPem('not a key'), 'PEM_INVALID');
+    expectCode(() => parsePrivateKeyPem(ec.publicKey.export({ type: 'spki', format: 'pem' }) as string), 'PEM_INVALID', /PUBLIC KEY/);
+    expectCode(() => parsePrivateKeyPem(encodePem('PRIVATE KEY', Buffer.from('3003020100', 'hex'))), 'DER_INVALID');
+    expectCode(() => parsePrivateKeyPem(pem + ' '.repeat(70_000)), 'INPUT_TOO_LARGE');
+    expectCode(() => privateKeyToPem(ec.publicKey), 'KEY_UNSUPPORTED');
+  });
+});
