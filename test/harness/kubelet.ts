@@ -37,6 +37,11 @@ export interface StartPodOptions {
   tokenExpirationSeconds?: number;
   /** Keep root-cert.pem in step with the ConfigMap through a watch (default true). */
   watchRootCert?: boolean;
+  /**
+   * The Pod's spec, e.g. a Deployment's template, so admission (Pod Security) judges the real thing. Default: one
+   * placeholder container. `serviceAccountName` is always set to `serviceAccount`.
+   */
+  podSpec?: k8s.V1PodSpec;
 }
 
 export interface SimulatedPod {
@@ -99,9 +104,9 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
       body: {
         metadata: { name, ...(opts.labels ? { labels: opts.labels } : {}) },
         spec: {
-          serviceAccountName: serviceAccount,
           // Nothing runs it; the image only has to be a valid reference.
-          containers: [{ name: 'app', image: 'registry.invalid/citadel-test-app:1' }],
+          ...(opts.podSpec ?? { containers: [{ name: 'app', image: 'registry.invalid/citadel-test-app:1' }] }),
+          serviceAccountName: serviceAccount,
         },
       },
     });
