@@ -1,0 +1,431 @@
+/**
+ * `npm run bench`: issuance figures for `citadel ca` beside Istio's own CA server code (the anchor) and the
+ * raw crypto bound, all measured in one run on this machine, so that the ratios mean something even though
+ * absolute numbers drift between runs and machines.
+ *
+ *   node dist/bench/run.js [--duration 8s] [--warmup 2s] [--concurrency 1,16,128] [--key-types rsa-2048,ecdsa-p256]
+ *                          [--servers citadel,istio,istio+cache] [--profile] [--quick] [--out bench/results]
+ *
+ * It builds or reuses the Go programs (scripts/provision-bench.sh), starts the harness control plane
+ * (etcd + kube-apiserver), makes ServiceAccounts, Pods and pod-bound tokens (audience istio-ca), writes one
+ * set of plugged-in CA material per key type and hands it to each CA in turn, then runs the Go load
+ * generator at each concurrency. It writes bench/results/<date>.json and bench/results/latest.md.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startControlPlane, type ControlPlane } from '../test/harness/cluster.js';
+import { connectCluster, type TestCluster } from '../test/harness/test-cluster.js';
+import { writeCaMaterial, type CaMaterial } from './ca-material.js';
+import { measureCryptoBound, type BenchKeyType, type CryptoBound } from './crypto-bound.js';
+import { runLoadgen, type LoadgenResult } from './loadgen.js';
+import { peakRss, sampleProcess } from './procstat.js';
+import { summariseCpuProfile, type ProfileSummary } from './profile.js';
+import { startCitadelCa, startIstioCa, type RunningCa } from './servers.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const TRUST_DOMAIN = 'cluster.local';
+const CA_NAMESPACE = 'citadel-system';
+
+type ServerKind = 'citadel' | 'istio' | 'istio+cache';
+
+interface Options {
+  durationMs: number;
+  warmupMs: number;
+  concurrency: number[];
+  keyTypes: BenchKeyType[];
+  servers: ServerKind[];
+  profile: boolean;
+  outDir: string;
+  serviceAccounts: number;
+  podsPerServiceAccount: number;
+  tokenCacheTtlMs: number;
+}
+
+export interface IssuanceRow {
+  keyType: BenchKeyType;
+  server: ServerKind;
+  concurrency: number;
+  certsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  errorsByCode: Record<string, number>;
+  /** CA process CPU seconds per 1,000 issued certificates. */
+  caCpuSecPer1k: number;
+  /** kube-apiserver CPU seconds per 1,000 certificates (TokenReviews). */
+  apiserverCpuSecPer1k: number;
+  loadgenCpuSecPer1k: number;
+  /** certsPerSec / raw verify+sign per second on one core. */
+  ratioToRawBound: number;
+  /** Raw CPU per certificate / CA CPU per certificate: the share of the CA's CPU that is the crypto floor. */
+  cryptoShareOfCpu: number;
+  caRssMb: number;
+  raw: LoadgenResult;
+}
+
+interface Report {
+  date: string;
+  machine: Record<string, string | number>;
+  options: Omit<Options, 'outDir'>;
+  cryptoBounds: CryptoBound[];
+  issuance: IssuanceRow[];
+  ratios: { keyType: BenchKeyType; concurrency: number; versus: ServerKind; certsPerSecRatio: number; cpuPer1kRatio: number }[];
+  profile?: { keyType: BenchKeyType; concurrency: number; file: string; summary: ProfileSummary };
+  notMeasured: string[];
+  errors: string[];
+  wallSeconds: number;
+}
+
+function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text);
+  if (!m) throw new Error(`bad duration ${text} (use e.g. 500ms, 8s, 1m)`);
+  const n = Number(m[1]);
+  return m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    durationMs: 8000,
+    warmupMs: 2000,
+    concurrency: [1, 16, 128],
+    keyTypes: ['rsa-2048', 'ecdsa-p256'],
+    servers: ['citadel', 'istio', 'istio+cache'],
+    profile: false,
+    outDir: path.join(ROOT, 'bench', 'results'),
+    serviceAccounts: 8,
+    podsPerServiceAccount: 4,
+    tokenCacheTtlMs: 60_000,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    switch (a) {
+      case '--duration': o.durationMs = parseDuration(next()); break;
+      case '--warmup': o.warmupMs = parseDuration(next()); break;
+      case '--concurrency': o.concurrency = next().split(',').map(Number); break;
+      case '--key-types': o.keyTypes = next().split(',') as BenchKeyType[]; break;
+      case '--servers': o.servers = next().split(',') as ServerKind[]; break;
+      case '--token-cache-ttl': o.tokenCacheTtlMs = parseDuration(next()); break;
+      case '--profile': o.profile = true; break;
+      case '--quick': o.durationMs = 3000; o.warmupMs = 1000; break;
+      case '--out': o.outDir = path.resolve(next()); break;
+      case '--help':
+        process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*?|^ \* ?/gm, ''));
+        process.exit(0);
+        break;
+      default: throw new Error(`unknown argument ${a} (see --help)`);
+    }
+  }
+  for (const k of o.keyTypes) if (k !== 'rsa-2048' && k !== 'ecdsa-p256') throw new Error(`--key-types: ${k} is not rsa-2048 or ecdsa-p256`);
+  for (const s of o.servers) if (!['citadel', 'istio', 'istio+cache'].includes(s)) throw new Error(`--servers: unknown ${s}`);
+  if (o.concurrency.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--concurrency: positive integers');
+  return o;
+}
+
+const say = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+
+/** Runs scripts/provision-bench.sh (progress on our stderr) and returns its KEY=VALUE output. */
+function provisionBenchTools(): Record<string, string> {
+  const res = spawnSync('bash', [path.join(ROOT, 'scripts', 'provision-bench.sh')], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  if (res.status !== 0) throw new Error('scripts/provision-bench.sh failed (see above)');
+  const env: Record<string, string> = {};
+  for (const line of res.stdout.split('\n')) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+    if (m) env[m[1]!] = m[2]!;
+  }
+  if (!env.LOADGEN || !env.ISTIOCA) throw new Error('provision-bench.sh printed no LOADGEN/ISTIOCA');
+  return env;
+}
+
+function machineInfo(benchEnv: Record<string, string>, cp: ControlPlane): Record<string, string | number> {
+  const cpus = os.cpus();
+  let openssl = process.versions.openssl ?? '';
+  try {
+    openssl = `${openssl} (node); ${execFileSync('openssl', ['version'], { encoding: 'utf8' }).trim()} (cli)`;
+  } catch {
+    // the CLI is optional here
+  }
+  return {
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    cores: cpus.length,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    openssl,
+    go: benchEnv.GO_VERSION ?? '',
+    istioModule: `istio.io/istio ${benchEnv.ISTIO_MODULE ?? ''}`,
+    kubernetes: cp.info.tools.kubernetesVersion,
+    etcd: cp.info.tools.etcdVersion,
+    citadel: gitDescribe(),
+  };
+}
+
+function gitDescribe(): string {
+  try {
+    return execFileSync('git', ['-C', ROOT, 'describe', '--always', '--dirty'], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** ServiceAccounts bench-sa-<i> with Pods, and one pod-bound istio-ca token per Pod, as [{token, spiffeId}]. */
+async function makeIdentities(cluster: TestCluster, o: Options, file: string): Promise<number> {
+  const ns = await cluster.createNamespace('bench');
+  const core = cluster.kube().core;
+  const ids: { token: string; spiffeId: string }[] = [];
+  for (let s = 0; s < o.serviceAccounts; s++) {
+    const sa = `bench-sa-${s}`;
+    await cluster.createServiceAccount(ns, sa);
+    for (let p = 0; p < o.podsPerServiceAccount; p++) {
+      const name = `${sa}-pod-${p}`;
+      const pod = await core.createNamespacedPod({
+        namespace: ns,
+        body: { metadata: { name }, spec: { serviceAccountName: sa, containers: [{ name: 'app', image: 'bench.invalid/app' }] } },
+      });
+      const token = await cluster.tokenFor(ns, sa, { audiences: ['istio-ca'], podName: name, podUid: pod.metadata?.uid, expirationSeconds: 7200 });
+      ids.push({ token, spiffeId: `spiffe://${TRUST_DOMAIN}/ns/${ns}/sa/${sa}` });
+    }
+  }
+  fs.writeFileSync(file, JSON.stringify(ids), { mode: 0o600 });
+  return ids.length;
+}
+
+async function startServer(kind: ServerKind, ctx: { material: CaMaterial; cp: ControlPlane; benchEnv: Record<string, string>; logDir: string; o: Options; nodeFlags?: string[] }): Promise<RunningCa> {
+  if (kind === 'citadel') {
+    return startCitadelCa({
+      node: process.execPath,
+      mainJs: path.join(ROOT, 'dist', 'src', 'cli', 'main.js'),
+      kubeconfig: ctx.cp.info.kubeconfigPath,
+      namespace: CA_NAMESPACE,
+      material: ctx.material,
+      logDir: ctx.logDir,
+      trustDomain: TRUST_DOMAIN,
+      nodeFlags: ctx.nodeFlags ?? [],
+    });
+  }
+  return startIstioCa({
+    binary: ctx.benchEnv.ISTIOCA!,
+    kubeconfig: ctx.cp.info.kubeconfigPath,
+    material: ctx.material,
+    logDir: ctx.logDir,
+    trustDomain: TRUST_DOMAIN,
+    tokenCacheTtlMs: kind === 'istio+cache' ? ctx.o.tokenCacheTtlMs : 0,
+  });
+}
+
+function toRow(keyType: BenchKeyType, server: ServerKind, r: LoadgenResult, bound: CryptoBound, caPid: number): IssuanceRow {
+  const per1k = (name: string) => (r.ok > 0 ? ((r.cpuSeconds[name] ?? 0) * 1000) / r.ok : NaN);
+  const caCpu = per1k('ca');
+  return {
+    keyType,
+    server,
+    concurrency: r.concurrency,
+    certsPerSec: r.certsPerSec,
+    p50Ms: r.latencyMs.p50,
+    p99Ms: r.latencyMs.p99,
+    errors: r.errors,
+    errorsByCode: r.errorsByCode,
+    caCpuSecPer1k: caCpu,
+    apiserverCpuSecPer1k: per1k('apiserver'),
+    loadgenCpuSecPer1k: per1k('loadgen'),
+    ratioToRawBound: r.certsPerSec / bound.verifySignPerSec,
+    cryptoShareOfCpu: 1000 / bound.verifySignPerSec / caCpu,
+    caRssMb: sampleProcess(caPid).rssBytes / 2 ** 20,
+    raw: r,
+  };
+}
+
+const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '-');
+const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-');
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : '-');
+const f3 = (n: number) => (Number.isFinite(n) ? n.toFixed(3) : '-');
+const pct = (n: number) => (Number.isFinite(n) ? `${(n * 100).toFixed(0)}%` : '-');
+
+/** The markdown the README section is made from. */
+export function renderMarkdown(rep: Report): string {
+  const m = rep.machine;
+  const lines: string[] = [];
+  lines.push(`Measured ${rep.date} on ${m.cpuModel} (${m.cores} cores, ${m.memoryGiB} GiB), Linux ${m.kernel}; Node ${m.node}, OpenSSL ${m.openssl}; ${m.go}; anchor ${m.istioModule}; kube-apiserver ${m.kubernetes}; citadel ${m.citadel}. ${f0(rep.options.durationMs / 1000)} s measured per row after ${f0(rep.options.warmupMs / 1000)} s warm-up; ${rep.options.serviceAccounts * rep.options.podsPerServiceAccount} pod-bound tokens over ${rep.options.serviceAccounts} ServiceAccounts; load and CAs share the machine's cores.`);
+  lines.push('');
+  lines.push('Raw crypto bound (node:crypto, one core; CA and workload keys of the same type):');
+  lines.push('');
+  lines.push('| key type | sign/s | verify/s | verify+sign/s (bound) |');
+  lines.push('|---|---:|---:|---:|');
+  for (const b of rep.cryptoBounds) lines.push(`| ${b.keyType} | ${f0(b.signPerSec)} | ${f0(b.verifyPerSec)} | ${f0(b.verifySignPerSec)} |`);
+  lines.push('');
+  lines.push('Issuance over gRPC+TLS on loopback, TokenReview authentication (`istio`: Istio as shipped, one TokenReview per request through its 80 QPS kube client; `istio+cache`: the same with a token cache of ours in front, as citadel caches):');
+  lines.push('');
+  lines.push('| key | clients | server | certs/s | p50 ms | p99 ms | CA CPU s/1k | apiserver CPU s/1k | of raw bound | crypto share of CA CPU | citadel / this | errors |');
+  lines.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of rep.issuance) {
+    const cit = rep.issuance.find((x) => x.keyType === r.keyType && x.concurrency === r.concurrency && x.server === 'citadel');
+    const ratio = cit && r.server !== 'citadel' ? `${f2(cit.certsPerSec / r.certsPerSec)}x` : '';
+    lines.push(`| ${r.keyType} | ${r.concurrency} | ${r.server} | ${f0(r.certsPerSec)} | ${f1(r.p50Ms)} | ${f1(r.p99Ms)} | ${f3(r.caCpuSecPer1k)} | ${f3(r.apiserverCpuSecPer1k)} | ${pct(r.ratioToRawBound)} | ${pct(r.cryptoShareOfCpu)} | ${ratio} | ${r.errors} |`);
+  }
+  if (rep.profile) {
+    const p = rep.profile.summary;
+    lines.push('');
+    lines.push(`Where citadel's CA CPU goes (node --cpu-prof, ${rep.profile.keyType}, ${rep.profile.concurrency} clients, ${f0(p.busyMs)} ms busy):`);
+    lines.push('');
+    lines.push('| category | share |');
+    lines.push('|---|---:|');
+    for (const c of p.categories.slice(0, 12)) lines.push(`| ${c.category} | ${pct(c.share)} |`);
+    lines.push('');
+    lines.push('| hottest functions (self time) | category | share |');
+    lines.push('|---|---|---:|');
+    for (const h of p.hotFunctions.slice(0, 12)) lines.push(`| \`${h.where}\` | ${h.category} | ${pct(h.share)} |`);
+  }
+  if (rep.notMeasured.length) {
+    lines.push('');
+    lines.push('Not measured in this run:');
+    for (const n of rep.notMeasured) lines.push(`- ${n}`);
+  }
+  if (rep.errors.length) {
+    lines.push('');
+    lines.push('Errors:');
+    for (const e of rep.errors) lines.push(`- ${e.split('\n')[0]}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+async function main(): Promise<number> {
+  const started = Date.now();
+  const o = parseArgs(process.argv.slice(2));
+  say('building or reusing the Go load generator and the Istio anchor');
+  const benchEnv = provisionBenchTools();
+
+  const bounds: CryptoBound[] = [];
+  for (const k of o.keyTypes) {
+    say(`raw crypto bound for ${k} (node:crypto, one core)`);
+    bounds.push(measureCryptoBound(k));
+  }
+
+  say('starting the control plane (etcd + kube-apiserver)');
+  const cp = await startControlPlane({ log: (l) => say(l) });
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'citadel-bench-'));
+  const report: Report = {
+    date: new Date().toISOString(),
+    machine: machineInfo(benchEnv, cp),
+    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs },
+    cryptoBounds: bounds,
+    issuance: [],
+    ratios: [],
+    notMeasured: [
+      'agent start to first certificate in Envoy, agent RSS (issue 8 item 3): not wired into the runner yet',
+      'SDS fan-out, 1,000 streams (item 4): not wired into the runner yet',
+      'controllers: 1,000-namespace reconcile, ConfigMap recreate, CA RSS with 1,000 namespaces / 5,000 ServiceAccounts (item 5): not wired into the runner yet',
+    ],
+    errors: [],
+    wallSeconds: 0,
+  };
+  try {
+    const cluster = connectCluster(cp.info);
+    await cluster.kube().core.createNamespace({ body: { metadata: { name: CA_NAMESPACE } } }).catch(() => undefined);
+    const identitiesFile = path.join(workDir, 'identities.json');
+    const nIds = await makeIdentities(cluster, o, identitiesFile);
+    say(`${nIds} pod-bound tokens (audience istio-ca) ready`);
+    const apiserverPid = cp.apiserver.pid;
+
+    for (const keyType of o.keyTypes) {
+      const material = await writeCaMaterial(path.join(workDir, 'ca'), keyType, TRUST_DOMAIN);
+      const bound = bounds.find((b) => b.keyType === keyType)!;
+      for (const kind of o.servers) {
+        let server: RunningCa;
+        try {
+          server = await startServer(kind, { material, cp, benchEnv, logDir: workDir, o });
+        } catch (err) {
+          const msg = `${kind} ${keyType}: could not start: ${(err as Error).message}`;
+          say(msg);
+          report.errors.push(msg);
+          continue;
+        }
+        try {
+          for (const c of o.concurrency) {
+            say(`${keyType} ${kind} ${c} clients: ${o.durationMs / 1000} s`);
+            try {
+              const r = await runLoadgen({
+                binary: benchEnv.LOADGEN!, addr: server.addr, serverName: server.serverName, rootCaFile: server.rootCaFile,
+                identitiesFile, keyType, concurrency: c, durationMs: o.durationMs, warmupMs: o.warmupMs,
+                label: `${kind} ${keyType} c${c}`, cpuPids: { ca: server.process.pid, apiserver: apiserverPid },
+              });
+              const row = toRow(keyType, kind, r, bound, server.process.pid);
+              report.issuance.push(row);
+              say(`  ${f0(row.certsPerSec)} certs/s, p50 ${f1(row.p50Ms)} ms, p99 ${f1(row.p99Ms)} ms, CA CPU ${f3(row.caCpuSecPer1k)} s/1k, ${row.errors} errors`);
+            } catch (err) {
+              const msg = `${kind} ${keyType} c${c}: ${(err as Error).message}`;
+              say(msg);
+              report.errors.push(msg);
+            }
+          }
+        } finally {
+          const peak = peakRss(server.process.pid);
+          if (peak !== undefined) say(`  ${kind} peak RSS ${f0(peak / 2 ** 20)} MiB`);
+          await server.stop();
+        }
+      }
+    }
+
+    if (o.profile && o.servers.includes('citadel')) {
+      const keyType = o.keyTypes[0]!;
+      const concurrency = o.concurrency.includes(16) ? 16 : o.concurrency[0]!;
+      say(`profiling citadel ca (${keyType}, ${concurrency} clients) with --cpu-prof`);
+      const profDir = path.join(workDir, 'cpuprof');
+      fs.mkdirSync(profDir, { recursive: true });
+      const material = await writeCaMaterial(path.join(workDir, 'ca-prof'), keyType, TRUST_DOMAIN);
+      const server = await startServer('citadel', { material, cp, benchEnv, logDir: workDir, o, nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
+      try {
+        await runLoadgen({
+          binary: benchEnv.LOADGEN!, addr: server.addr, serverName: server.serverName, rootCaFile: server.rootCaFile,
+          identitiesFile, keyType, concurrency, durationMs: o.durationMs, warmupMs: o.warmupMs, label: 'profile',
+        });
+      } finally {
+        await server.stop();
+      }
+      const file = fs.readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
+      if (file) {
+        const kept = path.join(o.outDir, `citadel-ca-${keyType}.cpuprofile`);
+        fs.mkdirSync(o.outDir, { recursive: true });
+        fs.copyFileSync(path.join(profDir, file), kept);
+        report.profile = { keyType, concurrency, file: path.relative(ROOT, kept), summary: summariseCpuProfile(kept) };
+      } else {
+        report.errors.push('profile: citadel ca wrote no .cpuprofile (did it exit cleanly on SIGTERM?)');
+      }
+    }
+
+    for (const r of report.issuance) {
+      if (r.server === 'citadel') continue;
+      const cit = report.issuance.find((x) => x.keyType === r.keyType && x.concurrency === r.concurrency && x.server === 'citadel');
+      if (!cit) continue;
+      report.ratios.push({ keyType: r.keyType, concurrency: r.concurrency, versus: r.server, certsPerSecRatio: cit.certsPerSec / r.certsPerSec, cpuPer1kRatio: cit.caCpuSecPer1k / r.caCpuSecPer1k });
+    }
+  } finally {
+    await cp.stop();
+    fs.rmSync(workDir, { recursive: true, force: true });
+  }
+  report.wallSeconds = (Date.now() - started) / 1000;
+
+  fs.mkdirSync(o.outDir, { recursive: true });
+  const stamp = report.date.replace(/[:.]/g, '-');
+  const jsonPath = path.join(o.outDir, `${stamp}.json`);
+  fs.writeFileSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
+  const md = renderMarkdown(report);
+  fs.writeFileSync(path.join(o.outDir, 'latest.md'), md);
+  process.stdout.write(md);
+  say(`wrote ${path.relative(ROOT, jsonPath)} and bench/results/latest.md in ${f0(report.wallSeconds)} s`);
+  return report.errors.length ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`[bench] failed: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);
