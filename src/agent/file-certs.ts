@@ -1,0 +1,94 @@
+/**
+ * File-mounted mode: serve `cert-chain.pem`, `key.pem` and `root-cert.pem` from a directory (Istio's
+ * ./etc/certs layout) instead of talking to a CA, and push again whenever they change. The `istio.<sa>` Secret
+ * of the ServiceAccount-secret mode (type istio.io/key-and-cert) has exactly these keys, so mounting that
+ * Secret at ./etc/certs (or pointing --file-certs at its mount) serves it the same way.
+ *
+ * Files are checked before publishing (key matches cert, not expired); a bad or half-written set is logged and
+ * counted, and the last good set keeps being served until a good one appears. Certificates are not renewed
+ * here: whoever writes the files rotates them.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Clock } from '../clock.js';
+import { toCitadelError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { watchFiles, type FileContents, type FileWatcher } from './file-watch.js';
+import { mergeTrustBundles, ROOT_CA_RESOURCE, validateCertificateMaterial, WORKLOAD_CERT_RESOURCE } from './material.js';
+import type { AgentMetrics } from './metrics.js';
+import type { WorkloadSecretsPublisher } from './workload-secrets.js';
+
+export const FILE_CERT_NAMES = { certChain: 'cert-chain.pem', key: 'key.pem', root: 'root-cert.pem' } as const;
+
+/** True when all three files exist in `dir` (how the agent decides to start in file-mounted mode). */
+export function hasMountedCerts(dir: string): boolean {
+  return Object.values(FILE_CERT_NAMES).every((name) => {
+    try {
+      return fs.statSync(path.join(dir, name)).isFile();
+    } catch {
+      return false;
+    }
+  });
+}
+
+export interface FileCertsDeps {
+  dir: string;
+  secrets: WorkloadSecretsPublisher;
+  clock: Clock;
+  log: Logger;
+  metrics?: AgentMetrics;
+  pollMs?: number;
+}
+
+export interface FileCertSource {
+  /** Loads the files once (publishing what is valid) and starts watching. */
+  start(): Promise<void>;
+  stop(): void;
+}
+
+/** Creates the file-mounted source. */
+export function createFileCertSource(deps: FileCertsDeps): FileCertSource {
+  const certPath = path.join(deps.dir, FILE_CERT_NAMES.certChain);
+  const keyPath = path.join(deps.dir, FILE_CERT_NAMES.key);
+  const rootPath = path.join(deps.dir, FILE_CERT_NAMES.root);
+  let watcher: FileWatcher | undefined;
+
+  const load = (contents: FileContents) => {
+    const now = deps.clock.now();
+    const root = contents.get(rootPath);
+    try {
+      if (root === undefined) throw new Error(`${rootPath} is missing`);
+      deps.secrets.publishTrustBundle(mergeTrustBundles([root]));
+    } catch (err) {
+      deps.metrics?.fileSecretFailures.inc({ resource_name: ROOT_CA_RESOURCE });
+      deps.log.error({ path: rootPath, err: toCitadelError(err, 'CERT_INVALID').message }, 'mounted root certificate not loaded; keeping the last good one');
+    }
+    const chain = contents.get(certPath);
+    const key = contents.get(keyPath);
+    try {
+      if (chain === undefined || key === undefined) throw new Error(`${chain === undefined ? certPath : keyPath} is missing`);
+      deps.secrets.publishCertificate(validateCertificateMaterial({ chain, key, now }));
+    } catch (err) {
+      deps.metrics?.fileSecretFailures.inc({ resource_name: WORKLOAD_CERT_RESOURCE });
+      deps.log.error({ path: certPath, err: toCitadelError(err, 'CERT_INVALID').message }, 'mounted certificate not loaded; keeping the last good one');
+    }
+  };
+
+  return {
+    async start() {
+      deps.log.info({ dir: deps.dir }, 'serving file-mounted certificates (no CA client)');
+      watcher = watchFiles({
+        paths: [certPath, keyPath, rootPath],
+        clock: deps.clock,
+        log: deps.log,
+        pollMs: deps.pollMs,
+        onWatchFailure: () => deps.metrics?.fileWatcherFailures.inc(),
+        onChange: load,
+      });
+      await watcher.checkNow();
+    },
+    stop() {
+      watcher?.close();
+    },
+  };
+}

@@ -1,0 +1,203 @@
+/**
+ * Keeps the workload certificate fresh: issue at start, renew at `graceRatio` of the lifetime (with a little
+ * jitter so a fleet started together does not renew together), retry failures with exponential backoff and
+ * jitter while the still-valid certificate keeps being served, and keep ROOTCA in step with the root file.
+ *
+ * ROOTCA is the root file merged with the last element of the CA's latest response, deduplicated. Istio serves
+ * only the response's last element; we add the root file because it is the bundle the CA leader distributes
+ * (istio-ca-root-cert) and, during a root rotation, whichever of the two learns the new root first widens trust
+ * in time, and a change of the file alone (no renewal needed) reaches Envoy at once. A root dropped from both is
+ * dropped from ROOTCA at the next change of either.
+ */
+import type { Clock, Timer } from '../clock.js';
+import { toCitadelError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { CaIssuer } from './ca-issuer.js';
+import { watchFiles, type FileWatcher } from './file-watch.js';
+import { mergeTrustBundles } from './material.js';
+import type { AgentMetrics } from './metrics.js';
+import type { WorkloadSecretsPublisher } from './workload-secrets.js';
+
+export interface BackoffPolicy {
+  /** First retry delay (default 500 ms). */
+  initialMs: number;
+  /** Upper bound (default 60 s). */
+  maxMs: number;
+  /** Relative jitter, e.g. 0.1 = ±10 % (default 0.1). */
+  jitter: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 60_000, jitter: 0.1 };
+/** Istio's SECRET_GRACE_PERIOD_RATIO_JITTER. */
+export const DEFAULT_GRACE_JITTER = 0.01;
+
+/**
+ * When to renew: `notAfter - (ratio ± U(0, jitter)) * (notAfter - receivedAt)`, i.e. with ratio 0.5 halfway
+ * through the lifetime as seen from when the certificate arrived. `random` returns [0, 1).
+ */
+export function renewalTime(opts: { receivedAt: number; notAfter: number; graceRatio: number; jitter?: number; random?: () => number }): number {
+  const random = opts.random ?? Math.random;
+  const jitter = opts.jitter ?? DEFAULT_GRACE_JITTER;
+  const ratio = Math.min(1, Math.max(0, opts.graceRatio + (random() * 2 - 1) * jitter));
+  const lifetime = Math.max(0, opts.notAfter - opts.receivedAt);
+  return Math.round(opts.notAfter - ratio * lifetime);
+}
+
+/** Delay before retry number `failures` (1-based): initial * 2^(failures-1), ±jitter, within [initial, max]. */
+export function backoffDelay(failures: number, policy: BackoffPolicy = DEFAULT_BACKOFF, random: () => number = Math.random): number {
+  const base = Math.min(policy.maxMs, policy.initialMs * 2 ** Math.min(30, Math.max(0, failures - 1)));
+  const jittered = base * (1 + (random() * 2 - 1) * policy.jitter);
+  return Math.round(Math.min(policy.maxMs, Math.max(policy.initialMs, jittered)));
+}
+
+export interface SecretCacheDeps {
+  issuer: CaIssuer;
+  secrets: WorkloadSecretsPublisher;
+  /** The root bundle file (also what the CA connection trusts); watched for changes. */
+  rootCertPath: string;
+  graceRatio: number;
+  graceJitter?: number;
+  backoff?: BackoffPolicy;
+  clock: Clock;
+  log: Logger;
+  metrics?: AgentMetrics;
+  random?: () => number;
+  /** Poll interval of the root file watcher (default 2 s). */
+  rootPollMs?: number;
+}
+
+export interface SecretCache {
+  /** Reads the root file, publishes ROOTCA if it has one, and starts issuing (does not wait for the CA). */
+  start(): Promise<void>;
+  /** Stops timers, watchers and any call in flight. */
+  stop(): void;
+  /** When the next issue attempt is due (ms), if one is scheduled. */
+  nextAttemptAt(): number | undefined;
+  /** Consecutive failed attempts since the last success. */
+  failures(): number;
+  /** Resolves once a certificate has been published (or rejects when stopped first). */
+  whenIssued(): Promise<void>;
+}
+
+/** Creates the cache; nothing happens until start(). */
+export function createSecretCache(deps: SecretCacheDeps): SecretCache {
+  const log = deps.log;
+  const random = deps.random ?? Math.random;
+  const backoff = deps.backoff ?? DEFAULT_BACKOFF;
+  let stopped = false;
+  let timer: Timer | undefined;
+  let dueAt: number | undefined;
+  let inFlight: AbortController | undefined;
+  let failures = 0;
+  let rootFilePem: string | undefined;
+  let responseRootsPem: string | undefined;
+  let watcher: FileWatcher | undefined;
+  let issued!: () => void;
+  let notIssued!: (err: Error) => void;
+  const firstIssue = new Promise<void>((resolve, reject) => {
+    issued = resolve;
+    notIssued = reject;
+  });
+  firstIssue.catch(() => undefined);
+
+  const publishTrust = () => {
+    if (!rootFilePem && !responseRootsPem) return;
+    try {
+      deps.secrets.publishTrustBundle(mergeTrustBundles([rootFilePem, responseRootsPem], deps.clock.now()));
+    } catch (err) {
+      log.error({ err: toCitadelError(err).message }, 'trust bundle not published: no usable certificate');
+    }
+  };
+
+  const schedule = (delayMs: number) => {
+    timer?.cancel();
+    if (stopped) return;
+    dueAt = deps.clock.now() + delayMs;
+    timer = deps.clock.setTimer(() => void attempt(), delayMs);
+  };
+
+  const attempt = async () => {
+    timer = undefined;
+    dueAt = undefined;
+    if (stopped) return;
+    inFlight = new AbortController();
+    try {
+      const result = await deps.issuer.issue(inFlight.signal);
+      if (stopped) return;
+      failures = 0;
+      responseRootsPem = result.responseRootsPem;
+      publishTrust();
+      deps.secrets.publishCertificate(result.certificate);
+      issued();
+      const at = renewalTime({ receivedAt: result.receivedAt, notAfter: result.certificate.notAfter, graceRatio: deps.graceRatio, jitter: deps.graceJitter, random });
+      log.info({ serial: result.certificate.serialHex, renewAt: new Date(at).toISOString() }, 'renewal scheduled');
+      schedule(Math.max(0, at - deps.clock.now()));
+    } catch (err) {
+      if (stopped) return;
+      const e = toCitadelError(err);
+      failures++;
+      deps.metrics?.outgoingRetries.inc({ request_type: 'csr' });
+      const delay = backoffDelay(failures, backoff, random);
+      const current = deps.secrets.certificate();
+      const now = deps.clock.now();
+      log.warn(
+        {
+          code: e.code,
+          err: e.message,
+          detail: e.detail,
+          failures,
+          retryInMs: delay,
+          serving: current ? { serial: current.serialHex, expired: current.notAfter <= now, notAfter: new Date(current.notAfter).toISOString() } : undefined,
+        },
+        current && current.notAfter > now ? 'certificate renewal failed; still serving the current certificate' : 'cannot get a workload certificate',
+      );
+      schedule(delay);
+    } finally {
+      inFlight = undefined;
+    }
+  };
+
+  return {
+    async start() {
+      watcher = watchFiles({
+        paths: [deps.rootCertPath],
+        clock: deps.clock,
+        log,
+        pollMs: deps.rootPollMs,
+        onWatchFailure: () => deps.metrics?.fileWatcherFailures.inc(),
+        onChange: (contents) => {
+          const text = contents.get(deps.rootCertPath);
+          if (text === undefined || text.trim() === '') {
+            if (rootFilePem) log.warn({ path: deps.rootCertPath }, 'root file is gone; keeping the CA-provided roots');
+            rootFilePem = undefined;
+          } else {
+            try {
+              mergeTrustBundles([text]);
+              rootFilePem = text;
+              log.info({ path: deps.rootCertPath }, 'root file loaded');
+            } catch (err) {
+              log.error({ path: deps.rootCertPath, err: toCitadelError(err).message }, 'root file holds no usable certificate; keeping the last one');
+              return;
+            }
+          }
+          publishTrust();
+        },
+      });
+      await watcher.checkNow();
+      schedule(0);
+    },
+    stop() {
+      stopped = true;
+      timer?.cancel();
+      timer = undefined;
+      dueAt = undefined;
+      inFlight?.abort(new Error('agent stopping'));
+      watcher?.close();
+      deps.issuer.close();
+      notIssued(new Error('stopped before a certificate was issued'));
+    },
+    nextAttemptAt: () => dueAt,
+    failures: () => failures,
+    whenIssued: () => firstIssue,
+  };
+}

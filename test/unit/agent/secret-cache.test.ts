@@ -1,0 +1,214 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createCaIssuer } from '../../../src/agent/ca-issuer.js';
+import { createAgentMetrics } from '../../../src/agent/metrics.js';
+import { backoffDelay, createSecretCache, renewalTime, type SecretCache } from '../../../src/agent/secret-cache.js';
+import { createWorkloadSecrets } from '../../../src/agent/workload-secrets.js';
+import { silentLogger } from '../../../src/log.js';
+import { parseCertificates } from '../../../src/pki/index.js';
+import { FakeClock } from '../../support/fake-clock.js';
+import { fakeCaClients, fakeToken, makeTestCa, tempDir, unavailable, waitFor, type TestCa } from './support.js';
+
+describe('renewalTime', () => {
+  const receivedAt = 1_000_000;
+  const notAfter = receivedAt + 40_000;
+  it('renews at the grace ratio of the lifetime seen from receipt', () => {
+    expect(renewalTime({ receivedAt, notAfter, graceRatio: 0.5, random: () => 0.5 })).toBe(receivedAt + 20_000);
+    expect(renewalTime({ receivedAt, notAfter, graceRatio: 0.2, jitter: 0, random: () => 0.9 })).toBe(receivedAt + 32_000);
+  });
+  it('jitters by at most ±jitter of the lifetime', () => {
+    expect(renewalTime({ receivedAt, notAfter, graceRatio: 0.5, jitter: 0.01, random: () => 0 })).toBe(receivedAt + 20_400);
+    expect(renewalTime({ receivedAt, notAfter, graceRatio: 0.5, jitter: 0.01, random: () => 0.999999 })).toBe(receivedAt + 19_600);
+  });
+  it('stays inside the lifetime', () => {
+    expect(renewalTime({ receivedAt, notAfter, graceRatio: 1, jitter: 0.5, random: () => 0.99 })).toBe(receivedAt);
+    expect(renewalTime({ receivedAt, notAfter, graceRatio: 0, jitter: 0.5, random: () => 0 })).toBe(notAfter);
+  });
+});
+
+describe('backoffDelay', () => {
+  it('doubles from 500 ms up to 60 s', () => {
+    const mid = () => 0.5;
+    expect([1, 2, 3, 4, 5, 6, 7, 8, 9, 50].map((n) => backoffDelay(n, undefined, mid))).toEqual([500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
+  });
+  it('adds ±10 % jitter but stays within the bounds', () => {
+    expect(backoffDelay(3, undefined, () => 0)).toBe(1800);
+    expect(backoffDelay(3, undefined, () => 0.999999)).toBe(2200);
+    expect(backoffDelay(1, undefined, () => 0)).toBe(500);
+    expect(backoffDelay(20, undefined, () => 0.999999)).toBe(60_000);
+  });
+});
+
+describe('secret cache with a CA', () => {
+  const TTL = 40_000;
+  let cache: SecretCache | undefined;
+  afterEach(() => cache?.stop());
+
+  async function setup(opts: { failWith?: () => Error | undefined; spiffeIdFor?: (asked: string) => string } = {}) {
+    const clock = new FakeClock(Date.UTC(2026, 5, 1));
+    let ca: TestCa = await makeTestCa(clock.now());
+    const dir = tempDir();
+    const rootCertPath = path.join(dir, 'root-cert.pem');
+    const tokenPath = path.join(dir, 'istio-token');
+    fs.writeFileSync(rootCertPath, ca.rootPem);
+    fs.writeFileSync(tokenPath, fakeToken('shop', 'cart'));
+    let responseRoot: string | undefined;
+    const fake = fakeCaClients({ ca: () => ca, clock, failWith: opts.failWith, spiffeIdFor: opts.spiffeIdFor, responseRootPem: () => responseRoot });
+    const metrics = createAgentMetrics({ clock });
+    const secrets = createWorkloadSecrets({ clock, log: silentLogger, metrics });
+    const changes: string[] = [];
+    secrets.onChange((n) => changes.push(n));
+    const issuer = createCaIssuer({
+      clientFactory: fake.factory, rootCertPath, tokenPath, trustDomain: 'cluster.local', certTtlMs: TTL, keyType: 'ecdsa-p256',
+      clock, log: silentLogger, metrics, currentCertificate: () => secrets.certificate(),
+    });
+    cache = createSecretCache({ issuer, secrets, rootCertPath, graceRatio: 0.5, clock, log: silentLogger, metrics, random: () => 0.5, rootPollMs: 1000 });
+    return { clock, dir, rootCertPath, tokenPath, fake, metrics, secrets, changes, cache, setCa: (c: TestCa) => { ca = c; }, setResponseRoot: (pem: string) => { responseRoot = pem; } };
+  }
+
+  /** Advances the fake clock to the next scheduled attempt and waits for the (real) crypto of that attempt. */
+  async function runNextAttempt(t: Awaited<ReturnType<typeof setup>>) {
+    const calls = t.fake.calls.length;
+    const due = await waitFor(() => t.cache.nextAttemptAt(), 'a scheduled attempt');
+    await t.clock.advance(Math.max(0, due - t.clock.now()));
+    await waitFor(() => t.fake.calls.length > calls, 'a CA call');
+    await waitFor(() => t.cache.nextAttemptAt() !== undefined, 'the attempt to finish');
+  }
+
+  it('issues at start with a CSR for the token identity and the configured TTL, and becomes ready', async () => {
+    const t = await setup();
+    await t.cache.start();
+    expect(t.secrets.trustBundle()).toBeDefined(); // ROOTCA from the root file before any CA call
+    await runNextAttempt(t);
+    const cert = t.secrets.certificate()!;
+    expect(cert.uris).toEqual(['spiffe://cluster.local/ns/shop/sa/cart']);
+    expect(t.fake.calls[0]!.csrSpiffeIds).toEqual(['spiffe://cluster.local/ns/shop/sa/cart']);
+    expect(t.fake.calls[0]!.validityDurationSeconds).toBe(40);
+    expect(t.fake.calls[0]!.bearerToken).toBe(fakeToken('shop', 'cart'));
+    expect(t.secrets.ready()).toBe(true);
+    expect(parseCertificates(cert.certificateChainPem)).toHaveLength(1); // leaf only; the root goes to ROOTCA
+    expect(t.changes).toEqual(['ROOTCA', 'default']);
+    const text = await t.metrics.registry.metrics();
+    expect(text).toMatch(/istio_agent_num_outgoing_requests\{request_type="csr"\} 1/);
+    expect(text).toMatch(/istio_agent_cert_expiry_seconds\{resource_name="default"\} 40/);
+  });
+
+  it('renews at half the lifetime with a new key each time, re-reading the token', async () => {
+    const t = await setup();
+    await t.cache.start();
+    await runNextAttempt(t);
+    const first = t.secrets.certificate()!;
+    const issuedAt = t.clock.now();
+    expect(t.cache.nextAttemptAt()).toBe(issuedAt + TTL / 2);
+    fs.writeFileSync(t.tokenPath, fakeToken('shop', 'cart') + 'x'); // kubelet rotated the token
+    await t.clock.advance(TTL / 2 - 1);
+    expect(t.fake.calls).toHaveLength(1);
+    await runNextAttempt(t);
+    const second = t.secrets.certificate()!;
+    expect(second.serialHex).not.toBe(first.serialHex);
+    expect(t.fake.calls[1]!.publicKeyDer).not.toBe(t.fake.calls[0]!.publicKeyDer);
+    expect(t.fake.calls[1]!.bearerToken).toMatch(/x$/);
+    expect(t.clock.now()).toBe(issuedAt + TTL / 2);
+    expect(t.cache.nextAttemptAt()).toBe(t.clock.now() + TTL / 2);
+  });
+
+  it('keeps serving while the CA is down, backs off 0.5 s, 1 s, 2 s ..., rebuilds the connection each time, then recovers', async () => {
+    let down = false;
+    const t = await setup({ failWith: () => (down ? unavailable() : undefined) });
+    await t.cache.start();
+    await runNextAttempt(t);
+    const served = t.secrets.certificate()!;
+    down = true;
+    const delays: number[] = [];
+    await runNextAttempt(t); // the renewal at half-life fails
+    for (let i = 0; i < 5; i++) {
+      const before = t.clock.now();
+      await runNextAttempt(t);
+      delays.push(t.clock.now() - before);
+    }
+    expect(delays).toEqual([500, 1000, 2000, 4000, 8000]);
+    expect(t.cache.failures()).toBe(6);
+    expect(t.secrets.certificate()).toBe(served);
+    expect(t.secrets.ready()).toBe(true);
+    const connectionsWhileDown = t.fake.connections.length;
+    expect(connectionsWhileDown).toBe(6); // the first one, then a new one after every failure
+    const text = await t.metrics.registry.metrics();
+    expect(text).toMatch(/istio_agent_num_failed_outgoing_requests\{request_type="csr",error="UPSTREAM_UNAVAILABLE"\} 6/);
+    expect(text).toMatch(/istio_agent_num_outgoing_retries\{request_type="csr"\} 6/);
+    down = false;
+    await runNextAttempt(t);
+    expect(t.secrets.certificate()!.serialHex).not.toBe(served.serialHex);
+    expect(t.cache.failures()).toBe(0);
+  });
+
+  it('pushes a new ROOTCA when the root file changes, merged with the CA response roots', async () => {
+    const t = await setup();
+    await t.cache.start();
+    await runNextAttempt(t);
+    const before = t.secrets.trustBundle()!;
+    expect(before.count).toBe(1);
+    const other = await makeTestCa(t.clock.now(), 'next-root');
+    const current = fs.readFileSync(t.rootCertPath, 'utf8');
+    fs.writeFileSync(t.rootCertPath, current + other.rootPem);
+    await t.clock.advance(1000); // the poll
+    const after = await waitFor(() => (t.secrets.trustBundle()!.count === 2 ? t.secrets.trustBundle() : undefined), 'new ROOTCA');
+    expect(after.trustedCaPem).toContain(other.rootPem.trim());
+    expect(t.changes.filter((c) => c === 'ROOTCA')).toHaveLength(2);
+    // Dropping the file's extra root drops it from ROOTCA; the CA's root stays.
+    fs.writeFileSync(t.rootCertPath, other.rootPem);
+    await t.clock.advance(1000);
+    await waitFor(() => t.changes.filter((c) => c === 'ROOTCA').length === 3, 'third ROOTCA');
+    expect(t.secrets.trustBundle()!.count).toBe(2); // the file's root + the CA response root
+  });
+
+  it('renews over mTLS with the current certificate when the token is gone (VM mode)', async () => {
+    const t = await setup();
+    await t.cache.start();
+    await runNextAttempt(t);
+    const first = t.secrets.certificate()!;
+    fs.rmSync(t.tokenPath);
+    await runNextAttempt(t);
+    const call = t.fake.calls[1]!;
+    expect(call.bearerToken).toBeUndefined();
+    expect(call.creds.clientCertChainPem).toBe(first.certificateChainPem);
+    expect(call.csrSpiffeIds).toEqual(['spiffe://cluster.local/ns/shop/sa/cart']);
+    expect(t.secrets.certificate()!.serialHex).not.toBe(first.serialHex);
+  });
+
+  it('does not publish an answer for another identity', async () => {
+    const t = await setup({ spiffeIdFor: () => 'spiffe://cluster.local/ns/shop/sa/admin' });
+    await t.cache.start();
+    await t.clock.advance(0);
+    await waitFor(() => t.cache.failures() === 1, 'a refused answer');
+    expect(t.fake.calls).toHaveLength(1);
+    expect(t.secrets.certificate()).toBeUndefined();
+    expect(await t.metrics.registry.metrics()).toMatch(/error="CERT_ERROR"\} 1/);
+  });
+
+  it('does not publish a leaf that chains to no trusted root', async () => {
+    const t = await setup();
+    const rogue = await makeTestCa(t.clock.now(), 'rogue');
+    const ours = fs.readFileSync(t.rootCertPath, 'utf8');
+    t.setCa(rogue); // signs with the rogue key ...
+    t.setResponseRoot(ours); // ... but claims our root in the response
+    await t.cache.start();
+    await t.clock.advance(0);
+    await waitFor(() => t.cache.failures() === 1, 'a refused answer');
+    expect(t.secrets.certificate()).toBeUndefined();
+    expect(await t.metrics.registry.metrics()).toMatch(/error="CHAIN_ERROR"\} 1/);
+  });
+
+  it('fails without a token or configured identity and retries', async () => {
+    const t = await setup();
+    fs.rmSync(t.tokenPath);
+    await t.cache.start();
+    await t.clock.advance(0);
+    await waitFor(() => t.cache.failures() === 1, 'first failure');
+    expect(t.fake.calls).toHaveLength(0);
+    expect(t.secrets.certificate()).toBeUndefined();
+    fs.writeFileSync(t.tokenPath, fakeToken('shop', 'cart'));
+    await runNextAttempt(t);
+    expect(t.secrets.certificate()).toBeDefined();
+  });
+});
