@@ -35,3 +35,7 @@ export {
   startPod, writeFileAtomic, type SimulatedPod, type StartPodOptions,
   ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY, TOKEN_RELATIVE_PATH, ROOT_CERT_RELATIVE_PATH, SDS_SOCKET_RELATIVE_PATH,
 } from './kubelet.js';
+export {
+  startEnvoy, envoyBinaryVersion, type EnvoyProcess, type StartEnvoyOptions, type EnvoyCerts, type EnvoyCertDetail,
+  type AdminResponse,
+} from './envoy.js';

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { connectKube } from '../../src/kube/client.js';
-import { getCluster, ROOT_CERT_CONFIGMAP, startPod } from '../harness/index.js';
+import { freePort, getCluster, ROOT_CERT_CONFIGMAP, startEnvoy, startPod } from '../harness/index.js';
 
 async function review(token: string, audiences: string[]) {
   const res = await getCluster().kube().authn.createTokenReview({ body: { spec: { token, audiences } } });
@@ -138,5 +138,62 @@ describe('kubelet simulator', () => {
     await other.delete();
     expect(fs.existsSync(pod.root)).toBe(false);
     await expect(core.readNamespacedPod({ name: pod.name, namespace: ns })).rejects.toMatchObject({ code: 404 });
+  });
+});
+
+describe('Envoy launcher', () => {
+  it('starts Envoy from a static bootstrap, reports LIVE, serves, and stops cleanly', async () => {
+    const port = await freePort();
+    const envoy = await startEnvoy({
+      name: 'harness-static',
+      bootstrap: {
+        node: { id: 'harness-test', cluster: 'harness' },
+        static_resources: {
+          listeners: [{
+            name: 'hello',
+            address: { socket_address: { address: '127.0.0.1', port_value: port } },
+            filter_chains: [{
+              filters: [{
+                name: 'envoy.filters.network.http_connection_manager',
+                typed_config: {
+                  '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+                  stat_prefix: 'hello',
+                  route_config: {
+                    virtual_hosts: [{
+                      name: 'all', domains: ['*'],
+                      routes: [{ match: { prefix: '/' }, direct_response: { status: 200, body: { inline_string: 'hello from envoy' } } }],
+                    }],
+                  },
+                  http_filters: [{ name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
+                },
+              }],
+            }],
+          }],
+        },
+      },
+    });
+    try {
+      await envoy.waitReady();
+      const ready = await envoy.admin('/ready');
+      expect(ready).toEqual({ status: 200, body: 'LIVE\n' });
+      const version = await envoy.version();
+      console.log(`Envoy version: ${version}`);
+      expect(version).toContain(`/${getCluster().info.tools.envoyVersion}/`);
+      const res = await fetch(`http://127.0.0.1:${port}/`);
+      expect(await res.text()).toBe('hello from envoy');
+      expect((await envoy.stats('^http\\.hello\\.downstream_rq_total$'))['http.hello.downstream_rq_total']).toBe(1);
+      expect((await envoy.certs()).certificates).toEqual([]);
+    } finally {
+      await envoy.stop();
+    }
+    expect(await envoy.exited).toBe(0);
+    expect(envoy.running()).toBe(false);
+    expect(fs.existsSync(envoy.configPath)).toBe(false);
+    await expect(fetch(envoy.adminUrl + '/ready')).rejects.toThrow();
+  });
+
+  it('fails fast, with Envoy\'s own reason, on a bootstrap it rejects', async () => {
+    await expect(startEnvoy({ name: 'harness-bad', bootstrap: 'static_resources: { clusters: [ { name: x, type: NO_SUCH_TYPE } ] }' }))
+      .rejects.toThrow(/exited[\s\S]*NO_SUCH_TYPE/);
   });
 });
