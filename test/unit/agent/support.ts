@@ -90,10 +90,10 @@ export function tempDir(prefix = 'agent-'): string {
 }
 
 /** Waits (real time) until `cond` returns a truthy value; for crypto and file I/O that a fake clock cannot drive. */
-export async function waitFor<T>(cond: () => T | undefined | false | null, what = 'condition', timeoutMs = 5000): Promise<T> {
+export async function waitFor<T>(cond: () => T | undefined | false | null | Promise<T | undefined | false | null>, what = 'condition', timeoutMs = 5000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const v = cond();
+    const v = await cond();
     if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
