@@ -1,0 +1,230 @@
+/**
+ * The keyring: the CA's current key material, the trust bundle, and signing. It implements CertificateAuthority
+ * for the CSR service, the controllers and the serving certificate.
+ *
+ * Material arrives through `install()` (from the plugged-in or self-signed sources, already validated). A switch
+ * is atomic: the next signature uses the new signer and the bundle already holds the new roots. Roots that the new
+ * material no longer lists are kept in the bundle ("retained") until every leaf issued under them has expired:
+ * we track the latest notAfter we issued under each root, and because other replicas (or this process before a
+ * restart) may have issued too, a retained root is kept at least `maxWorkloadTtlMs` from the switch (no leaf can
+ * outlive that), and never beyond its own expiry. Intermediates dropped by a switch are retained the same way so
+ * workloads holding certificates under them can still renew with their client certificate.
+ */
+import { createHash } from 'node:crypto';
+import type { Clock, Timer } from '../clock.js';
+import { CitadelError, isCitadelError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { buildResponseChain, issueWorkloadCertificate, type ParsedCertificate } from '../pki/index.js';
+import type { CertificateAuthority, IssuedWorkloadCert, WorkloadCertRequest } from './authority.js';
+import type { CaMaterial } from './material.js';
+import type { CaMetrics } from './metrics.js';
+
+interface Retained {
+  readonly cert: ParsedCertificate;
+  readonly keepUntil: number;
+}
+
+export interface KeyringDeps {
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** The longest workload certificate the CA issues; bounds how long a dropped root stays trusted. */
+  readonly maxWorkloadTtlMs: number;
+  readonly metrics?: CaMetrics;
+}
+
+/** What the client-certificate authenticator verifies against. */
+export interface VerificationMaterial {
+  readonly roots: readonly ParsedCertificate[];
+  readonly intermediates: readonly ParsedCertificate[];
+}
+
+const derKey = (c: ParsedCertificate) => createHash('sha256').update(c.der).digest('hex');
+
+export class Keyring implements CertificateAuthority {
+  private material: CaMaterial | undefined;
+  private retainedRoots = new Map<string, Retained>();
+  private retainedIntermediates = new Map<string, Retained>();
+  /** Latest notAfter issued under each root (by DER hash). */
+  private latestIssued = new Map<string, number>();
+  private listeners = new Set<() => void>();
+  private bundleCache: { pem: string; roots: ParsedCertificate[] } | undefined;
+  private pruneTimer: Timer | undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly deps: KeyringDeps) {
+    this.log = deps.log;
+  }
+
+  /** True once material is installed. */
+  isReady(): boolean {
+    return this.material !== undefined;
+  }
+
+  /** The installed material, if any. */
+  current(): CaMaterial | undefined {
+    return this.material;
+  }
+
+  /**
+   * Switches to `next` (already validated by its source). Returns false when it is the material in use.
+   * Listeners run after the switch.
+   */
+  install(next: CaMaterial): boolean {
+    const prev = this.material;
+    if (prev?.fingerprint === next.fingerprint) return false;
+    const now = this.deps.clock.now();
+    if (prev) {
+      const keepNew = new Set(next.roots.map(derKey));
+      const floor = now + this.deps.maxWorkloadTtlMs;
+      for (const root of this.bundleRoots()) {
+        const k = derKey(root);
+        if (keepNew.has(k) || this.retainedRoots.has(k)) continue;
+        const keepUntil = Math.min(root.notAfter, Math.max(floor, this.latestIssued.get(k) ?? 0));
+        if (keepUntil > now) this.retainedRoots.set(k, { cert: root, keepUntil });
+      }
+      const nextInter = new Set(next.intermediates.map(derKey));
+      for (const inter of prev.intermediates) {
+        const k = derKey(inter);
+        if (!nextInter.has(k) && inter.notAfter > now) this.retainedIntermediates.set(k, { cert: inter, keepUntil: Math.min(inter.notAfter, floor) });
+      }
+    }
+    // A root that comes back in the new material is no longer merely retained.
+    for (const r of next.roots) this.retainedRoots.delete(derKey(r));
+    for (const i of next.intermediates) this.retainedIntermediates.delete(derKey(i));
+    this.material = next;
+    this.bundleCache = undefined;
+    this.schedulePrune();
+    this.updateGauges();
+    if (prev) this.deps.metrics?.keyMaterialReloads.inc();
+    this.log.info(
+      {
+        mode: next.mode,
+        source: next.source,
+        signer: next.signer.cert.subject,
+        signerSerial: next.signer.cert.serialHex,
+        signerNotAfter: new Date(next.signer.cert.notAfter).toISOString(),
+        roots: next.roots.length,
+        retainedRoots: this.retainedRoots.size,
+      },
+      prev ? 'CA key material switched' : 'CA key material loaded',
+    );
+    this.emit();
+    return true;
+  }
+
+  trustBundlePem(): string {
+    return this.bundle().pem;
+  }
+
+  /** The roots of the trust bundle, parsed. */
+  bundleRoots(): readonly ParsedCertificate[] {
+    return this.bundle().roots;
+  }
+
+  /** Roots and intermediates a client certificate may chain through (current and retained). */
+  verificationMaterial(): VerificationMaterial {
+    const intermediates = [...(this.material?.intermediates ?? []), ...[...this.retainedIntermediates.values()].map((r) => r.cert)];
+    return { roots: this.bundleRoots(), intermediates };
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  issueWorkload(req: WorkloadCertRequest): IssuedWorkloadCert {
+    const material = this.material;
+    if (!material) throw new CitadelError('CA_NOT_READY', 'CA key material is not loaded yet');
+    const now = this.deps.clock.now();
+    let leaf;
+    try {
+      leaf = issueWorkloadCertificate({
+        signer: material.signer,
+        publicKey: req.publicKey,
+        spiffeId: req.spiffeId,
+        dnsNames: req.dnsNames,
+        ttlMs: req.ttlMs,
+        now,
+      });
+    } catch (err) {
+      if (isCitadelError(err, 'CERT_EXPIRED')) throw new CitadelError('CA_NOT_READY', 'the CA signing certificate has expired', err.detail);
+      if (isCitadelError(err) && err.code !== 'NOT_A_CA' && err.code !== 'KEY_MISMATCH' && err.code !== 'INTERNAL') throw err;
+      throw new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', err instanceof Error ? err.message : String(err), { cause: err });
+    }
+    const anchor = derKey(material.anchor);
+    if (leaf.notAfter > (this.latestIssued.get(anchor) ?? 0)) this.latestIssued.set(anchor, leaf.notAfter);
+    const chain = buildResponseChain(leaf.pem, material.intermediates.map((c) => c.pem), this.trustBundlePem());
+    return { chain, serialHex: leaf.serialHex, notBefore: leaf.notBefore, notAfter: leaf.notAfter };
+  }
+
+  /** Stops timers. */
+  close(): void {
+    this.pruneTimer?.cancel();
+    this.pruneTimer = undefined;
+    this.listeners.clear();
+  }
+
+  private bundle(): { pem: string; roots: ParsedCertificate[] } {
+    if (this.bundleCache) return this.bundleCache;
+    const roots: ParsedCertificate[] = [];
+    const seen = new Set<string>();
+    const add = (c: ParsedCertificate) => {
+      const k = derKey(c);
+      if (seen.has(k)) return;
+      seen.add(k);
+      roots.push(c);
+    };
+    for (const r of this.material?.roots ?? []) add(r);
+    for (const r of this.retainedRoots.values()) add(r.cert);
+    this.bundleCache = { pem: roots.map((r) => r.pem).join(''), roots };
+    return this.bundleCache;
+  }
+
+  private schedulePrune(): void {
+    this.pruneTimer?.cancel();
+    this.pruneTimer = undefined;
+    const all = [...this.retainedRoots.values(), ...this.retainedIntermediates.values()];
+    if (all.length === 0) return;
+    const next = Math.min(...all.map((r) => r.keepUntil));
+    this.pruneTimer = this.deps.clock.setTimer(() => this.prune(), Math.max(0, next - this.deps.clock.now()) + 1);
+  }
+
+  private prune(): void {
+    const now = this.deps.clock.now();
+    let rootsChanged = false;
+    for (const [k, r] of this.retainedRoots) {
+      if (r.keepUntil <= now) {
+        this.retainedRoots.delete(k);
+        rootsChanged = true;
+        this.log.info({ root: r.cert.subject, serial: r.cert.serialHex }, 'retained root dropped from the trust bundle: no certificate issued under it is still valid');
+      }
+    }
+    for (const [k, r] of this.retainedIntermediates) if (r.keepUntil <= now) this.retainedIntermediates.delete(k);
+    this.schedulePrune();
+    if (rootsChanged) {
+      this.bundleCache = undefined;
+      this.updateGauges();
+      this.emit();
+    }
+  }
+
+  private updateGauges(): void {
+    const m = this.deps.metrics;
+    const material = this.material;
+    if (!m || !material) return;
+    m.ready.set(1);
+    m.rootCertExpiryTimestamp.set(Math.floor(material.anchor.notAfter / 1000));
+    const chain = [material.signer.cert, ...material.intermediates];
+    m.certChainExpiryTimestamp.set(Math.floor(Math.min(...chain.map((c) => c.notAfter)) / 1000));
+  }
+
+  private emit(): void {
+    for (const l of [...this.listeners]) {
+      try {
+        l();
+      } catch (err) {
+        this.log.error({ err }, 'CA change listener failed');
+      }
+    }
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * Plugged-in key material (`cacerts`): read from the Secret in the CA's namespace or from files in
+ * `--cacerts-dir`, validated, installed in the keyring, and reloaded when it changes. A reload is applied only
+ * when the new set is valid; otherwise the old material stays in use and the failure is logged and counted.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Clock, Timer } from '../clock.js';
+import { CitadelError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { SecretData, SecretWatch } from '../kube/secrets.js';
+import type { Keyring } from './keyring.js';
+import { CACERTS_FILES, detectLayout, loadPluggedMaterial, type MaterialFiles } from './material.js';
+import type { CaMetrics } from './metrics.js';
+
+/** The plugged-in files present in `dir` (only the known names; a missing directory is an empty set). */
+export function readCacertsDir(dir: string): MaterialFiles {
+  const out: Record<string, string> = {};
+  for (const name of CACERTS_FILES) {
+    try {
+      out[name] = fs.readFileSync(path.join(dir, name), 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      throw new CitadelError('CA_MATERIAL_INVALID', `${path.join(dir, name)}: cannot be read: ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
+
+/** The plugged-in keys of a Secret's data (other keys, such as `istio-generated` or `ca-crl.pem`, are ignored). */
+export function cacertsFromSecret(secret: SecretData): MaterialFiles {
+  const out: Record<string, string> = {};
+  for (const name of CACERTS_FILES) if (secret.data[name] !== undefined) out[name] = secret.data[name]!;
+  return out;
+}
+
+/** True when the set holds any plugged-in file (so the CA must use it or stop). */
+export const hasPluggedFiles = (files: MaterialFiles) => detectLayout(files).kind !== 'none';
+
+function filesDigest(files: MaterialFiles): string {
+  const h = createHash('sha256');
+  for (const name of Object.keys(files).sort()) h.update(`${name}\0${files[name]}\0`);
+  return h.digest('hex');
+}
+
+export interface PluggedSourceDeps {
+  readonly keyring: Keyring;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics?: CaMetrics;
+}
+
+/** A running reload loop. */
+export interface MaterialSource {
+  readonly description: string;
+  stop(): Promise<void>;
+}
+
+/** Validates a candidate and installs it, or keeps the old material and reports why. */
+function tryReload(deps: PluggedSourceDeps, files: MaterialFiles, source: string): void {
+  try {
+    const material = loadPluggedMaterial(files, source, deps.clock.now());
+    deps.keyring.install(material);
+  } catch (err) {
+    deps.metrics?.keyMaterialReloadErrors.inc();
+    deps.log.error({ source, reason: err instanceof Error ? err.message : String(err) }, 'new CA key material refused; still signing with the previous material');
+  }
+}
+
+/**
+ * Loads the plugged-in files of `dir` and installs them, then watches the directory (fs.watch with a 100 ms
+ * debounce, as Istio, plus polling every `pollIntervalMs` as a backstop for file systems without events).
+ * @throws CitadelError CA_MATERIAL_INVALID when the initial set is invalid or incomplete.
+ */
+export function startDirectorySource(deps: PluggedSourceDeps & { dir: string; pollIntervalMs: number }): MaterialSource {
+  const source = `directory ${deps.dir}`;
+  const initial = readCacertsDir(deps.dir);
+  deps.keyring.install(loadPluggedMaterial(initial, source, deps.clock.now()));
+  let lastDigest = filesDigest(initial);
+  let stopped = false;
+  let pollTimer: Timer | undefined;
+  let debounce: Timer | undefined;
+
+  const check = () => {
+    if (stopped) return;
+    let files: MaterialFiles;
+    try {
+      files = readCacertsDir(deps.dir);
+    } catch (err) {
+      deps.metrics?.keyMaterialReloadErrors.inc();
+      deps.log.error({ source, reason: (err as Error).message }, 'cannot read CA key material; still signing with the previous material');
+      return;
+    }
+    const digest = filesDigest(files);
+    if (digest === lastDigest) return;
+    lastDigest = digest;
+    deps.log.info({ source }, 'CA key material files changed; validating');
+    tryReload(deps, files, source);
+  };
+  const poll = () => {
+    pollTimer = deps.clock.setTimer(() => {
+      check();
+      if (!stopped) poll();
+    }, deps.pollIntervalMs);
+  };
+  poll();
+  let watcher: fs.FSWatcher | undefined;
+  try {
+    watcher = fs.watch(deps.dir, { persistent: false }, () => {
+      debounce?.cancel();
+      debounce = deps.clock.setTimer(check, 100);
+    });
+    watcher.on('error', () => undefined);
+  } catch {
+    watcher = undefined; // polling still covers it
+  }
+  return {
+    description: source,
+    async stop() {
+      stopped = true;
+      pollTimer?.cancel();
+      debounce?.cancel();
+      watcher?.close();
+    },
+  };
+}
+
+/**
+ * Installs the plugged-in material of the `cacerts` Secret already read (`initial`), then follows the Secret
+ * through `watch` (created by the caller with onChange wired to the returned `onSecret`).
+ * @throws CitadelError CA_MATERIAL_INVALID when the initial set is invalid or incomplete.
+ */
+export function startSecretSource(deps: PluggedSourceDeps & { initial: SecretData }): { description: string; onSecret: (s: SecretData | undefined) => void; attach: (w: SecretWatch) => MaterialSource } {
+  const source = `secret ${deps.initial.namespace}/${deps.initial.name}`;
+  const initialFiles = cacertsFromSecret(deps.initial);
+  deps.keyring.install(loadPluggedMaterial(initialFiles, source, deps.clock.now()));
+  let lastDigest = filesDigest(initialFiles);
+  return {
+    description: source,
+    onSecret(secret) {
+      if (!secret) {
+        deps.log.warn({ source }, 'cacerts Secret deleted; still signing with the last valid material (restart to change modes)');
+        return;
+      }
+      const files = cacertsFromSecret(secret);
+      const digest = filesDigest(files);
+      if (digest === lastDigest) return;
+      lastDigest = digest;
+      deps.log.info({ source, resourceVersion: secret.resourceVersion }, 'cacerts Secret changed; validating');
+      tryReload(deps, files, source);
+    },
+    attach(watch) {
+      return { description: source, stop: () => watch.stop() };
+    },
+  };
+}
