@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { startControlPlane, type ControlPlane } from '../test/harness/cluster.js';
 import { connectCluster, type TestCluster } from '../test/harness/test-cluster.js';
 import { writeCaMaterial, type CaMaterial } from './ca-material.js';
+import { measureAgentStartup, measureSdsFanout, type AgentContext, type AgentStartup, type AgentTarget, type SdsFanout } from './agent.js';
 import { measureCryptoBound, type BenchKeyType, type CryptoBound } from './crypto-bound.js';
 import { runLoadgen, type LoadgenResult } from './loadgen.js';
 import { peakRss, sampleProcess } from './procstat.js';
@@ -28,6 +29,7 @@ import { startCitadelCa, startIstioCa, type RunningCa } from './servers.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TRUST_DOMAIN = 'cluster.local';
 const CA_NAMESPACE = 'citadel-system';
+const MAIN_JS = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
 type ServerKind = 'citadel' | 'istio' | 'istio+cache';
 
@@ -42,6 +44,8 @@ interface Options {
   serviceAccounts: number;
   podsPerServiceAccount: number;
   tokenCacheTtlMs: number;
+  agent: boolean;
+  sdsStreams: number;
 }
 
 export interface IssuanceRow {
@@ -73,6 +77,8 @@ interface Report {
   cryptoBounds: CryptoBound[];
   issuance: IssuanceRow[];
   ratios: { keyType: BenchKeyType; concurrency: number; versus: ServerKind; certsPerSecRatio: number; cpuPer1kRatio: number }[];
+  agentStartup: AgentStartup[];
+  sdsFanout?: SdsFanout;
   profile?: { keyType: BenchKeyType; concurrency: number; file: string; summary: ProfileSummary };
   notMeasured: string[];
   errors: string[];
@@ -98,6 +104,8 @@ function parseArgs(argv: string[]): Options {
     serviceAccounts: 8,
     podsPerServiceAccount: 4,
     tokenCacheTtlMs: 60_000,
+    agent: true,
+    sdsStreams: 1000,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -114,6 +122,8 @@ function parseArgs(argv: string[]): Options {
       case '--servers': o.servers = next().split(',') as ServerKind[]; break;
       case '--token-cache-ttl': o.tokenCacheTtlMs = parseDuration(next()); break;
       case '--profile': o.profile = true; break;
+      case '--no-agent': o.agent = false; break;
+      case '--sds-streams': o.sdsStreams = Number(next()); break;
       case '--quick': o.durationMs = 3000; o.warmupMs = 1000; break;
       case '--out': o.outDir = path.resolve(next()); break;
       case '--help':
@@ -197,11 +207,40 @@ async function makeIdentities(cluster: TestCluster, o: Options, file: string): P
   return ids.length;
 }
 
+/** False while src/cli/agent.ts is still the placeholder. */
+function agentBuilt(): boolean {
+  const res = spawnSync(process.execPath, [MAIN_JS, 'agent', '--help'], { encoding: 'utf8' });
+  return res.status === 0 && !/not built yet/.test(res.stdout);
+}
+
+/** Agent startup for this key type; the SDS fan-out once (with the P-256 CA). Failures are recorded, not thrown. */
+async function agentFigures(report: Report, o: Options, ctx: AgentContext, target: AgentTarget, keyType: BenchKeyType): Promise<void> {
+  try {
+    say(`agent start to first certificate in Envoy (${keyType})`);
+    const a = await measureAgentStartup(ctx, target, keyType);
+    report.agentStartup.push(a);
+    say(`  agent ready ${f0(a.agentReadyMs)} ms, Envoy holds it at ${f0(a.envoyFirstCertMs)} ms, agent RSS ${f0(a.agentRssMb)} MiB`);
+  } catch (err) {
+    report.errors.push(`agent startup ${keyType}: ${(err as Error).message}`);
+    say(`agent startup ${keyType} failed: ${(err as Error).message}`);
+  }
+  if (keyType !== 'ecdsa-p256' || o.sdsStreams <= 0) return;
+  try {
+    say(`SDS fan-out: ${o.sdsStreams} streams on one agent, waiting for its rotation`);
+    const f = await measureSdsFanout(ctx, target, { streams: o.sdsStreams, channels: 10, certTtl: '20s', timeoutMs: 60_000 });
+    report.sdsFanout = f;
+    say(`  all served in ${f0(f.allStreamsServedMs)} ms; rotation reached the last stream ${f0(f.rotationSpreadMs)} ms after the first; agent RSS ${f0(f.agentRssMb)} MiB (idle ${f0(f.agentRssIdleMb)})`);
+  } catch (err) {
+    report.errors.push(`SDS fan-out: ${(err as Error).message}`);
+    say(`SDS fan-out failed: ${(err as Error).message}`);
+  }
+}
+
 async function startServer(kind: ServerKind, ctx: { material: CaMaterial; cp: ControlPlane; benchEnv: Record<string, string>; logDir: string; o: Options; nodeFlags?: string[] }): Promise<RunningCa> {
   if (kind === 'citadel') {
     return startCitadelCa({
       node: process.execPath,
-      mainJs: path.join(ROOT, 'dist', 'src', 'cli', 'main.js'),
+      mainJs: MAIN_JS,
       kubeconfig: ctx.cp.info.kubeconfigPath,
       namespace: CA_NAMESPACE,
       material: ctx.material,
@@ -269,6 +308,19 @@ export function renderMarkdown(rep: Report): string {
     const ratio = cit && r.server !== 'citadel' ? `${f2(cit.certsPerSec / r.certsPerSec)}x` : '';
     lines.push(`| ${r.keyType} | ${r.concurrency} | ${r.server} | ${f0(r.certsPerSec)} | ${f1(r.p50Ms)} | ${f1(r.p99Ms)} | ${f3(r.caCpuSecPer1k)} | ${f3(r.apiserverCpuSecPer1k)} | ${pct(r.ratioToRawBound)} | ${pct(r.cryptoShareOfCpu)} | ${ratio} | ${r.errors} |`);
   }
+  if (rep.agentStartup.length) {
+    lines.push('');
+    lines.push('Agent (real Envoy, simulated pod, citadel ca on loopback):');
+    lines.push('');
+    lines.push('| workload key | agent ready ms | Envoy holds cert ms | agent RSS MiB |');
+    lines.push('|---|---:|---:|---:|');
+    for (const a of rep.agentStartup) lines.push(`| ${a.keyType} | ${f0(a.agentReadyMs)} | ${f0(a.envoyFirstCertMs)} | ${f0(a.agentRssMb)} |`);
+  }
+  if (rep.sdsFanout) {
+    const f = rep.sdsFanout;
+    lines.push('');
+    lines.push(`SDS fan-out: ${f.streams} StreamSecrets streams on one agent: all served in ${f0(f.allStreamsServedMs)} ms; a rotation reached the last stream ${f0(f.rotationSpreadMs)} ms after the first; agent RSS ${f0(f.agentRssMb)} MiB with the streams open (${f0(f.agentRssIdleMb)} MiB before).`);
+  }
   if (rep.profile) {
     const p = rep.profile.summary;
     lines.push('');
@@ -313,13 +365,12 @@ async function main(): Promise<number> {
   const report: Report = {
     date: new Date().toISOString(),
     machine: machineInfo(benchEnv, cp),
-    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs },
+    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams },
     cryptoBounds: bounds,
     issuance: [],
     ratios: [],
+    agentStartup: [],
     notMeasured: [
-      'agent start to first certificate in Envoy, agent RSS (issue 8 item 3): not wired into the runner yet',
-      'SDS fan-out, 1,000 streams (item 4): not wired into the runner yet',
       'controllers: 1,000-namespace reconcile, ConfigMap recreate, CA RSS with 1,000 namespaces / 5,000 ServiceAccounts (item 5): not wired into the runner yet',
     ],
     errors: [],
@@ -332,6 +383,11 @@ async function main(): Promise<number> {
     const nIds = await makeIdentities(cluster, o, identitiesFile);
     say(`${nIds} pod-bound tokens (audience istio-ca) ready`);
     const apiserverPid = cp.apiserver.pid;
+    const agentNs = await cluster.createNamespace('bench-agent');
+    if (o.agent && !agentBuilt()) {
+      o.agent = false;
+      report.notMeasured.push('agent start to first certificate in Envoy, agent RSS, SDS fan-out (items 3, 4): `citadel agent` is not built yet');
+    }
 
     for (const keyType of o.keyTypes) {
       const material = await writeCaMaterial(path.join(workDir, 'ca'), keyType, TRUST_DOMAIN);
@@ -363,6 +419,10 @@ async function main(): Promise<number> {
               say(msg);
               report.errors.push(msg);
             }
+          }
+          if (kind === 'citadel' && o.agent) {
+            await agentFigures(report, o, { cluster, namespace: agentNs, node: process.execPath, mainJs: MAIN_JS, logDir: workDir },
+              { caAddr: server.addr, caServerName: server.serverName, rootCertFile: material.rootCert, trustDomain: TRUST_DOMAIN }, keyType);
           }
         } finally {
           const peak = peakRss(server.process.pid);

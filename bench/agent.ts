@@ -1,0 +1,253 @@
+/**
+ * Agent figures (issue 8 items 3 and 4), against a running `citadel ca`:
+ * - startup: from spawning `citadel agent` in a simulated pod to a real Envoy holding the workload certificate
+ *   (its admin /certs shows the SPIFFE ID); the agent's RSS at steady state afterwards;
+ * - SDS fan-out: N concurrent StreamSecrets streams on one agent (an SDS client of ours over its Unix socket),
+ *   then the time from the first stream seeing a rotated `default` secret to the last one seeing it, and the
+ *   agent's RSS with the streams open. The rotation is the agent's own: it runs with a short --cert-ttl.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { sdsClientConstructor, SECRET_TYPE_URL } from '../src/grpc/protos.js';
+import { startEnvoy } from '../test/harness/envoy.js';
+import { startPod, writeFileAtomic, type SimulatedPod } from '../test/harness/kubelet.js';
+import { freePort } from '../test/harness/ports.js';
+import { startProcess, type ManagedProcess } from '../test/harness/process.js';
+import type { TestCluster } from '../test/harness/test-cluster.js';
+import { sampleProcess } from './procstat.js';
+
+export interface AgentTarget {
+  /** host:port of citadel ca's CSR API. */
+  caAddr: string;
+  caServerName: string;
+  /** The CA's trust bundle, written into the pod as its root-cert.pem. */
+  rootCertFile: string;
+  trustDomain: string;
+}
+
+export interface AgentContext {
+  cluster: TestCluster;
+  namespace: string;
+  node: string;
+  mainJs: string;
+  logDir: string;
+}
+
+export interface AgentStartup {
+  keyType: string;
+  /** Agent spawn to its /readyz answering 200 (certificate in hand), ms. */
+  agentReadyMs: number;
+  /** Agent spawn to Envoy's /certs showing the workload SPIFFE ID, ms. */
+  envoyFirstCertMs: number;
+  /** Agent RSS 3 s after Envoy got its certificate, MiB. */
+  agentRssMb: number;
+}
+
+interface RunningAgent {
+  proc: ManagedProcess;
+  statusPort: number;
+  spawnedAt: number;
+}
+
+async function startAgent(ctx: AgentContext, pod: SimulatedPod, target: AgentTarget, keyType: string, extra: readonly string[] = []): Promise<RunningAgent> {
+  const statusPort = await freePort();
+  const spawnedAt = performance.now();
+  const proc = await startProcess({
+    name: `citadel agent ${pod.name}`,
+    command: ctx.node,
+    cwd: pod.root,
+    logPath: path.join(ctx.logDir, `agent-${pod.name}.log`),
+    args: [
+      ctx.mainJs, 'agent',
+      '--ca-address', target.caAddr,
+      '--ca-server-name', target.caServerName,
+      '--trust-domain', target.trustDomain,
+      '--key-type', keyType,
+      '--status-address', `127.0.0.1:${statusPort}`,
+      ...extra,
+    ],
+    env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
+  });
+  return { proc, statusPort, spawnedAt };
+}
+
+async function newPod(ctx: AgentContext, target: AgentTarget, serviceAccount: string): Promise<SimulatedPod> {
+  const pod = await startPod(ctx.cluster, { namespace: ctx.namespace, serviceAccount, watchRootCert: false, tokenExpirationSeconds: 7200 });
+  fs.mkdirSync(path.dirname(pod.rootCertPath), { recursive: true });
+  writeFileAtomic(pod.rootCertPath, fs.readFileSync(target.rootCertFile, 'utf8'));
+  return pod;
+}
+
+/** A minimal sidecar bootstrap: SDS over the pod's socket feeding one mTLS listener on a free loopback port. */
+function sidecarBootstrap(socketPath: string, listenPort: number): object {
+  const sds = {
+    resource_api_version: 'V3',
+    initial_fetch_timeout: '0s',
+    api_config_source: {
+      api_type: 'GRPC',
+      transport_api_version: 'V3',
+      grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc', retry_policy: { retry_back_off: { base_interval: '0.05s', max_interval: '0.5s' } } } }],
+    },
+  };
+  return {
+    node: { id: 'bench-sidecar', cluster: 'bench' },
+    static_resources: {
+      clusters: [{
+        name: 'sds-grpc',
+        type: 'STATIC',
+        connect_timeout: '1s',
+        typed_extension_protocol_options: {
+          'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+            '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+            explicit_http_config: { http2_protocol_options: {} },
+          },
+        },
+        load_assignment: { cluster_name: 'sds-grpc', endpoints: [{ lb_endpoints: [{ endpoint: { address: { pipe: { path: socketPath } } } }] }] },
+      }],
+      listeners: [{
+        name: 'inbound',
+        address: { socket_address: { address: '127.0.0.1', port_value: listenPort } },
+        filter_chains: [{
+          transport_socket: {
+            name: 'envoy.transport_sockets.tls',
+            typed_config: {
+              '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+              require_client_certificate: true,
+              common_tls_context: {
+                tls_certificate_sds_secret_configs: [{ name: 'default', sds_config: sds }],
+                validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: sds },
+              },
+            },
+          },
+          filters: [{
+            name: 'envoy.filters.network.tcp_proxy',
+            typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'inbound', cluster: 'sds-grpc' },
+          }],
+        }],
+      }],
+    },
+  };
+}
+
+/**
+ * Measures agent start to first certificate in Envoy for `keyType`, then the agent's RSS. Throws with the
+ * agent's log tail if it exits or nothing arrives within `timeoutMs`.
+ */
+export async function measureAgentStartup(ctx: AgentContext, target: AgentTarget, keyType: string, timeoutMs = 60_000): Promise<AgentStartup> {
+  const pod = await newPod(ctx, target, `agent-${keyType}`);
+  const spiffeId = `spiffe://${target.trustDomain}/ns/${ctx.namespace}/sa/agent-${keyType}`;
+  const listenPort = await freePort();
+  const envoy = await startEnvoy({ bootstrap: sidecarBootstrap(pod.sdsSocketPath, listenPort), name: `bench-${keyType}`, cwd: pod.root });
+  let agent: RunningAgent | undefined;
+  try {
+    agent = await startAgent(ctx, pod, target, keyType);
+    const deadline = Date.now() + timeoutMs;
+    let agentReadyMs = NaN;
+    let envoyFirstCertMs = NaN;
+    while (Number.isNaN(envoyFirstCertMs)) {
+      if (!agent.proc.running()) throw new Error(`agent exited (${await agent.proc.exited}):\n${agent.proc.tail()}`);
+      if (Date.now() > deadline) throw new Error(`no certificate in Envoy after ${timeoutMs} ms; agent log:\n${agent.proc.tail()}\nEnvoy log:\n${envoy.logTail()}`);
+      if (Number.isNaN(agentReadyMs) && (await httpStatus(`http://127.0.0.1:${agent.statusPort}/readyz`)) === 200) {
+        agentReadyMs = performance.now() - agent.spawnedAt;
+      }
+      const certs = await envoy.certs().catch(() => undefined);
+      const has = certs?.certificates.some((c) => c.cert_chain?.some((d) => d.subject_alt_names?.some((s) => s.uri === spiffeId)));
+      if (has) envoyFirstCertMs = performance.now() - agent.spawnedAt;
+      else await new Promise((r) => setTimeout(r, 10));
+    }
+    await new Promise((r) => setTimeout(r, 3000));
+    return { keyType, agentReadyMs, envoyFirstCertMs, agentRssMb: sampleProcess(agent.proc.pid).rssBytes / 2 ** 20 };
+  } finally {
+    await agent?.proc.stop();
+    await envoy.stop();
+    await pod.delete();
+  }
+}
+
+export interface SdsFanout {
+  streams: number;
+  /** All streams opened and holding the first `default` secret, ms after the first stream was opened. */
+  allStreamsServedMs: number;
+  /** First stream seeing the rotated `default` to the last one seeing it, ms. */
+  rotationSpreadMs: number;
+  /** Agent RSS with the streams open, MiB; and before they were opened. */
+  agentRssMb: number;
+  agentRssIdleMb: number;
+}
+
+/**
+ * Opens `streams` SDS streams (over `channels` connections) on one agent that rotates every ~certTtl/2 and
+ * times the spread of the rotation over the streams. Throws if the rotation does not reach every stream
+ * within `timeoutMs`.
+ */
+export async function measureSdsFanout(ctx: AgentContext, target: AgentTarget, opts: { streams: number; channels: number; certTtl: string; timeoutMs: number }): Promise<SdsFanout> {
+  const pod = await newPod(ctx, target, 'sds-fanout');
+  const agent = await startAgent(ctx, pod, target, 'ecdsa-p256', ['--cert-ttl', opts.certTtl]);
+  const clients: grpc.Client[] = [];
+  try {
+    const readyBy = Date.now() + 30_000;
+    while ((await httpStatus(`http://127.0.0.1:${agent.statusPort}/readyz`)) !== 200) {
+      if (!agent.proc.running() || Date.now() > readyBy) throw new Error(`agent not ready:\n${agent.proc.tail()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const agentRssIdleMb = sampleProcess(agent.proc.pid).rssBytes / 2 ** 20;
+    const Sds = sdsClientConstructor();
+    for (let i = 0; i < opts.channels; i++) {
+      clients.push(new Sds(`unix:${pod.sdsSocketPath}`, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }));
+    }
+    const firstVersion: (string | undefined)[] = new Array(opts.streams).fill(undefined);
+    const rotatedAt: (number | undefined)[] = new Array(opts.streams).fill(undefined);
+    let served = 0;
+    let rotated = 0;
+    let allServed!: () => void;
+    let allRotated!: () => void;
+    const servedP = new Promise<void>((r) => (allServed = r));
+    const rotatedP = new Promise<void>((r) => (allRotated = r));
+    const calls: grpc.ClientDuplexStream<unknown, unknown>[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < opts.streams; i++) {
+      const client = clients[i % clients.length]! as unknown as { StreamSecrets: () => grpc.ClientDuplexStream<unknown, unknown> };
+      const call = client.StreamSecrets();
+      calls.push(call);
+      call.on('error', () => {});
+      call.on('data', (msg: { version_info?: string; nonce?: string; resources?: unknown[] }) => {
+        const version = msg.version_info ?? '';
+        call.write({ node: { id: `bench-${i}` }, resource_names: ['default'], type_url: SECRET_TYPE_URL, version_info: version, response_nonce: msg.nonce ?? '' });
+        if (firstVersion[i] === undefined) {
+          firstVersion[i] = version;
+          if (++served === opts.streams) allServed();
+        } else if (version !== firstVersion[i] && rotatedAt[i] === undefined) {
+          rotatedAt[i] = performance.now();
+          if (++rotated === opts.streams) allRotated();
+        }
+      });
+      call.write({ node: { id: `bench-${i}` }, resource_names: ['default'], type_url: SECRET_TYPE_URL });
+    }
+    const timeout = (what: string) => new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} not done within ${opts.timeoutMs} ms (${served} served, ${rotated} rotated)`)), opts.timeoutMs).unref());
+    await Promise.race([servedP, timeout('serving every stream')]);
+    const allStreamsServedMs = performance.now() - t0;
+    const agentRssMb = sampleProcess(agent.proc.pid).rssBytes / 2 ** 20;
+    await Promise.race([rotatedP, timeout('rotation to every stream')]);
+    const times = rotatedAt as number[];
+    const rotationSpreadMs = Math.max(...times) - Math.min(...times);
+    for (const c of calls) c.cancel();
+    return { streams: opts.streams, allStreamsServedMs, rotationSpreadMs, agentRssMb, agentRssIdleMb };
+  } finally {
+    for (const c of clients) c.close();
+    await agent.proc.stop();
+    await pod.delete();
+  }
+}
+
+function httpStatus(url: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const req = http.get(url, { timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', () => resolve(undefined));
+    req.on('timeout', () => req.destroy());
+  });
+}
