@@ -11,8 +11,8 @@ export interface ObjectMeta {
   readonly resourceVersion?: string;
   readonly labels?: Readonly<Record<string, string>>;
   readonly annotations?: Readonly<Record<string, string>>;
-  readonly deletionTimestamp?: Date | string;
-  readonly ownerReferences?: readonly OwnerReference[];
+  readonly deletionTimestamp?: Date;
+  readonly ownerReferences?: OwnerReference[];
 }
 
 export interface OwnerReference {
@@ -51,7 +51,5 @@ export const MANAGED_BY_VALUE = 'citadel';
 
 /** True when a namespace is being deleted: writes into it would be refused. */
 export function isTerminating(ns: NamespaceObject): boolean {
-  return ns.metadata?.deletionTimestamp !== undefined && ns.metadata.deletionTimestamp !== null
-    ? true
-    : ns.status?.phase === 'Terminating';
+  return (ns.metadata?.deletionTimestamp ?? undefined) !== undefined || ns.status?.phase === 'Terminating';
 }

@@ -155,3 +155,23 @@ export function createObjectWriter(opts: { kube: KubeClients; clock: Clock; qps?
     },
   };
 }
+
+/** A one-line, secret-free description of a failed API call for logs and metric labels. */
+export function describeApiError(err: unknown): { reason: string; message: string } {
+  const status = apiStatus(err);
+  if (status !== undefined) {
+    const body = (err as { body?: unknown }).body;
+    let message = '';
+    if (typeof body === 'string') {
+      try {
+        message = String((JSON.parse(body) as { message?: unknown }).message ?? '');
+      } catch {
+        message = body.slice(0, 200);
+      }
+    } else if (body && typeof body === 'object') message = String((body as { message?: unknown }).message ?? '');
+    return { reason: `http_${status}`, message: message || `HTTP ${status}` };
+  }
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') return { reason: code.toLowerCase(), message: err instanceof Error ? err.message.split('\n')[0]! : code };
+  return { reason: 'error', message: err instanceof Error ? err.message.split('\n')[0]! : String(err) };
+}

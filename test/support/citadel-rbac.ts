@@ -1,0 +1,35 @@
+/**
+ * Runs code as the CA's ServiceAccount with exactly deploy/base/rbac.yaml: the file is applied with its
+ * namespace (citadel-system) replaced by a test namespace and its cluster-scoped names suffixed, so several test
+ * files can each have their own copy; rules are left untouched. Returns clients authenticated as
+ * `<namespace>/citadel`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connectKube, type KubeClients } from '../../src/kube/client.js';
+import type { TestCluster } from '../harness/index.js';
+
+export const RBAC_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../deploy/base/rbac.yaml');
+
+/** deploy/base/rbac.yaml rewritten for `namespace`. */
+export function rbacFor(namespace: string): string {
+  const docs = fs.readFileSync(RBAC_FILE, 'utf8').split(/^---$/m);
+  return docs
+    .map((doc) => {
+      let out = doc.replace(/namespace: citadel-system$/gm, `namespace: ${namespace}`);
+      // Cluster-scoped objects are shared by the whole cluster: give this copy its own names (metadata.name and
+      // roleRef.name are the two-space-indented `name:` lines of ClusterRoles and ClusterRoleBindings).
+      if (/^kind: Cluster(Role|RoleBinding)$/m.test(out)) out = out.replace(/^ {2}name: (\S+)$/gm, `  name: $1-${namespace}`);
+      return out;
+    })
+    .join('---');
+}
+
+/** Applies the RBAC for `namespace` (which must exist) and returns clients acting as its citadel ServiceAccount. */
+export async function citadelClients(cluster: TestCluster, namespace: string): Promise<{ kube: KubeClients; kubeconfig: string }> {
+  const res = await cluster.kubectl(['apply', '-f', '-'], { input: rbacFor(namespace) });
+  if (res.code !== 0) throw new Error(`applying RBAC failed: ${res.stderr}`);
+  const kubeconfig = await cluster.serviceAccountKubeconfig(namespace, 'citadel');
+  return { kube: connectKube(kubeconfig), kubeconfig };
+}
