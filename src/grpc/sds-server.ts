@@ -1,0 +1,167 @@
+/**
+ * Serves Envoy's SecretDiscoveryService on a Unix socket: the gRPC adapter around src/agent/sds/service.ts plus
+ * the socket housekeeping Envoy needs (parent directories, a stale socket removed, mode 0666 as Istio sets it).
+ */
+import { mkdir, chmod, lstat, unlink } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import type * as grpc from '@grpc/grpc-js';
+import type { Registry } from 'prom-client';
+import { CitadelError } from '../errors.js';
+import { systemClock, type Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import { prometheusSdsMetrics, type SdsMetrics } from '../agent/sds/metrics.js';
+import { createSdsService, type ResponseSink, type SdsService, type StreamHandle } from '../agent/sds/service.js';
+import type { SecretSource } from '../agent/sds/secret-store.js';
+import type { DiscoveryRequest } from '../agent/sds/xds-types.js';
+import { toGrpcStatus } from './errors.js';
+import { sdsServiceDefinition } from './protos.js';
+import { insecureServerCredentials, startGrpcServer, type ServiceBinding } from './server.js';
+
+type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
+
+/** Wires one grpc-js duplex call to a stream handle of the service. */
+function bindDuplex<Req, Res>(call: Duplex, open: (sink: ResponseSink<Res>, peer: string) => StreamHandle<Req>, log: Logger): void {
+  let finished = false;
+  const sink: ResponseSink<Res> = {
+    send(message) {
+      if (!finished) call.write(message);
+    },
+    end() {
+      if (finished) return;
+      finished = true;
+      call.end();
+    },
+    fail(err) {
+      if (finished) return;
+      finished = true;
+      // grpc-js ends a server stream with the status of an emitted error.
+      call.emit('error', toGrpcStatus(err));
+    },
+  };
+  const handle = open(sink, call.getPeer());
+  const close = () => {
+    handle.onClose();
+  };
+  call.on('data', (req: Req) => {
+    try {
+      handle.onRequest(req);
+    } catch (err) {
+      log.error({ err }, 'SDS request handling failed; closing the stream');
+      handle.onClose();
+      sink.fail(err instanceof CitadelError ? err : new CitadelError('INTERNAL', 'internal error'));
+    }
+  });
+  // Envoy half-closing means it is done with the stream: finish ours too.
+  call.on('end', () => {
+    close();
+    sink.end();
+  });
+  call.on('cancelled', close);
+  call.on('error', close);
+  call.on('close', close);
+}
+
+/** The SDS service as a grpc-js binding. */
+export function sdsServiceBinding(service: SdsService, log: Logger): ServiceBinding {
+  const implementation: grpc.UntypedServiceImplementation = {
+    StreamSecrets(call: Duplex) {
+      bindDuplex(call, service.openStream, log);
+    },
+    DeltaSecrets(call: Duplex) {
+      bindDuplex(call, service.openDeltaStream, log);
+    },
+    FetchSecrets(call: grpc.ServerUnaryCall<DiscoveryRequest, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      service.fetch(call.request ?? {}).then(
+        (res) => callback(null, res),
+        (err: unknown) => callback(toGrpcStatus(err)),
+      );
+    },
+  };
+  return { definition: sdsServiceDefinition(), implementation };
+}
+
+// sun_path holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/** True when something accepts connections on the socket at `path`. */
+function socketIsLive(path: string): Promise<boolean> {
+  return new Promise((resolveLive) => {
+    const socket = connect({ path });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolveLive(true);
+    });
+    socket.once('error', () => resolveLive(false));
+  });
+}
+
+/**
+ * Prepares `path` for binding: creates the parent directories, removes a stale socket.
+ * @throws CitadelError CONFIG_INVALID when the path is too long, is not a socket, or a live server holds it.
+ */
+export async function prepareSocketPath(path: string): Promise<string> {
+  const absolute = resolve(path);
+  const chosen = Buffer.byteLength(absolute) <= MAX_SOCKET_PATH_BYTES ? absolute : path;
+  if (Buffer.byteLength(chosen) > MAX_SOCKET_PATH_BYTES) {
+    throw new CitadelError('CONFIG_INVALID', `SDS socket path is longer than ${MAX_SOCKET_PATH_BYTES} bytes: ${path}`);
+  }
+  await mkdir(dirname(absolute), { recursive: true });
+  const stat = await lstat(absolute).catch(() => undefined);
+  if (stat) {
+    if (!stat.isSocket()) throw new CitadelError('CONFIG_INVALID', `SDS socket path exists and is not a socket: ${path}`);
+    if (await socketIsLive(chosen)) {
+      throw new CitadelError('CONFIG_INVALID', `another server is listening on the SDS socket ${path}`);
+    }
+    await unlink(absolute);
+  }
+  return chosen;
+}
+
+export interface SdsServer {
+  readonly socketPath: string;
+  readonly service: SdsService;
+  /** Ends every stream (OK), then stops the server; Envoy keeps its secrets and reconnects to the next agent. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Starts SDS on `unix:<socketPath>` with mode 0666 so Envoy (another uid in the same pod) can connect.
+ * @throws CitadelError CONFIG_INVALID (see prepareSocketPath; also when binding fails).
+ */
+export async function startSdsServer(deps: {
+  socketPath: string;
+  store: SecretSource;
+  log: Logger;
+  clock?: Clock;
+  registry?: Registry;
+  metrics?: SdsMetrics;
+}): Promise<SdsServer> {
+  const log = deps.log.child({ component: 'sds' });
+  const path = await prepareSocketPath(deps.socketPath);
+  const metrics = deps.metrics ?? (deps.registry ? prometheusSdsMetrics(deps.registry) : undefined);
+  const service = createSdsService({ secrets: deps.store, log, clock: deps.clock ?? systemClock, ...(metrics ? { metrics } : {}) });
+  let server;
+  try {
+    server = await startGrpcServer({ address: `unix:${path}`, credentials: insecureServerCredentials(), services: [sdsServiceBinding(service, log)] });
+  } catch (err) {
+    service.close();
+    throw err;
+  }
+  await chmod(path, 0o666);
+  log.info({ socket: path }, 'SDS server listening');
+  let stopping: Promise<void> | undefined;
+  return {
+    socketPath: path,
+    service,
+    stop(graceMs = 2_000) {
+      stopping ??= (async () => {
+        service.close();
+        await server.stop(graceMs);
+        await unlink(path).catch(() => undefined);
+        log.info('SDS server stopped');
+      })();
+      return stopping;
+    },
+  };
+}
