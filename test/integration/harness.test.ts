@@ -100,6 +100,13 @@ describe('control plane', () => {
       asReader.core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'new' } } }),
     ).rejects.toMatchObject({ code: 403 });
     await expect(asReader.core.listNamespacedConfigMap({ namespace: 'default' })).rejects.toMatchObject({ code: 403 });
+
+    // A client-certificate user with no bindings is authenticated but may do nothing.
+    const alice = connectKube(await cluster.userKubeconfig('alice', ['citadel-testers']));
+    await expect(alice.core.readNamespacedConfigMap({ name: 'settings', namespace: ns })).rejects.toMatchObject({ code: 403 });
+    const whoami = await cluster.kubectl(['auth', 'whoami', '-o', 'jsonpath={.status.userInfo.username} {.status.userInfo.groups}'],
+      { kubeconfig: await cluster.userKubeconfig('alice', ['citadel-testers']) });
+    expect(whoami.stdout).toMatch(/^alice .*citadel-testers/);
   });
 });
 
