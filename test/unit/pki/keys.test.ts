@@ -32,11 +32,11 @@ describe('keys', () => {
 
   it('reads PKCS#1 and SEC1 keys written by node', () => {
     const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const pkcs1 = rsa.privateKey.export({ type: 'pkcs1', format: 'pem' });
+    const pkcs1 = rsa.privateKey.export({ type: 'pkcs1', format: 'pem' }) as string;
     expect(pkcs1).toMatch(/BEGIN RSA PRIVATE KEY/);
     expect(samePublicKey(parsePrivateKeyPem(pkcs1), rsa.publicKey)).toBe(true);
     const ec = generateKeyPairSync('ec', { namedCurve: 'P-384' });
-    const sec1 = ec.privateKey.export({ type: 'sec1', format: 'pem' });
+    const sec1 = ec.privateKey.export({ type: 'sec1', format: 'pem' }) as string;
     expect(sec1).toMatch(/BEGIN EC PRIVATE KEY/);
     expect(samePublicKey(parsePrivateKeyPem(sec1), ec.publicKey)).toBe(true);
   });
@@ -60,8 +60,8 @@ describe('keys', () => {
   it('rejects RSA under 2048 bits as KEY_TOO_WEAK', () => {
     const weak = generateKeyPairSync('rsa', { modulusLength: 1024 });
     expectCode(() => describeKey(weak.publicKey), 'KEY_TOO_WEAK', /1024/);
-    expectCode(() => parsePrivateKeyPem(weak.privateKey.export({ type: 'pkcs1', format: 'pem' })), 'KEY_TOO_WEAK');
-    expectCode(() => parsePrivateKeyPem(weak.privateKey.export({ type: 'pkcs8', format: 'pem' })), 'KEY_TOO_WEAK');
+    expectCode(() => parsePrivateKeyPem(weak.privateKey.export({ type: 'pkcs1', format: 'pem' }) as string), 'KEY_TOO_WEAK');
+    expectCode(() => parsePrivateKeyPem(weak.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string), 'KEY_TOO_WEAK');
   });
 
   it('rejects other curves, Ed25519, DSA, RSA-PSS and odd RSA sizes as KEY_UNSUPPORTED', () => {
