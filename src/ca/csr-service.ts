@@ -1,0 +1,121 @@
+/**
+ * The CSR policy: given an authenticated caller and an IstioCertificateRequest, decide and sign. No transport
+ * here: src/ca/server.ts authenticates, calls `handleCsr`, and maps errors to gRPC statuses.
+ *
+ * Stricter than istiod in two ways (both deliberate): a CSR that asks for an identity other than the caller's,
+ * or for extra SANs, is refused with PERMISSION_DENIED naming what it asked for (istiod silently replaces the
+ * SANs); and weak or unsupported keys are refused with INVALID_ARGUMENT (istiod does not check).
+ */
+import { CitadelError, toCitadelError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { parseCsr } from '../pki/index.js';
+import type { CertificateAuthority, IssuedWorkloadCert } from './authority.js';
+import type { Caller } from './authn.js';
+import type { CaMetrics } from './metrics.js';
+import type { KeyedRateLimiter } from './rate-limit.js';
+
+export interface CsrPolicy {
+  /** Used when the request asks for 0 or a negative lifetime (Istio DEFAULT_WORKLOAD_CERT_TTL, 24 h). */
+  readonly defaultTtlMs: number;
+  /** Requests above this are refused, not clamped (Istio MAX_WORKLOAD_CERT_TTL, 90 days). */
+  readonly maxTtlMs: number;
+  /** Largest CSR accepted, in bytes of PEM text. */
+  readonly maxCsrBytes: number;
+}
+
+export interface CsrServiceDeps {
+  readonly ca: CertificateAuthority;
+  readonly policy: CsrPolicy;
+  /** The audit log: one line per issued certificate. */
+  readonly log: Logger;
+  readonly rateLimiter?: KeyedRateLimiter;
+  readonly metrics?: CaMetrics;
+}
+
+export interface CsrInput {
+  readonly csr: string;
+  /** Seconds; <= 0 means the default. */
+  readonly validityDurationSeconds: number;
+}
+
+/** Where the call came from, for the audit line. */
+export interface CallInfo {
+  readonly peerAddress?: string;
+}
+
+export interface CsrService {
+  /**
+   * Checks and signs. Counts every refusal in `citadel_server_csr_sign_err_count{error}` and every success in
+   * `citadel_server_success_cert_issuance_count`.
+   * @throws CitadelError INPUT_TOO_LARGE, PEM_*, DER_INVALID, CSR_INVALID, SIGNATURE_INVALID, KEY_UNSUPPORTED,
+   *   KEY_TOO_WEAK, TTL_INVALID (INVALID_ARGUMENT); PERMISSION_DENIED; RATE_LIMITED; CA_NOT_READY, CERT_GEN_ERROR.
+   */
+  handleCsr(caller: Caller, input: CsrInput, call?: CallInfo): IssuedWorkloadCert;
+}
+
+/** The requested lifetime in ms, or TTL_INVALID. */
+export function resolveTtl(validityDurationSeconds: number, policy: CsrPolicy): number {
+  if (!Number.isFinite(validityDurationSeconds) || validityDurationSeconds <= 0) return policy.defaultTtlMs;
+  const ms = validityDurationSeconds * 1000;
+  if (ms > policy.maxTtlMs) {
+    throw new CitadelError('TTL_INVALID', `requested TTL ${validityDurationSeconds}s is greater than the max allowed TTL ${Math.floor(policy.maxTtlMs / 1000)}s`);
+  }
+  return ms;
+}
+
+/** The identity and SANs a CSR asks for must be exactly the caller's identity (or nothing). */
+export function checkRequestedIdentity(caller: Caller, requested: { uris: readonly string[]; dnsNames: readonly string[]; ipAddresses: readonly string[]; emails: readonly string[] }): void {
+  const others = [
+    ...requested.uris.filter((u) => u !== caller.identity),
+    ...requested.dnsNames.map((d) => `DNS:${d}`),
+    ...requested.ipAddresses.map((ip) => `IP:${ip}`),
+    ...requested.emails.map((e) => `email:${e}`),
+  ];
+  if (others.length === 0) return;
+  const shown = others.slice(0, 3).map((s) => (s.length > 120 ? `${s.slice(0, 120)}...` : s)).join(', ');
+  throw new CitadelError('PERMISSION_DENIED', `the CSR asks for ${shown}${others.length > 3 ? ` and ${others.length - 3} more` : ''}, but the caller is ${caller.identity}`);
+}
+
+export function createCsrService(deps: CsrServiceDeps): CsrService {
+  const { ca, policy, log, metrics } = deps;
+  return {
+    handleCsr(caller, input, call = {}) {
+      const started = performance.now();
+      try {
+        if (Buffer.byteLength(input.csr, 'utf8') > policy.maxCsrBytes) {
+          throw new CitadelError('INPUT_TOO_LARGE', `the CSR is larger than ${policy.maxCsrBytes} bytes`);
+        }
+        if (input.csr.trim() === '') throw new CitadelError('PEM_INVALID', 'the request has no CSR');
+        const ttlMs = resolveTtl(input.validityDurationSeconds, policy);
+        const csr = parseCsr(input.csr);
+        checkRequestedIdentity(caller, csr);
+        if (deps.rateLimiter && !deps.rateLimiter.tryTake(caller.identity)) {
+          throw new CitadelError('RATE_LIMITED', `too many certificate requests for ${caller.identity}; retry later`);
+        }
+        const issued = ca.issueWorkload({ publicKey: csr.publicKey, spiffeId: caller.identity, ttlMs });
+        metrics?.successCertIssuanceCount.inc();
+        metrics?.signLatency.observe((performance.now() - started) / 1000);
+        log.info(
+          {
+            audit: 'certificate-issued',
+            identity: caller.identity,
+            serial: issued.serialHex,
+            notAfter: new Date(issued.notAfter).toISOString(),
+            keyType: csr.key.type,
+            authn: caller.method,
+            peer: call.peerAddress,
+            ...(caller.podName ? { pod: caller.podName } : {}),
+            ...(caller.podUid ? { podUid: caller.podUid } : {}),
+          },
+          'issued workload certificate',
+        );
+        return issued;
+      } catch (err) {
+        const e = toCitadelError(err, 'CERT_GEN_ERROR');
+        metrics?.csrSignErrCount.inc({ error: e.metricLabel });
+        log.warn({ identity: caller.identity, peer: call.peerAddress, code: e.code, reason: e.message, detail: e.detail }, 'certificate request refused');
+        throw e;
+      }
+    },
+  };
+}
