@@ -1,12 +1,167 @@
-// Placeholder until the agent command lands; replaced by its own issue's work.
+/**
+ * `citadel agent`: the composition root of the workload agent. Builds the secret sources (CA rotation, or
+ * file-mounted certificates), the SDS server Envoy talks to over a Unix socket, and the status server, then runs
+ * until SIGTERM/SIGINT and shuts down in order: SDS streams end cleanly first (Envoy keeps its secrets and
+ * reconnects to the next agent), then rotation and the status port.
+ *
+ * Relative paths (Istio's `./var/run/secrets/...` defaults) resolve against the working directory, so several
+ * agents can run side by side, each in its own pod root.
+ */
+import path from 'node:path';
+import { createCaIssuer, type CsrClientFactory } from '../agent/ca-issuer.js';
+import { createFileCertSource, hasMountedCerts } from '../agent/file-certs.js';
+import { createAgentMetrics } from '../agent/metrics.js';
+import { bridgeWorkloadSecrets } from '../agent/sds-bridge.js';
+import { fileSecretResolver } from '../agent/sds/file-resolver.js';
+import { SecretStore } from '../agent/sds/secret-store.js';
+import { createSecretCache } from '../agent/secret-cache.js';
+import { startStatusServer } from '../agent/status-server.js';
+import { createWorkloadSecrets } from '../agent/workload-secrets.js';
+import { systemClock } from '../clock.js';
+import { flag, formatDuration, parse, type ConfigOf, type Flag } from '../config/flags.js';
+import { createCaClient } from '../grpc/client.js';
+import { startSdsServer } from '../grpc/sds-server.js';
+import { createLogger } from '../log.js';
+import { KEY_TYPES, type KeyType } from '../pki/index.js';
 import { defineCommand } from './command.js';
+
+/** Istio's file-mounted layout (cert-chain.pem, key.pem, root-cert.pem); also where an istio.<sa> Secret is mounted. */
+export const DEFAULT_FILE_CERTS_DIR = './etc/certs';
+
+/** A flag with a default: typed as always present in the parsed config. */
+function defaulted<T>(spec: Flag<T> & { default: string }): Flag<T> & { default: string } {
+  return spec;
+}
+
+export const agentFlags = {
+  caAddress: defaulted({ name: 'ca-address', env: 'CA_ADDR', default: 'citadel.citadel-system.svc:15012', help: 'CA gRPC address (host:port), TLS.', parse: parse.string }),
+  caServerName: flag({ name: 'ca-server-name', env: 'ISTIOD_SAN', help: 'Name the CA serving certificate must carry (and SNI). Default: the host of --ca-address.', parse: parse.string }),
+  rootCert: defaulted({ name: 'root-cert', default: './var/run/secrets/istio/root-cert.pem', help: 'Root bundle that the CA connection trusts; watched, and merged into ROOTCA.', parse: parse.string }),
+  tokenFile: defaulted({ name: 'token-file', default: './var/run/secrets/tokens/istio-token', help: 'ServiceAccount token sent to the CA; re-read on every call.', parse: parse.string }),
+  sdsSocket: defaulted({ name: 'sds-socket', default: './var/run/secrets/workload-spiffe-uds/socket', help: 'Unix socket for Envoy SDS (at most 107 bytes).', parse: parse.string }),
+  trustDomain: defaulted({ name: 'trust-domain', env: 'TRUST_DOMAIN', default: 'cluster.local', help: 'Trust domain of the SPIFFE ID in the CSR.', parse: parse.string }),
+  namespace: flag({ name: 'namespace', env: 'POD_NAMESPACE', help: 'Workload namespace. Default: from the token.', parse: parse.string }),
+  serviceAccount: flag({ name: 'service-account', env: 'SERVICE_ACCOUNT', help: 'Workload ServiceAccount. Default: from the token.', parse: parse.string }),
+  certTtl: defaulted({ name: 'cert-ttl', env: 'SECRET_TTL', default: '24h', help: 'Requested certificate lifetime (validity_duration).', parse: parse.duration }),
+  graceRatio: defaulted({
+    name: 'grace-ratio', env: 'SECRET_GRACE_PERIOD_RATIO', default: '0.5', help: 'Renew when this fraction of the lifetime is left (±0.01 jitter).',
+    parse: (raw: string) => {
+      const n = parse.number(0, 1)(raw);
+      if (n <= 0 || n >= 1) throw new Error('must be between 0 and 1 (exclusive)');
+      return n;
+    },
+  }),
+  keyType: defaulted({ name: 'key-type', default: 'ecdsa-p256', help: `Workload key type (${KEY_TYPES.join(', ')}); a new key per renewal, never on disk.`, parse: parse.oneOf<KeyType>(...KEY_TYPES) }),
+  statusAddress: defaulted({ name: 'status-address', default: ':15020', help: 'Status server: /healthz, /readyz, /metrics (also /stats/prometheus).', parse: parse.address }),
+  fileCerts: flag({
+    name: 'file-certs', env: 'FILE_MOUNTED_CERTS_DIR',
+    help: `Serve cert-chain.pem, key.pem and root-cert.pem from this directory instead of using the CA. Default: ${DEFAULT_FILE_CERTS_DIR} when all three exist there.`,
+    parse: parse.string,
+  }),
+  clusterId: flag({ name: 'cluster-id', env: 'ISTIO_META_CLUSTER_ID', help: 'Sent to the CA as the ClusterID header.', parse: parse.string }),
+  logLevel: defaulted({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
+};
+
+export type AgentConfig = ConfigOf<typeof agentFlags>;
+
+/** The host part of `host:port` / `[v6]:port`. */
+export function hostOfAddress(address: string): string {
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(address);
+  if (bracketed) return bracketed[1]!;
+  const i = address.lastIndexOf(':');
+  return i > 0 ? address.slice(0, i) : address;
+}
 
 export const agentCommand = defineCommand({
   name: 'agent',
   usage: 'citadel agent [flags]',
-  summary: 'not built yet',
-  flags: {},
-  async run() {
-    throw new Error('citadel agent is not built yet');
+  summary: 'Workload agent: key + CSR to the CA, Envoy SDS (default, ROOTCA, file-cert:, file-root:) over a Unix socket, rotation.',
+  flags: agentFlags,
+  async run(config, io) {
+    const log = createLogger({ level: config.logLevel, name: 'citadel-agent' });
+    const clock = systemClock;
+    const cwd = process.cwd();
+    const abs = (p: string) => path.resolve(cwd, p);
+    const metrics = createAgentMetrics({ clock });
+    const secrets = createWorkloadSecrets({ clock, log: log.child({ component: 'secrets' }), metrics });
+
+    const fileDir = config.fileCerts ?? (hasMountedCerts(abs(DEFAULT_FILE_CERTS_DIR)) ? DEFAULT_FILE_CERTS_DIR : undefined);
+    let stopSource: () => void;
+    if (fileDir) {
+      const source = createFileCertSource({ dir: abs(fileDir), secrets, clock, log: log.child({ component: 'file-certs' }), metrics });
+      await source.start();
+      stopSource = () => source.stop();
+    } else {
+      const serverName = config.caServerName ?? hostOfAddress(config.caAddress);
+      const clientFactory: CsrClientFactory = (creds) =>
+        createCaClient({
+          address: config.caAddress,
+          serverName,
+          rootCaPem: creds.rootCaPem,
+          ...(creds.clientCertChainPem ? { clientCertChainPem: creds.clientCertChainPem, clientKeyPem: creds.clientKeyPem } : {}),
+          ...(config.clusterId ? { headers: { ClusterID: config.clusterId } } : {}),
+        });
+      const issuer = createCaIssuer({
+        clientFactory,
+        rootCertPath: abs(config.rootCert),
+        tokenPath: abs(config.tokenFile),
+        trustDomain: config.trustDomain,
+        namespace: config.namespace,
+        serviceAccount: config.serviceAccount,
+        certTtlMs: config.certTtl,
+        keyType: config.keyType,
+        clock,
+        log: log.child({ component: 'ca-client' }),
+        metrics,
+        currentCertificate: () => secrets.certificate(),
+      });
+      const cache = createSecretCache({ issuer, secrets, rootCertPath: abs(config.rootCert), graceRatio: config.graceRatio, clock, log: log.child({ component: 'rotation' }), metrics });
+      log.info(
+        { caAddress: config.caAddress, serverName, trustDomain: config.trustDomain, certTtl: formatDuration(config.certTtl), graceRatio: config.graceRatio, keyType: config.keyType },
+        'requesting workload certificates from the CA',
+      );
+      await cache.start();
+      stopSource = () => cache.stop();
+    }
+
+    const store = new SecretStore({ clock, log: log.child({ component: 'sds-store' }), resolvers: [fileSecretResolver({ clock, log: log.child({ component: 'sds-files' }) })] });
+    const unbridge = bridgeWorkloadSecrets({ secrets, sink: store, log: log.child({ component: 'sds-bridge' }) });
+    let sds;
+    let status;
+    try {
+      sds = await startSdsServer({ socketPath: config.sdsSocket, store, log, clock, registry: metrics.registry });
+      status = await startStatusServer({
+        address: config.statusAddress,
+        registry: metrics.registry,
+        log: log.child({ component: 'status' }),
+        notReadyReason: () => {
+          const cert = secrets.certificate();
+          if (!cert) return 'no workload certificate (default) yet';
+          if (!secrets.trustBundle()) return 'no trust bundle (ROOTCA) yet';
+          if (cert.notAfter <= clock.now()) return 'the workload certificate has expired';
+          return undefined;
+        },
+      });
+    } catch (err) {
+      unbridge();
+      stopSource();
+      await sds?.stop();
+      store.close();
+      throw err;
+    }
+    log.info({ sdsSocket: sds.socketPath, statusPort: status.port, mode: fileDir ? 'file-mounted' : 'ca' }, 'agent running');
+
+    await new Promise<void>((resolve) => {
+      if (io.signal.aborted) return resolve();
+      io.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    log.info({ reason: String((io.signal.reason as Error | undefined)?.message ?? io.signal.reason) }, 'shutting down');
+    await sds.stop();
+    unbridge();
+    stopSource();
+    store.close();
+    await status.close();
+    log.info('agent stopped');
+    return 0;
   },
 });
