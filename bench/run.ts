@@ -174,6 +174,8 @@ function machineInfo(benchEnv: Record<string, string>, cp: ControlPlane): Record
     kubernetes: cp.info.tools.kubernetesVersion,
     etcd: cp.info.tools.etcdVersion,
     citadel: gitDescribe(),
+    // Other work on the machine skews absolute figures (not the side-by-side ratios as much): recorded here.
+    loadAverage1mAtStart: Number(os.loadavg()[0]!.toFixed(2)),
   };
 }
 
@@ -291,7 +293,7 @@ const pct = (n: number) => (Number.isFinite(n) ? `${(n * 100).toFixed(0)}%` : '-
 export function renderMarkdown(rep: Report): string {
   const m = rep.machine;
   const lines: string[] = [];
-  lines.push(`Measured ${rep.date} on ${m.cpuModel} (${m.cores} cores, ${m.memoryGiB} GiB), Linux ${m.kernel}; Node ${m.node}, OpenSSL ${m.openssl}; ${m.go}; anchor ${m.istioModule}; kube-apiserver ${m.kubernetes}; citadel ${m.citadel}. ${f0(rep.options.durationMs / 1000)} s measured per row after ${f0(rep.options.warmupMs / 1000)} s warm-up; ${rep.options.serviceAccounts * rep.options.podsPerServiceAccount} pod-bound tokens over ${rep.options.serviceAccounts} ServiceAccounts; load and CAs share the machine's cores.`);
+  lines.push(`Measured ${rep.date} on ${m.cpuModel} (${m.cores} cores, ${m.memoryGiB} GiB), Linux ${m.kernel}; Node ${m.node}, OpenSSL ${m.openssl}; ${m.go}; anchor ${m.istioModule}; kube-apiserver ${m.kubernetes}; citadel ${m.citadel}; load average ${m.loadAverage1mAtStart} at start, ${m.loadAverage1mAtEnd} at end. ${f0(rep.options.durationMs / 1000)} s measured per row after ${f0(rep.options.warmupMs / 1000)} s warm-up; ${rep.options.serviceAccounts * rep.options.podsPerServiceAccount} pod-bound tokens over ${rep.options.serviceAccounts} ServiceAccounts; load and CAs share the machine's cores.`);
   lines.push('');
   lines.push('Raw crypto bound (node:crypto, one core; CA and workload keys of the same type):');
   lines.push('');
@@ -450,10 +452,12 @@ async function main(): Promise<number> {
       }
       const file = fs.readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
       if (file) {
-        const kept = path.join(o.outDir, `citadel-ca-${keyType}.cpuprofile`);
-        fs.mkdirSync(o.outDir, { recursive: true });
+        // Profiles are large and machine-specific: kept in the cache dir, not in the repo.
+        const profileDir = path.join(process.env.CITADEL_CACHE ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'citadel'), 'bench-profiles');
+        const kept = path.join(profileDir, `${report.date.replace(/[:.]/g, '-')}-citadel-ca-${keyType}.cpuprofile`);
+        fs.mkdirSync(profileDir, { recursive: true });
         fs.copyFileSync(path.join(profDir, file), kept);
-        report.profile = { keyType, concurrency, file: path.relative(ROOT, kept), summary: summariseCpuProfile(kept) };
+        report.profile = { keyType, concurrency, file: kept, summary: summariseCpuProfile(kept) };
       } else {
         report.errors.push('profile: citadel ca wrote no .cpuprofile (did it exit cleanly on SIGTERM?)');
       }
@@ -470,6 +474,7 @@ async function main(): Promise<number> {
     fs.rmSync(workDir, { recursive: true, force: true });
   }
   report.wallSeconds = (Date.now() - started) / 1000;
+  report.machine.loadAverage1mAtEnd = Number(os.loadavg()[0]!.toFixed(2));
 
   fs.mkdirSync(o.outDir, { recursive: true });
   const stamp = report.date.replace(/[:.]/g, '-');
