@@ -2,7 +2,7 @@
  * Builds the Envoy Secrets the agent serves, validating each one first so that Envoy is never handed something it
  * would NACK (a NACK during start-up ends warming without a certificate). Pure: `now` is passed in.
  */
-import { parseCertificates, parsePrivateKeyPem, keyMatchesCertificate, type ParsedCertificate } from '../../pki/index.js';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { CitadelError } from '../../errors.js';
 import { SECRET_TYPE_URL, type SecretAny } from './xds-types.js';
 
@@ -10,20 +10,30 @@ import { SECRET_TYPE_URL, type SecretAny } from './xds-types.js';
 export const WORKLOAD_SECRET_NAME = 'default';
 export const ROOT_SECRET_NAME = 'ROOTCA';
 
+const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
 /**
- * `tls_certificate` Secret: chain leaf first (as the CA returned it), key inline.
- * @throws CitadelError PEM_INVALID / CERT_INVALID / DER_INVALID (unparsable chain or key), KEY_MISMATCH (the key is
- *   not the leaf's), CERT_EXPIRED (leaf expired at `now`). Intermediates are passed through unchecked.
+ * `tls_certificate` Secret: chain leaf first (as the CA returned it), key inline. Checked with node:crypto (the same
+ * OpenSSL-family view Envoy's BoringSSL takes), so file-mounted certificates from other CAs are judged as Envoy would.
+ * @throws CitadelError PEM_INVALID (no certificate, or a key that cannot be read, e.g. encrypted), CERT_INVALID (a
+ *   certificate that does not parse), KEY_MISMATCH (the key is not the leaf's), CERT_EXPIRED (leaf expired at `now`).
+ *   Intermediates only need to parse.
  */
 export function buildTlsCertificateSecret(name: string, chainPem: string, keyPem: string, now: number): SecretAny {
-  const chain = parseCertificates(chainPem);
-  const leaf = chain[0]!;
-  const key = parsePrivateKeyPem(keyPem);
-  if (!keyMatchesCertificate(key, leaf)) {
+  const certs = parseBlocks(name, chainPem, 'certificate chain');
+  const leaf = certs[0]!;
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch (err) {
+    throw new CitadelError('PEM_INVALID', `secret ${name}: the private key cannot be read`, (err as Error).message);
+  }
+  if (!leaf.checkPrivateKey(key)) {
     throw new CitadelError('KEY_MISMATCH', `secret ${name}: the private key does not match the certificate`);
   }
-  if (leaf.notAfter <= now) {
-    throw new CitadelError('CERT_EXPIRED', `secret ${name}: the certificate expired at ${new Date(leaf.notAfter).toISOString()}`);
+  const notAfter = Date.parse(leaf.validTo);
+  if (!(notAfter > now)) {
+    throw new CitadelError('CERT_EXPIRED', `secret ${name}: the certificate expired at ${new Date(notAfter).toISOString()}`);
   }
   return {
     '@type': SECRET_TYPE_URL,
@@ -35,16 +45,28 @@ export function buildTlsCertificateSecret(name: string, chainPem: string, keyPem
   };
 }
 
+function parseBlocks(name: string, pem: string, what: string): X509Certificate[] {
+  const blocks = pem.match(CERT_BLOCK) ?? [];
+  if (blocks.length === 0) throw new CitadelError('PEM_INVALID', `secret ${name}: the ${what} holds no certificate`);
+  return blocks.map((block) => {
+    try {
+      return new X509Certificate(block);
+    } catch (err) {
+      throw new CitadelError('CERT_INVALID', `secret ${name}: a certificate in the ${what} does not parse`, (err as Error).message);
+    }
+  });
+}
+
 /**
- * `validation_context` Secret with `trusted_ca` = the bundle (Envoy rejects an empty one).
- * @throws CitadelError PEM_INVALID (no certificate), CERT_INVALID / DER_INVALID, CERT_EXPIRED (every certificate in
- *   the bundle expired: nothing could verify against it). Expired roots beside a valid one are kept (rotation).
+ * `validation_context` Secret with `trusted_ca` = the bundle (Envoy rejects an empty one). Each certificate is
+ * checked with node:crypto rather than src/pki: trust anchors are taken as they are (the OS bundle holds SHA-1
+ * self-signed roots that our strict issuer-side parser refuses, and BoringSSL accepts).
+ * @throws CitadelError PEM_INVALID (no certificate), CERT_INVALID (a block that does not parse), CERT_EXPIRED (every
+ *   certificate expired: nothing could verify against it). Expired roots beside a valid one are kept (rotation).
  */
 export function buildValidationContextSecret(name: string, bundlePem: string, now: number): SecretAny {
-  const certs: ParsedCertificate[] = parseCertificates(bundlePem);
-  if (!certs.some((c) => c.notAfter > now)) {
-    throw new CitadelError('CERT_EXPIRED', `secret ${name}: every certificate in the trust bundle has expired`);
-  }
+  const anyValid = parseBlocks(name, bundlePem, 'trust bundle').some((cert) => Date.parse(cert.validTo) > now);
+  if (!anyValid) throw new CitadelError('CERT_EXPIRED', `secret ${name}: every certificate in the trust bundle has expired`);
   return {
     '@type': SECRET_TYPE_URL,
     name,

@@ -262,6 +262,93 @@ describe('SDS over a Unix socket', () => {
     await expect(client.fetch(['default'], 'type.googleapis.com/other')).rejects.toMatchObject({ code: 3 });
   });
 
+  it('Delta: answers subscribes with named, versioned resources and a nonce; unsubscribed names are not pushed', async () => {
+    await setWorkload();
+    store.setValidationContext('ROOTCA', ca.pem);
+    const d = client.delta();
+    d.send({ resource_names_subscribe: ['default', 'ROOTCA'] });
+    const first = await d.responses.next();
+    expect(first.type_url).toBe(SECRET_TYPE_URL);
+    expect(first.nonce).not.toBe('');
+    expect(first.system_version_info).not.toBe('');
+    expect(first.removed_resources).toEqual([]);
+    expect(first.resources.map((r) => r.name).sort()).toEqual(['ROOTCA', 'default']);
+    for (const r of first.resources) {
+      expect(r.version).toBe(store.get(r.name)!.version);
+      expect(decodeSecret(r.resource).name).toBe(r.name);
+    }
+    d.ack(first);
+    await d.responses.nothingFor(200);
+
+    d.send({ resource_names_unsubscribe: ['ROOTCA'] });
+    await d.responses.nothingFor(200);
+    store.setValidationContext('ROOTCA', ca.pem + (await makeCa('x')).pem);
+    await d.responses.nothingFor(200);
+    await setWorkload();
+    const rotated = await d.responses.next();
+    expect(rotated.resources.map((r) => r.name)).toEqual(['default']);
+    expect(rotated.resources[0]!.version).not.toBe(first.resources.find((r) => r.name === 'default')!.version);
+    expect(rotated.nonce).not.toBe(first.nonce);
+    d.ack(rotated);
+
+    // An explicit subscribe is answered even though the client had the resource before.
+    d.send({ resource_names_subscribe: ['ROOTCA'] });
+    const resub = await d.responses.next();
+    expect(resub.resources.map((r) => r.name)).toEqual(['ROOTCA']);
+    d.ack(resub);
+    // Subscribing again to a name already held is answered too.
+    d.send({ resource_names_subscribe: ['default'] });
+    expect((await d.responses.next()).resources.map((r) => r.name)).toEqual(['default']);
+  });
+
+  it('Delta: sends removed_resources for a name that goes away, and the name again when it returns', async () => {
+    store.setValidationContext('extra', ca.pem);
+    const d = client.delta();
+    d.send({ resource_names_subscribe: ['extra'] });
+    const first = await d.responses.next();
+    d.ack(first);
+    store.delete('extra');
+    const removed = await d.responses.next();
+    expect(removed.removed_resources).toEqual(['extra']);
+    expect(removed.resources).toEqual([]);
+    d.ack(removed);
+    await d.responses.nothingFor(200);
+    store.setValidationContext('extra', ca.pem);
+    const back = await d.responses.next();
+    expect(back.resources.map((r) => r.name)).toEqual(['extra']);
+  });
+
+  it('Delta: honours initial_resource_versions on reconnect and leaves pending names pending', async () => {
+    await setWorkload();
+    store.setValidationContext('ROOTCA', ca.pem);
+    const current = store.get('default')!.version;
+    const d = client.delta();
+    d.send({ resource_names_subscribe: ['default', 'ROOTCA', 'later'], initial_resource_versions: { default: current, ROOTCA: 'old-version', later: 'v-from-previous-agent' } });
+    const res = await d.responses.next();
+    // default is current: not resent; ROOTCA is stale: resent; 'later' is unknown: pending, NOT removed.
+    expect(res.resources.map((r) => r.name)).toEqual(['ROOTCA']);
+    expect(res.removed_resources).toEqual([]);
+    d.ack(res);
+    await d.responses.nothingFor(200);
+    store.setValidationContext('later', ca.pem);
+    expect((await d.responses.next()).resources.map((r) => r.name)).toEqual(['later']);
+  });
+
+  it('Delta: after a NACK the rejected version is not resent; the next change is', async () => {
+    await setWorkload();
+    const d = client.delta();
+    d.send({ resource_names_subscribe: ['default'] });
+    d.ack(await d.responses.next());
+    await setWorkload();
+    const bad = await d.responses.next();
+    d.nack(bad);
+    await d.responses.nothingFor(300);
+    await setWorkload();
+    const next = await d.responses.next();
+    expect(next.resources[0]!.version).not.toBe(bad.resources[0]!.version);
+    expect(await registry.metrics()).toMatch(/citadel_agent_sds_active_streams\{api="delta"\} 1/);
+  });
+
   it('ends every stream with OK on stop and removes the socket', async () => {
     await setWorkload();
     const a = client.stream();
