@@ -19,7 +19,6 @@ import {
   readOid,
   readSmallInteger,
   readString,
-  rawOf,
   sequence,
   setOf,
   Tag,
@@ -278,4 +277,3 @@ function expect(t: Tlv, tag: number, what: string): Tlv {
   return t;
 }
 
-export { rawOf };
