@@ -128,8 +128,10 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
   };
 
   let lastRootCert: string | undefined;
+  let stopped = false;
   const writeRootCert = (pem: string | undefined) => {
-    if (pem === undefined || pem === lastRootCert) return;
+    // A watch event can still arrive after delete() removed the dir; it has nowhere to go.
+    if (stopped || pem === undefined || pem === lastRootCert) return;
     lastRootCert = pem;
     writeFileAtomic(rootCertPath, pem);
   };
@@ -146,7 +148,6 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
   };
 
   let watch: AbortController | undefined;
-  let stopped = false;
   const startWatch = async (): Promise<void> => {
     if (stopped) return;
     try {
@@ -155,7 +156,13 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
         { fieldSelector: `metadata.name=${ROOT_CERT_CONFIGMAP}` },
         (phase, obj: k8s.V1ConfigMap) => {
           // Like kubelet, keep the last content when the ConfigMap is deleted.
-          if (phase === 'ADDED' || phase === 'MODIFIED') writeRootCert(obj.data?.[ROOT_CERT_KEY]);
+          if (phase !== 'ADDED' && phase !== 'MODIFIED') return;
+          try {
+            writeRootCert(obj.data?.[ROOT_CERT_KEY]);
+          } catch (err) {
+            // Never throw out of a watch callback (it would crash the test worker); say why in the log.
+            console.error(`kubelet simulator: cannot write ${rootCertPath}: ${(err as Error).message}`);
+          }
         },
         () => {
           // Watches end (timeouts, apiserver restarts); start a new one unless we were stopped.
