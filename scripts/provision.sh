@@ -17,6 +17,7 @@ die() { printf '[provision] error: %s\n' "$*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required: $2"; }
 
 need python3 "install Python 3.10+ with venv (apt-get install python3 python3-venv)"
+need openssl "install OpenSSL (apt-get install openssl): the test harness makes its certificates with it"
 mkdir -p "$CACHE"
 
 # Go is needed only when something has to be built.
