@@ -1,0 +1,98 @@
+/**
+ * A "pod" for the agent e2e tests: a pod root dir, `citadel agent` running in it, and a real Envoy whose
+ * secrets come from that agent over SDS, with the inbound/outbound listeners of support/bootstrap.ts.
+ */
+import path from 'node:path';
+import { freePorts, startEnvoy, type EnvoyCerts, type EnvoyProcess } from '../../harness/index.js';
+import { startAgent, type RunningAgent } from './agent-env.js';
+import { sidecarBootstrap } from './bootstrap.js';
+
+export interface SidecarOptions {
+  name: string;
+  /** The pod root (agent cwd); the SDS socket is <root>/var/run/secrets/workload-spiffe-uds/socket. */
+  root: string;
+  logDir: string;
+  agentArgs?: readonly string[];
+  agentEnv?: NodeJS.ProcessEnv;
+  /** Inbound mTLS listener in front of 127.0.0.1:<appPort>, accepting only these client SPIFFE IDs. */
+  inbound?: { appPort: number; allowedClientIds: readonly string[] };
+  /** Outbound listener originating mTLS to `upstreamPort`, expecting `serverId`. */
+  outbound?: { upstreamPort: number; serverId: string };
+}
+
+export interface Sidecar {
+  readonly name: string;
+  readonly root: string;
+  readonly sdsSocketPath: string;
+  agent: RunningAgent;
+  envoy: EnvoyProcess;
+  readonly inboundPort: number;
+  readonly outboundPort: number;
+  /** Restarts the agent with the same flags (Envoy keeps running). */
+  restartAgent(): Promise<void>;
+  /** Restarts Envoy with the same bootstrap (the agent keeps running). */
+  restartEnvoy(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export const SDS_SOCKET = 'var/run/secrets/workload-spiffe-uds/socket';
+
+/** The serials of the certificates Envoy uses for its TLS contexts (cert_chain leaf), deduplicated. */
+export function leafSerials(certs: EnvoyCerts): string[] {
+  return [...new Set(certs.certificates.flatMap((c) => (c.cert_chain?.[0]?.serial_number ? [c.cert_chain[0].serial_number] : [])))];
+}
+
+/** The serials of every CA certificate Envoy trusts, deduplicated. */
+export function caSerials(certs: EnvoyCerts): string[] {
+  return [...new Set(certs.certificates.flatMap((c) => (c.ca_cert ?? []).map((d) => d.serial_number ?? '')))].filter(Boolean);
+}
+
+/** Starts agent + Envoy; waits until the agent is ready and Envoy is LIVE. */
+export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
+  const [inboundPort, outboundPort] = await freePorts(2);
+  const sdsSocketPath = path.join(opts.root, SDS_SOCKET);
+  if (Buffer.byteLength(sdsSocketPath) > 107) throw new Error(`SDS socket path too long for sun_path: ${sdsSocketPath}`);
+  const bootstrap = sidecarBootstrap({
+    nodeId: opts.name,
+    sdsSocketPath,
+    ...(opts.inbound ? { inbound: { port: inboundPort!, ...opts.inbound } } : {}),
+    ...(opts.outbound ? { outbound: { port: outboundPort!, ...opts.outbound } } : {}),
+  });
+  const launchAgent = () => startAgent({ name: opts.name, cwd: opts.root, args: opts.agentArgs ?? [], env: opts.agentEnv, logDir: opts.logDir });
+  const launchEnvoy = () => startEnvoy({ bootstrap, name: opts.name, cwd: opts.root, logLevel: 'info', componentLogLevel: 'secret:debug,config:debug' });
+  const agent = await launchAgent();
+  let envoy: EnvoyProcess | undefined;
+  try {
+    await agent.waitReady();
+    envoy = await launchEnvoy();
+    await envoy.waitReady();
+  } catch (err) {
+    await envoy?.stop();
+    await agent.stop();
+    throw new Error(`${(err as Error).message}\n--- agent log ---\n${agent.proc.tail(40)}`);
+  }
+  const sidecar: Sidecar = {
+    name: opts.name,
+    root: opts.root,
+    sdsSocketPath,
+    agent,
+    envoy,
+    inboundPort: inboundPort!,
+    outboundPort: outboundPort!,
+    async restartAgent() {
+      await sidecar.agent.stop();
+      sidecar.agent = await launchAgent();
+      await sidecar.agent.waitReady();
+    },
+    async restartEnvoy() {
+      await sidecar.envoy.stop();
+      sidecar.envoy = await launchEnvoy();
+      await sidecar.envoy.waitReady();
+    },
+    async stop() {
+      await sidecar.envoy.stop();
+      await sidecar.agent.stop();
+    },
+  };
+  return sidecar;
+}
