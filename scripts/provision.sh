@@ -25,8 +25,13 @@ need_go() {
   need go "install Go $GO_MIN+ (https://go.dev/doc/install or the distribution's golang package)"
   local have
   have=$(go env GOVERSION | sed 's/^go//')
-  [ "$(printf '%s\n%s\n' "$GO_MIN" "$have" | sort -V | head -n1)" = "$GO_MIN" ] ||
-    die "Go $GO_MIN+ is required to build Kubernetes ${KUBERNETES_VERSION} and etcd ${ETCD_VERSION} (found go$have): https://go.dev/doc/install"
+  [ "$(printf '%s\n%s\n' "$GO_MIN" "$have" | sort -V | head -n1)" = "$GO_MIN" ] && return
+  # An older go with GOTOOLCHAIN=auto (the default) fetches the go the go.mod asks for from the module proxy.
+  [ "$(go env GOTOOLCHAIN)" != local ] && {
+    say "go$have is older than $GO_MIN: go will fetch the go$GO_MIN toolchain through the module proxy (GOTOOLCHAIN=auto)"
+    return
+  }
+  die "Go $GO_MIN+ is required to build Kubernetes ${KUBERNETES_VERSION} and etcd ${ETCD_VERSION} (found go$have, GOTOOLCHAIN=local): https://go.dev/doc/install"
 }
 
 # Runs "$@" in the background with a heartbeat every 20 s, so a cold build is never silent; prints its duration.
