@@ -1,12 +1,346 @@
-// Placeholder until the ca command lands; replaced by its own issue's work.
+/**
+ * `citadel ca`: the composition root of the certificate authority. In order:
+ *   monitoring (/healthz answers while the rest starts; /readyz waits for key material) ->
+ *   Kubernetes client + SelfSubjectAccessReview (may we create TokenReviews?) ->
+ *   key material (plugged-in `cacerts` Secret or --cacerts-dir files; else self-signed `istio-ca-secret`) ->
+ *   serving certificate issued by the CA itself -> gRPC Istio CSR API -> controllers (leader-elected).
+ * SIGTERM/SIGINT: stop accepting calls, let in-flight calls finish (up to --shutdown-grace), stop the rest, exit 0.
+ */
+import { hostname } from 'node:os';
+import { Registry } from 'prom-client';
+import { createAuthenticator, createTokenAuthenticator } from '../ca/authn.js';
+import { createCsrService } from '../ca/csr-service.js';
+import { Keyring } from '../ca/keyring.js';
+import { createCaMetrics } from '../ca/metrics.js';
+import { cacertsFromSecret, hasPluggedFiles, readCacertsDir, startDirectorySource, startSecretSource } from '../ca/plugged.js';
+import { createKeyedRateLimiter } from '../ca/rate-limit.js';
+import { CA_SECRET_NAME, startSelfSigned } from '../ca/self-signed.js';
+import { createCertificateHandler, startMonitoringServer } from '../ca/server.js';
+import { createServingCertManager, serviceDnsNames } from '../ca/serving-cert.js';
+import { systemClock } from '../clock.js';
+import { flag, formatAddress, parse, parseDuration, type ConfigOf, type Flag } from '../config/flags.js';
+import { SA_SECRETS_MODES, startControllers, type Controllers, type SaSecretsMode } from '../controllers/index.js';
+import { CitadelError } from '../errors.js';
+import { caServiceBinding } from '../grpc/ca-service.js';
+import { ReloadableServerCredentials, startGrpcServer } from '../grpc/server.js';
+import { apiStatus, connectKube, isForbidden, type KubeClients } from '../kube/client.js';
+import { canI, createSecretStore, watchSecret, type SecretWatch } from '../kube/secrets.js';
+import { createTokenReviewer } from '../kube/tokenreview.js';
+import { createLogger, type Logger } from '../log.js';
+import { KEY_TYPES, validateTrustDomain, workloadSpiffeId, type KeyType } from '../pki/index.js';
 import { defineCommand } from './command.js';
+
+/** A flag with a default: typed as always present in the parsed config. */
+function defaulted<T>(spec: Flag<T> & { default: string }): Flag<T> & { default: string } {
+  return spec;
+}
+
+/** A duration that may be 0 (meaning "off"). */
+const durationOrZero = (raw: string): number => {
+  const ms = parseDuration(raw);
+  if (ms < 0) throw new Error('must not be negative');
+  return ms;
+};
+
+export const CACERTS_SECRET_NAME = 'cacerts';
+
+export const caFlags = {
+  namespace: defaulted({ name: 'namespace', env: 'POD_NAMESPACE', default: 'citadel-system', help: 'Namespace of the CA: where cacerts, istio-ca-secret and the leader Lease live.', parse: parse.string }),
+  kubeconfig: flag({ name: 'kubeconfig', env: 'KUBECONFIG', help: 'Kubeconfig file. Default: the in-cluster ServiceAccount config.', parse: parse.string }),
+  trustDomain: defaulted({ name: 'trust-domain', env: 'TRUST_DOMAIN', default: 'cluster.local', help: 'Trust domain of the identities issued.', parse: (raw: string) => validateTrustDomain(raw) }),
+  grpcAddress: defaulted({ name: 'grpc-address', env: 'CITADEL_GRPC_ADDRESS', default: ':15012', help: 'Istio CSR API (gRPC over TLS) listen address.', parse: parse.address }),
+  monitoringAddress: defaulted({ name: 'monitoring-address', env: 'CITADEL_MONITORING_ADDRESS', default: ':15014', help: 'HTTP /metrics, /healthz, /readyz listen address.', parse: parse.address }),
+  cacertsDir: defaulted({ name: 'cacerts-dir', env: 'ROOT_CA_DIR', default: '/etc/cacerts', help: 'Plugged-in CA files (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem, or tls.crt, tls.key, ca.crt); used when the cacerts Secret does not exist.', parse: parse.string }),
+  cacertsPollInterval: defaulted({ name: 'cacerts-poll-interval', env: 'CITADEL_CACERTS_POLL_INTERVAL', default: '10s', help: 'How often --cacerts-dir is re-read (file events trigger a reload sooner).', parse: parse.duration }),
+  tokenAudiences: defaulted({ name: 'token-audiences', env: 'TOKEN_AUDIENCES', default: 'istio-ca', help: 'Audiences a bearer token must be valid for (comma-separated).', parse: (raw: string) => {
+    const list = parse.list(raw);
+    if (list.length === 0) throw new Error('needs at least one audience');
+    return list;
+  } }),
+  tokenReviewCacheTtl: defaulted({ name: 'token-review-cache-ttl', env: 'CITADEL_TOKEN_REVIEW_CACHE_TTL', default: '10s', help: 'How long a successful TokenReview is reused (never beyond the token expiry); 0 disables.', parse: durationOrZero }),
+  workloadCertTtl: defaulted({ name: 'workload-cert-ttl', env: 'DEFAULT_WORKLOAD_CERT_TTL', default: '24h', help: 'Certificate lifetime when the request asks for none.', parse: parse.duration }),
+  maxWorkloadCertTtl: defaulted({ name: 'max-workload-cert-ttl', env: 'MAX_WORKLOAD_CERT_TTL', default: '2160h', help: 'Longest certificate lifetime a request may ask for (longer: INVALID_ARGUMENT).', parse: parse.duration }),
+  selfSignedKeyType: defaulted({ name: 'self-signed-key-type', env: 'CITADEL_SELF_SIGNED_KEY_TYPE', default: 'ecdsa-p256', help: `Key type of a new self-signed root (${KEY_TYPES.join(', ')}); Istio uses rsa-2048.`, parse: parse.oneOf<KeyType>(...KEY_TYPES) }),
+  selfSignedCaCertTtl: defaulted({ name: 'self-signed-ca-cert-ttl', env: 'CITADEL_SELF_SIGNED_CA_CERT_TTL', default: '87600h', help: 'Lifetime of a new self-signed root (10 years, as Istio).', parse: parse.duration }),
+  selfSignedRootCheckInterval: defaulted({ name: 'self-signed-root-check-interval', env: 'CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL', default: '1h', help: 'How often the leader checks whether the self-signed root needs rotating; 0 disables rotation.', parse: durationOrZero }),
+  selfSignedRootGracePercent: defaulted({ name: 'self-signed-root-grace-percent', env: 'CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE', default: '20', help: 'Rotate the self-signed root when less than this percentage of its life remains.', parse: parse.int(1, 99) }),
+  extraDnsNames: defaulted({ name: 'extra-dns-names', env: 'ISTIOD_CUSTOM_HOST', default: '', help: 'Extra DNS names for the serving certificate (comma-separated), besides citadel.<ns>.svc[.cluster.local].', parse: parse.list }),
+  servingCertTtl: defaulted({ name: 'serving-cert-ttl', env: 'CITADEL_SERVING_CERT_TTL', default: '24h', help: 'Lifetime of the CA serving certificate (re-issued at half-life and on key material changes).', parse: parse.duration }),
+  csrRateLimitQps: defaulted({ name: 'csr-rate-limit-qps', env: 'CITADEL_CSR_RATE_LIMIT_QPS', default: '20', help: 'Certificates per second per identity, sustained (over it: RESOURCE_EXHAUSTED).', parse: parse.number(0.001, 1e6) }),
+  csrRateLimitBurst: defaulted({ name: 'csr-rate-limit-burst', env: 'CITADEL_CSR_RATE_LIMIT_BURST', default: '200', help: 'Certificates per identity allowed in a burst (a Deployment rolling out).', parse: parse.int(1, 1e7) }),
+  maxRequestBytes: defaulted({ name: 'max-request-bytes', env: 'CITADEL_MAX_REQUEST_BYTES', default: '65536', help: 'Largest gRPC request (and CSR) accepted, in bytes.', parse: parse.int(4096, 4 << 20) }),
+  saSecrets: defaulted({ name: 'sa-secrets', env: 'CITADEL_SA_SECRETS', default: 'labeled', help: 'ServiceAccount Secrets istio.<sa>: off, labeled (namespaces labelled citadel.io/sa-secrets=enabled) or all.', parse: parse.oneOf<SaSecretsMode>(...SA_SECRETS_MODES) }),
+  namespaceSelector: defaulted({ name: 'namespace-selector', env: 'CITADEL_NAMESPACE_SELECTOR', default: '', help: 'Label selector of namespaces that get the istio-ca-root-cert ConfigMap (empty: all).', parse: (raw: string) => raw }),
+  excludedNamespaces: defaulted({ name: 'excluded-namespaces', env: 'CITADEL_EXCLUDED_NAMESPACES', default: 'kube-public,kube-node-lease', help: 'Namespaces never given the root ConfigMap (comma-separated).', parse: parse.list }),
+  controllers: defaulted({ name: 'controllers', env: 'CITADEL_CONTROLLERS', default: 'true', help: 'Run the leader-elected controllers (root ConfigMaps, ServiceAccount Secrets, self-signed root rotation).', parse: parse.bool }),
+  podName: flag({ name: 'pod-name', env: 'POD_NAME', help: 'This replica\'s name in the leader Lease. Default: the host name.', parse: parse.string }),
+  leaseDuration: defaulted({ name: 'lease-duration', env: 'CITADEL_LEASE_DURATION', default: '15s', help: 'Leader Lease duration (a dead leader is replaced after about this long).', parse: parse.duration }),
+  leaseRenewDeadline: defaulted({ name: 'lease-renew-deadline', env: 'CITADEL_LEASE_RENEW_DEADLINE', default: '10s', help: 'A leader that cannot renew for this long stops writing.', parse: parse.duration }),
+  leaseRetryPeriod: defaulted({ name: 'lease-retry-period', env: 'CITADEL_LEASE_RETRY_PERIOD', default: '2s', help: 'How often candidates try and the leader renews.', parse: parse.duration }),
+  shutdownGrace: defaulted({ name: 'shutdown-grace', env: 'CITADEL_SHUTDOWN_GRACE', default: '10s', help: 'On SIGTERM, how long in-flight calls may take to finish.', parse: parse.duration }),
+  logLevel: defaulted({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
+};
+
+export type CaConfig = ConfigOf<typeof caFlags>;
+
+function configError(flagName: string, message: string): CitadelError {
+  return new CitadelError('CONFIG_INVALID', `invalid configuration: --${flagName}: ${message}`);
+}
+
+/** Cross-flag checks that a single flag's parser cannot make. @throws CitadelError CONFIG_INVALID naming the flag. */
+export function checkCaConfig(c: CaConfig): void {
+  if (c.workloadCertTtl > c.maxWorkloadCertTtl) throw configError('workload-cert-ttl', 'must not exceed --max-workload-cert-ttl');
+  if (!(c.leaseRetryPeriod < c.leaseRenewDeadline && c.leaseRenewDeadline < c.leaseDuration)) {
+    throw configError('lease-renew-deadline', 'needs --lease-retry-period < --lease-renew-deadline < --lease-duration');
+  }
+}
+
+function describeKubeError(err: unknown): string {
+  const status = apiStatus(err);
+  const message = err instanceof Error ? err.message.split('\n')[0]! : String(err);
+  return status ? `HTTP ${status}` : message;
+}
+
+/** At start: may this identity create TokenReviews? Without that no token can ever be verified. */
+async function checkTokenReviewPermission(kube: KubeClients): Promise<void> {
+  let verdict;
+  try {
+    verdict = await canI(kube, { verb: 'create', group: 'authentication.k8s.io', resource: 'tokenreviews' });
+  } catch (err) {
+    throw new CitadelError('UPSTREAM_UNAVAILABLE', `cannot reach the Kubernetes API to check permissions (${describeKubeError(err)})`);
+  }
+  if (!verdict.allowed) {
+    throw new CitadelError(
+      'CONFIG_INVALID',
+      'this ServiceAccount may not create tokenreviews.authentication.k8s.io, so no workload token could be verified; ' +
+        'bind it to the citadel ClusterRole (deploy/base) or a role granting "create" on "tokenreviews"',
+      verdict.reason,
+    );
+  }
+}
+
+interface MaterialHandle {
+  readonly description: string;
+  stop(): Promise<void>;
+}
+
+/** Picks the key material source and installs the first material. @throws CitadelError CA_MATERIAL_INVALID. */
+async function startKeyMaterial(opts: {
+  config: CaConfig;
+  kube: KubeClients;
+  keyring: Keyring;
+  log: Logger;
+  metrics: ReturnType<typeof createCaMetrics>;
+  canWrite: () => boolean;
+}): Promise<MaterialHandle> {
+  const { config, kube, keyring, metrics } = opts;
+  const clock = systemClock;
+  const log = opts.log.child({ component: 'keyring' });
+  const secrets = createSecretStore(kube, config.namespace);
+  const readSecret = async (name: string) => {
+    try {
+      return await secrets.read(name);
+    } catch (err) {
+      if (isForbidden(err)) {
+        throw new CitadelError('CONFIG_INVALID', `may not read Secret ${config.namespace}/${name}; the CA needs get/list/watch on Secrets in its namespace (deploy/base Role)`);
+      }
+      throw new CitadelError('UPSTREAM_UNAVAILABLE', `cannot read Secret ${config.namespace}/${name} (${describeKubeError(err)})`);
+    }
+  };
+  const watch = (name: string, onChange: Parameters<typeof watchSecret>[0]['onChange']): SecretWatch =>
+    watchSecret({ kube, namespace: config.namespace, name, clock, log, onChange });
+
+  const cacerts = await readSecret(CACERTS_SECRET_NAME);
+  if (cacerts && hasPluggedFiles(cacertsFromSecret(cacerts))) {
+    const src = startSecretSource({ keyring, clock, log, metrics, initial: cacerts });
+    const w = watch(CACERTS_SECRET_NAME, src.onSecret);
+    await w.start();
+    const current = w.current();
+    if (current) src.onSecret(current);
+    return src.attach(w);
+  }
+  const files = readCacertsDir(config.cacertsDir);
+  if (hasPluggedFiles(files)) {
+    return startDirectorySource({ keyring, clock, log, metrics, dir: config.cacertsDir, pollIntervalMs: config.cacertsPollInterval });
+  }
+  let source;
+  try {
+    source = await startSelfSigned({
+      keyring,
+      secrets,
+      clock,
+      log,
+      metrics,
+      canWrite: opts.canWrite,
+      namespace: config.namespace,
+      options: {
+        trustDomain: config.trustDomain,
+        keyType: config.selfSignedKeyType,
+        rootTtlMs: config.selfSignedCaCertTtl,
+        checkIntervalMs: config.selfSignedRootCheckInterval,
+        gracePercent: config.selfSignedRootGracePercent,
+      },
+    });
+  } catch (err) {
+    if (err instanceof CitadelError) throw err;
+    if (isForbidden(err)) throw new CitadelError('CONFIG_INVALID', `may not read or create Secret ${config.namespace}/${CA_SECRET_NAME} (deploy/base Role)`);
+    throw new CitadelError('UPSTREAM_UNAVAILABLE', `cannot load or create Secret ${config.namespace}/${CA_SECRET_NAME} (${describeKubeError(err)})`);
+  }
+  const w = watch(CA_SECRET_NAME, (s) => source.onSecret(s));
+  await w.start();
+  const seen = w.current();
+  if (seen) source.onSecret(seen);
+  return {
+    description: source.description,
+    async stop() {
+      await source.stop();
+      await w.stop();
+    },
+  };
+}
 
 export const caCommand = defineCommand({
   name: 'ca',
   usage: 'citadel ca [flags]',
-  summary: 'not built yet',
-  flags: {},
-  async run() {
-    throw new Error('citadel ca is not built yet');
+  summary: 'Certificate authority: Istio CSR API over gRPC+TLS (:15012), root ConfigMaps and ServiceAccount Secrets (leader-elected), metrics on :15014.',
+  flags: caFlags,
+  async run(config, io) {
+    checkCaConfig(config);
+    const clock = systemClock;
+    const log = createLogger({ level: config.logLevel as 'info', name: 'citadel-ca' });
+    const registry = new Registry();
+    const metrics = createCaMetrics(registry);
+    metrics.ready.set(0);
+    const keyring = new Keyring({ clock, log: log.child({ component: 'keyring' }), maxWorkloadTtlMs: config.maxWorkloadCertTtl, metrics });
+    const cleanups: Array<() => Promise<void> | void> = [() => keyring.close()];
+    const cleanup = async () => {
+      for (const fn of cleanups.reverse()) {
+        try {
+          await fn();
+        } catch (err) {
+          log.warn({ err: err instanceof Error ? err.message : String(err) }, 'error while stopping');
+        }
+      }
+    };
+
+    try {
+      let monitoring;
+      try {
+        monitoring = await startMonitoringServer({ address: config.monitoringAddress, registry, ready: () => keyring.isReady(), log: log.child({ component: 'monitoring' }) });
+      } catch (err) {
+        throw new CitadelError('CONFIG_INVALID', `invalid configuration: --monitoring-address: cannot listen on ${formatAddress(config.monitoringAddress)}`, (err as Error).message);
+      }
+      cleanups.push(() => monitoring.close());
+
+      let kube: KubeClients;
+      try {
+        kube = connectKube(config.kubeconfig);
+      } catch (err) {
+        throw new CitadelError('CONFIG_INVALID', `invalid configuration: --kubeconfig (KUBECONFIG): cannot load ${config.kubeconfig ?? 'the in-cluster config'}`, (err as Error).message);
+      }
+      await checkTokenReviewPermission(kube);
+
+      let controllers: Controllers | undefined;
+      const material = await startKeyMaterial({ config, kube, keyring, log, metrics, canWrite: () => !config.controllers || (controllers?.isLeader() ?? false) });
+      cleanups.push(() => material.stop());
+
+      // The serving certificate, swapped into the TLS credentials on every re-issue.
+      const tls: { credentials?: ReloadableServerCredentials } = {};
+      const serving = createServingCertManager({
+        keyring,
+        dnsNames: serviceDnsNames(config.namespace, config.extraDnsNames),
+        spiffeId: workloadSpiffeId(config.trustDomain, config.namespace, 'citadel'),
+        ttlMs: Math.min(config.servingCertTtl, config.maxWorkloadCertTtl),
+        clock,
+        log: log.child({ component: 'serving-cert' }),
+        onUpdate: (m) => tls.credentials?.update(m),
+      });
+      cleanups.push(() => serving.stop());
+      const first = await serving.issue();
+      const credentials = new ReloadableServerCredentials(first);
+      tls.credentials = credentials;
+
+      const trustDomain = () => config.trustDomain;
+      const tokenAuthn = createTokenAuthenticator({
+        reviewer: createTokenReviewer(kube),
+        audiences: config.tokenAudiences,
+        trustDomain,
+        clock,
+        cacheTtlMs: config.tokenReviewCacheTtl,
+        metrics,
+      });
+      const authenticator = createAuthenticator({
+        token: tokenAuthn,
+        verificationMaterial: () => keyring.verificationMaterial(),
+        trustDomain,
+        clock,
+        log: log.child({ component: 'authn' }),
+        metrics,
+      });
+      const csrService = createCsrService({
+        ca: keyring,
+        policy: { defaultTtlMs: config.workloadCertTtl, maxTtlMs: config.maxWorkloadCertTtl, maxCsrBytes: config.maxRequestBytes },
+        log: log.child({ component: 'csr' }),
+        rateLimiter: createKeyedRateLimiter({ qps: config.csrRateLimitQps, burst: config.csrRateLimitBurst, clock }),
+        metrics,
+      });
+      const grpcLog = log.child({ component: 'grpc' });
+      const server = await startGrpcServer({
+        address: formatAddress(config.grpcAddress),
+        credentials,
+        services: [caServiceBinding({ createCertificate: createCertificateHandler({ authenticator, csrService, metrics, log: grpcLog }), log: grpcLog })],
+        maxReceiveMessageBytes: config.maxRequestBytes,
+      });
+      cleanups.push(() => server.stop(config.shutdownGrace));
+
+      if (config.controllers) {
+        controllers = startControllers({
+          kube,
+          ca: keyring,
+          clock,
+          log,
+          registry,
+          namespace: config.namespace,
+          trustDomain: config.trustDomain,
+          identity: `${config.podName ?? hostname()}-${process.pid}`,
+          saSecrets: config.saSecrets,
+          namespaceSelector: config.namespaceSelector,
+          excludedNamespaces: config.excludedNamespaces,
+          leaseDurationMs: config.leaseDuration,
+          renewDeadlineMs: config.leaseRenewDeadline,
+          retryPeriodMs: config.leaseRetryPeriod,
+          workloadCertTtlMs: config.workloadCertTtl,
+        });
+        const c = controllers;
+        cleanups.push(() => c.stop());
+      }
+
+      log.info(
+        {
+          grpcPort: server.port,
+          monitoringPort: monitoring.port,
+          keyMaterial: material.description,
+          trustDomain: config.trustDomain,
+          namespace: config.namespace,
+          controllers: config.controllers,
+        },
+        'citadel ca serving',
+      );
+
+      await new Promise<void>((resolve) => {
+        if (io.signal.aborted) return resolve();
+        io.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      log.info({ reason: String((io.signal.reason as Error | undefined)?.message ?? 'signal') }, 'shutting down: no new calls, finishing in-flight ones');
+      // Stop accepting first (and wait for in-flight calls), then everything else.
+      await server.stop(config.shutdownGrace);
+      await cleanup();
+      log.info('stopped');
+      return 0;
+    } catch (err) {
+      await cleanup();
+      if (err instanceof CitadelError) log.error({ code: err.code, reason: err.message, detail: err.detail }, 'citadel ca cannot start');
+      throw err;
+    }
   },
 });

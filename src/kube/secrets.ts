@@ -3,10 +3,9 @@
  * SelfSubjectAccessReview the CA runs at start. Nothing here decides anything: src/ca validates and chooses.
  */
 import * as k8s from '@kubernetes/client-node';
-import type { Clock } from '../clock.js';
+import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import { apiStatus, isConflict, isNotFound, type KubeClients } from './client.js';
-import { createInformer, type Informer } from './informer.js';
 
 /** A Secret reduced to what the keyring needs: decoded data (UTF-8) and the version for conditional updates. */
 export interface SecretData {
@@ -101,16 +100,19 @@ export function createSecretStore(kube: Pick<KubeClients, 'core'>, namespace: st
 
 /** Watches one named Secret. */
 export interface SecretWatch {
-  /** The last seen content, undefined when the Secret does not exist (or the first list has not finished). */
+  /** The last seen content, undefined when the Secret does not exist (or the first read has not finished). */
   current(): SecretData | undefined;
-  /** Resolves once the first list has completed. */
+  /** Resolves once the first read has completed (or failed: the loop keeps retrying). */
   start(): Promise<void>;
   stop(): Promise<void>;
 }
 
 /**
- * Watches Secret `name` in `namespace` (list+watch with a field selector; resumes after errors), calling
- * `onChange` with the new content, or undefined once it is deleted. Needs secrets list/watch in the namespace.
+ * Follows Secret `name` in `namespace`: GET, then a watch on that one name (field selector metadata.name, which
+ * RBAC authorises with resourceNames, so no `list` permission is needed) from the version read; when the watch
+ * ends (server timeout every `watchTimeoutSeconds`, error, 410) it starts over with a GET, backing off after
+ * failures. `onChange` gets the new content, or undefined once the Secret is deleted; repeats are suppressed.
+ * Needs secrets get/watch on that name.
  */
 export function watchSecret(opts: {
   kube: KubeClients;
@@ -120,42 +122,98 @@ export function watchSecret(opts: {
   log: Logger;
   onChange: (secret: SecretData | undefined) => void;
   onError?: (err: unknown) => void;
+  /** Default 60 s: also the period of the GET backstop. */
+  watchTimeoutSeconds?: number;
 }): SecretWatch {
-  const { kube, namespace, name } = opts;
-  const fieldSelector = `metadata.name=${name}`;
-  const informer: Informer<k8s.V1Secret> = createInformer<k8s.V1Secret>({
-    config: kube.config,
-    resource: `secret/${name}`,
-    path: `/api/v1/namespaces/${namespace}/secrets`,
-    fieldSelector,
-    list: () => kube.core.listNamespacedSecret({ namespace, fieldSelector }),
-    clock: opts.clock,
-    log: opts.log,
-    onError: opts.onError,
+  const { kube, namespace, name, clock } = opts;
+  const log = opts.log.child({ secret: `${namespace}/${name}` });
+  const store = createSecretStore(kube, namespace);
+  const watcher = new k8s.Watch(kube.config);
+  const timeoutSeconds = opts.watchTimeoutSeconds ?? 60;
+  let current: SecretData | undefined;
+  let lastKey: string | undefined;
+  let stopped = false;
+  let failures = 0;
+  let abort: AbortController | undefined;
+  let timer: Timer | undefined;
+  let firstDone: (() => void) | undefined;
+  const first = new Promise<void>((resolve) => {
+    firstDone = resolve;
   });
-  let last: string | undefined;
-  const emit = () => {
-    const s = informer.get(name, namespace);
-    const data = s ? toSecretData(s) : undefined;
-    // Resyncs and relists deliver the same object again; only report real changes.
-    const key = data ? `${data.resourceVersion}` : 'absent';
-    if (key === last) return;
-    last = key;
-    opts.onChange(data);
+
+  const deliver = (data: SecretData | undefined) => {
+    current = data;
+    const key = data ? `v${data.resourceVersion}` : 'absent';
+    if (key === lastKey) return;
+    const initial = lastKey === undefined;
+    lastKey = key;
+    if (!initial) opts.onChange(data);
   };
-  informer.on('add', emit);
-  informer.on('update', emit);
-  informer.on('delete', emit);
+
+  const retry = (err: unknown) => {
+    if (stopped) return;
+    failures++;
+    opts.onError?.(err);
+    const delay = Math.min(200 * 2 ** Math.min(failures - 1, 10), 30_000);
+    log.warn({ err: err instanceof Error ? err.message : String(err), retryInMs: delay }, 'secret watch failed; retrying');
+    timer = clock.setTimer(() => void cycle(), delay);
+  };
+
+  const cycle = async (): Promise<void> => {
+    if (stopped) return;
+    let data: SecretData | undefined;
+    try {
+      data = await store.read(name);
+    } catch (err) {
+      firstDone?.();
+      return retry(err);
+    }
+    if (stopped) return;
+    deliver(data);
+    firstDone?.();
+    const params: Record<string, string | number | boolean> = { fieldSelector: `metadata.name=${name}`, timeoutSeconds, allowWatchBookmarks: true };
+    if (data?.resourceVersion) params.resourceVersion = data.resourceVersion;
+    let ended = false;
+    const onEnd = (err: unknown) => {
+      if (ended) return;
+      ended = true;
+      backstop?.cancel();
+      if (stopped) return;
+      if (err && !(err instanceof Error && err.name === 'AbortError')) return retry(err);
+      failures = 0;
+      void cycle();
+    };
+    let backstop: Timer | undefined;
+    try {
+      abort = await watcher.watch(`/api/v1/namespaces/${namespace}/secrets`, params, (phase, obj) => {
+        if (phase === 'BOOKMARK') return;
+        if (phase === 'ERROR') {
+          // 410 Gone and friends: start over from a fresh GET.
+          abort?.abort();
+          return;
+        }
+        const s = obj as k8s.V1Secret;
+        if (s?.metadata?.name !== name) return;
+        deliver(phase === 'DELETED' ? undefined : toSecretData(s));
+      }, onEnd);
+      // A connection that died silently: the server would have closed the watch by now.
+      if (!ended) backstop = clock.setTimer(() => abort?.abort(), (timeoutSeconds + 15) * 1000);
+    } catch (err) {
+      onEnd(err);
+    }
+  };
+
   return {
-    current: () => {
-      const s = informer.get(name, namespace);
-      return s ? toSecretData(s) : undefined;
+    current: () => current,
+    start() {
+      void cycle();
+      return first;
     },
-    async start() {
-      await informer.start();
-      last = informer.get(name, namespace)?.metadata?.resourceVersion ?? 'absent';
+    async stop() {
+      stopped = true;
+      timer?.cancel();
+      abort?.abort();
     },
-    stop: () => informer.stop(),
   };
 }
 
