@@ -1,0 +1,113 @@
+/**
+ * src/kube/informer.ts against the real apiserver: the cache follows the cluster, comes back after the
+ * connection fails (client-node's ListWatch stops for good on such errors; our wrapper restarts it).
+ * `410 Gone` is handled inside client-node's ListWatch (it clears its resourceVersion and relists); it cannot be
+ * provoked here: this apiserver's watch cache holds its whole history, so even after an etcd compaction a watch
+ * from resourceVersion 1 is answered from the cache rather than with 410.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type * as k8s from '@kubernetes/client-node';
+import { systemClock } from '../../src/clock.js';
+import { connectKube, type KubeClients } from '../../src/kube/client.js';
+import { createInformer, namedConfigMapInformer, type Informer } from '../../src/kube/informer.js';
+import { silentLogger } from '../../src/log.js';
+import { getCluster, type TestCluster } from '../harness/index.js';
+
+let cluster: TestCluster;
+let admin: KubeClients;
+let ns: string;
+const cleanups: (() => Promise<void>)[] = [];
+
+async function waitFor(what: string, probe: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!probe()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const cm = (name: string, data: Record<string, string> = {}) => ({ metadata: { name, namespace: ns }, data });
+
+beforeAll(async () => {
+  cluster = getCluster();
+  admin = cluster.kube();
+  ns = await cluster.createNamespace('informer');
+});
+
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+describe('createInformer', () => {
+  it('syncs, then follows adds, updates and deletes; the cache is readable synchronously', async () => {
+    await admin.core.createNamespacedConfigMap({ namespace: ns, body: cm('istio-ca-root-cert', { v: '1' }) });
+    const informer = namedConfigMapInformer(admin, 'istio-ca-root-cert', { clock: systemClock, log: silentLogger });
+    cleanups.push(() => informer.stop());
+    const events: string[] = [];
+    for (const e of ['add', 'update', 'delete'] as const) informer.on(e, (o) => o.metadata?.namespace === ns && events.push(`${e}:${o.data?.v ?? ''}`));
+    await informer.start();
+    expect(informer.hasSynced()).toBe(true);
+    expect(informer.get('istio-ca-root-cert', ns)?.data).toEqual({ v: '1' });
+    // The field selector keeps other ConfigMaps out of the cache.
+    await admin.core.createNamespacedConfigMap({ namespace: ns, body: cm('unrelated') });
+    await admin.core.replaceNamespacedConfigMap({ name: 'istio-ca-root-cert', namespace: ns, body: cm('istio-ca-root-cert', { v: '2' }) });
+    await waitFor('update', () => informer.get('istio-ca-root-cert', ns)?.data?.v === '2');
+    await admin.core.deleteNamespacedConfigMap({ name: 'istio-ca-root-cert', namespace: ns });
+    await waitFor('delete', () => informer.get('istio-ca-root-cert', ns) === undefined);
+    expect(events).toEqual(['add:1', 'update:2', 'delete:2']);
+    expect(informer.list(ns).map((o) => o.metadata?.name)).toEqual([]);
+  });
+
+  it('restarts after the connection fails and catches up with what changed meanwhile', async () => {
+    const server = new URL(cluster.server);
+    const sockets = new Set<net.Socket>();
+    let cut = false;
+    const proxy = net.createServer((client) => {
+      if (cut) return client.destroy();
+      const upstream = net.connect(Number(server.port), server.hostname);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('close', () => sockets.delete(s));
+        s.on('error', () => { client.destroy(); upstream.destroy(); });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => { for (const s of sockets) s.destroy(); proxy.close(() => r()); }));
+    const port = (proxy.address() as net.AddressInfo).port;
+    const file = `${cluster.kubeconfigPath}.informer-proxy`;
+    fs.writeFileSync(file, fs.readFileSync(cluster.kubeconfigPath, 'utf8').replace(cluster.server, `https://${server.hostname}:${port}`), { mode: 0o600 });
+    const viaProxy = connectKube(file);
+
+    await admin.core.createNamespacedConfigMap({ namespace: ns, body: cm('before-cut') });
+    const errors: unknown[] = [];
+    const informer: Informer<k8s.V1ConfigMap> = createInformer<k8s.V1ConfigMap>({
+      resource: 'configmaps',
+      config: viaProxy.config,
+      path: `/api/v1/namespaces/${ns}/configmaps`,
+      list: () => viaProxy.core.listNamespacedConfigMap({ namespace: ns }),
+      clock: systemClock,
+      log: silentLogger,
+      restartBaseMs: 100,
+      restartMaxMs: 400,
+      onError: (err) => errors.push(err),
+    });
+    cleanups.push(() => informer.stop());
+    await informer.start();
+    expect(informer.get('before-cut', ns)).toBeDefined();
+
+    cut = true;
+    for (const s of sockets) s.destroy();
+    await waitFor('a watch error', () => errors.length > 0);
+    await admin.core.createNamespacedConfigMap({ namespace: ns, body: cm('during-cut') });
+    await admin.core.deleteNamespacedConfigMap({ name: 'before-cut', namespace: ns });
+    await new Promise((r) => setTimeout(r, 1000)); // several failed restarts
+    expect(informer.get('during-cut', ns)).toBeUndefined();
+    cut = false;
+    await waitFor('the cache to catch up', () => informer.get('during-cut', ns) !== undefined && informer.get('before-cut', ns) === undefined);
+    await admin.core.createNamespacedConfigMap({ namespace: ns, body: cm('after-heal') });
+    await waitFor('events after the restart', () => informer.get('after-heal', ns) !== undefined);
+  });
+});
