@@ -59,7 +59,7 @@ export function localBootstrap(text: string, addr: LocalAddresses): string {
     for (const [from, to] of replacements) out = out.split(from).join(to);
     return out;
   });
-  const leftover = lines.find((l) => !/^\s*#/.test(l) && /svc\.cluster\.local|\b0\.0\.0\.0\b|\b127\.0\.0\.1\b|\/var\/run\/secrets\//.test(l));
+  const leftover = lines.find((l) => !/^\s*#/.test(l) && /svc\.cluster\.local|\b0\.0\.0\.0\b|\b127\.0\.0\.1\b|(?<![\w.-])\/var\/run\/secrets\//.test(l));
   if (leftover !== undefined) throw new Error(`bootstrap still has an in-cluster address after substitution: ${leftover.trim()}`);
   return lines.join('\n');
 }
@@ -113,7 +113,8 @@ export function containerEnv(container: ContainerJson, pod: { name: string; name
             : undefined;
       if (value === undefined) throw new Error(`${container.name}: env ${e.name} uses fieldRef ${field}, which the local runner does not resolve`);
       env[e.name] = value;
-    } else throw new Error(`${container.name}: env ${e.name} has a valueFrom the local runner does not resolve`);
+    } else if (e.valueFrom) throw new Error(`${container.name}: env ${e.name} has a valueFrom the local runner does not resolve`);
+    else env[e.name] = ''; // the apiserver drops empty values
   }
   return env;
 }
