@@ -219,7 +219,9 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
           if (req.node?.id) slog = slog.child({ node: req.node.id });
         }
         const nonce = req.response_nonce ?? '';
-        if (nonce !== '') {
+        // A nonce on a stream that has sent nothing yet (a client resuming too eagerly) cannot be an ACK or a
+        // NACK of ours: treat the request as the initial one rather than ignore it and leave the client waiting.
+        if (nonce !== '' && lastNonce !== undefined) {
           if (nonce !== lastNonce) {
             slog.debug({ nonce }, 'ignoring a request with a stale nonce');
             return;

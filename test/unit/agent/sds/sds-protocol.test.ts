@@ -149,6 +149,14 @@ describe('SDS over a Unix socket', () => {
     await stream.responses.nothingFor(200);
   });
 
+  it('answers a first request that carries a nonce from an earlier stream', async () => {
+    await setWorkload();
+    const stream = client.stream();
+    stream.send({ resource_names: ['default'], version_info: 'old', response_nonce: 'nonce-of-another-stream' });
+    const res = await stream.responses.next();
+    expect(res.resources).toHaveLength(1);
+  });
+
   it('resends the current secret on a reconnect that carries the last accepted version', async () => {
     await setWorkload();
     const a = client.stream();
