@@ -248,8 +248,9 @@ describe('buildResponseChain (Istio cert_chain layout)', () => {
     expect(parseCertificates(chain.at(-1)!)).toHaveLength(2);
     // A self-signed CA gives [leaf, root].
     expect(buildResponseChain(leafPem, [], root.cert.pem)).toEqual([leafPem, root.cert.pem]);
-    // Leaf PEM with CRLF line ends is normalised.
-    expect(buildResponseChain(leafPem.replace(/\n/g, '\r\n'), [], root.cert.pem)[0]).toBe(leafPem);
+    // PEM from elsewhere (CRLF line ends, text around it, no final newline) is normalised.
+    const crlf = (p: string) => `comment\r\n${p.replace(/\n/g, '\r\n').trimEnd()}`;
+    expect(buildResponseChain(crlf(leafPem), [crlf(certChainPem)], rootBundle)).toEqual(chain);
   });
 
   it('rejects a leaf that is not exactly one certificate, and an empty root bundle', async () => {
