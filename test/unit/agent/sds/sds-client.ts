@@ -55,7 +55,7 @@ export class Queue<T> {
   get length(): number {
     return this.items.length;
   }
-  next(timeoutMs = 3000): Promise<T> {
+  next(timeoutMs = 5000): Promise<T> {
     const v = this.items.shift();
     if (v !== undefined) return Promise.resolve(v);
     return new Promise((resolve, reject) => {
