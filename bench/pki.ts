@@ -14,6 +14,8 @@
  * Issue 8 asks for issuance at >= 50% of the raw bound.
  */
 import { createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import {
   buildResponseChain,
   createCsr,
@@ -68,7 +70,8 @@ const hashFor = (t: KeyType) => (t === 'ecdsa-p384' ? 'sha384' : 'sha256');
 const rawSign = (key: KeyObject, type: KeyType, data: Buffer) =>
   type.startsWith('ecdsa') ? sign(hashFor(type), data, { key, dsaEncoding: 'der' }) : sign('sha256', data, key);
 
-interface Row {
+/** One CA key type's figures, operations per second. */
+export interface PkiBenchRow {
   ca: KeyType;
   rawSign: number;
   issue: number;
@@ -78,7 +81,8 @@ interface Row {
   parseIssue: number;
 }
 
-async function measure(caType: KeyType): Promise<Row> {
+/** Measures issuance and the raw node:crypto bounds for one CA key type (P-256 workload keys). */
+export async function measurePkiIssuance(caType: KeyType): Promise<PkiBenchRow> {
   const now = Date.now();
   const ca = await generateKeyPair(caType);
   const caCert = parseCertificate(issueCaCertificate({ key: ca.privateKey, organization: 'bench', commonName: 'bench CA', ttlMs: 864e5 * 365, now }).pem);
@@ -121,16 +125,23 @@ async function measure(caType: KeyType): Promise<Row> {
 const fmt = (n: number) => n.toFixed(0).padStart(8);
 const pct = (a: number, b: number) => `${((a / b) * 100).toFixed(0)}%`.padStart(5);
 
-const rows: Row[] = [];
-for (const t of ['rsa-2048', 'ecdsa-p256'] as const) rows.push(await measure(t));
+/** The report printed by `node dist/bench/pki.js`. */
+export function formatPkiBench(rows: readonly PkiBenchRow[]): string {
+  let out = `citadel PKI issuance on one core (node ${process.version}, best of ${ROUNDS} interleaved rounds of ${SECONDS}s; workload keys P-256)\n\n`;
+  out += 'From a parsed CSR (issue 8 asks for >= 50% of the raw signature rate):\n';
+  out += '  CA key      raw sign/s  issue/s  ratio  issue+response-chain/s  ratio\n';
+  for (const r of rows) out += `  ${r.ca.padEnd(10)} ${fmt(r.rawSign)} ${fmt(r.issue)} ${pct(r.issue, r.rawSign)}  ${fmt(r.issueChain)}               ${pct(r.issueChain, r.rawSign)}\n`;
+  out += '\nFrom CSR PEM (parseCsr with its signature check, then issue):\n';
+  out += '  CA key      raw verify+sign/s  raw decode-key+verify+sign/s  parse+issue/s  ratio to each\n';
+  for (const r of rows) {
+    out += `  ${r.ca.padEnd(10)} ${fmt(r.rawVerifySign)}           ${fmt(r.rawDecodeVerifySign)}                      ${fmt(r.parseIssue)}   ${pct(r.parseIssue, r.rawVerifySign)} ${pct(r.parseIssue, r.rawDecodeVerifySign)}\n`;
+  }
+  return out;
+}
 
-const out = process.stdout;
-out.write(`citadel PKI issuance on one core (node ${process.version}, best of ${ROUNDS} interleaved rounds of ${SECONDS}s; workload keys P-256)\n\n`);
-out.write('From a parsed CSR (issue 8 asks for >= 50% of the raw signature rate):\n');
-out.write('  CA key      raw sign/s  issue/s  ratio  issue+response-chain/s  ratio\n');
-for (const r of rows) out.write(`  ${r.ca.padEnd(10)} ${fmt(r.rawSign)} ${fmt(r.issue)} ${pct(r.issue, r.rawSign)}  ${fmt(r.issueChain)}               ${pct(r.issueChain, r.rawSign)}\n`);
-out.write('\nFrom CSR PEM (parseCsr with its signature check, then issue):\n');
-out.write('  CA key      raw verify+sign/s  raw decode-key+verify+sign/s  parse+issue/s  ratio to each\n');
-for (const r of rows) {
-  out.write(`  ${r.ca.padEnd(10)} ${fmt(r.rawVerifySign)}           ${fmt(r.rawDecodeVerifySign)}                      ${fmt(r.parseIssue)}   ${pct(r.parseIssue, r.rawVerifySign)} ${pct(r.parseIssue, r.rawDecodeVerifySign)}\n`);
+// Run when executed directly, not when imported (e.g. by bench/run.ts).
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const rows: PkiBenchRow[] = [];
+  for (const t of ['rsa-2048', 'ecdsa-p256'] as const) rows.push(await measurePkiIssuance(t));
+  process.stdout.write(formatPkiBench(rows));
 }
