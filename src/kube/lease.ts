@@ -89,7 +89,8 @@ export function createLeaderElector(opts: LeaderElectionOptions): LeaderElector 
     const ended = leading;
     leading = undefined;
     ended.abort(new Error(`leadership lost: ${reason}`));
-    log.warn({ reason }, 'lost leadership; stopped writing');
+    if (reason === 'stopped') log.info('stepped down; stopped writing');
+    else log.warn({ reason }, 'lost leadership; stopped writing');
     try {
       opts.onStoppedLeading?.();
     } catch (err) {

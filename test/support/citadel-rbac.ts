@@ -10,7 +10,10 @@ import { fileURLToPath } from 'node:url';
 import { connectKube, type KubeClients } from '../../src/kube/client.js';
 import type { TestCluster } from '../harness/index.js';
 
-export const RBAC_FILE = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../deploy/base/rbac.yaml');
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** deploy/base/rbac.yaml, found from test/support/ or from its compiled copy under dist/. */
+export const RBAC_FILE = [path.join(here, '../../deploy/base/rbac.yaml'), path.join(here, '../../../deploy/base/rbac.yaml')]
+  .find((p) => fs.existsSync(p)) ?? path.join(here, '../../deploy/base/rbac.yaml');
 
 /** deploy/base/rbac.yaml rewritten for `namespace`. */
 export function rbacFor(namespace: string): string {
