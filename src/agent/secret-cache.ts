@@ -50,6 +50,19 @@ export function backoffDelay(failures: number, policy: BackoffPolicy = DEFAULT_B
   return Math.round(Math.min(policy.maxMs, Math.max(policy.initialMs, jittered)));
 }
 
+/**
+ * Delay before the next attempt after `failures` consecutive failures: the exponential backoff, but while a
+ * still-valid certificate is served never more than half of its remaining life (and not below the initial delay),
+ * so that a CA that comes back shortly before the expiry is used in time. Istio's fixed 60 s cap would let a
+ * short-lived certificate expire while the CA is already back.
+ */
+export function retryDelay(opts: { failures: number; policy?: BackoffPolicy; random?: () => number; now: number; notAfter?: number }): number {
+  const policy = opts.policy ?? DEFAULT_BACKOFF;
+  const delay = backoffDelay(opts.failures, policy, opts.random);
+  if (opts.notAfter === undefined || opts.notAfter <= opts.now) return delay;
+  return Math.max(policy.initialMs, Math.min(delay, Math.floor((opts.notAfter - opts.now) / 2)));
+}
+
 export interface SecretCacheDeps {
   issuer: CaIssuer;
   secrets: WorkloadSecretsPublisher;
@@ -137,9 +150,9 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
       const e = toCitadelError(err);
       failures++;
       deps.metrics?.outgoingRetries.inc({ request_type: 'csr' });
-      const delay = backoffDelay(failures, backoff, random);
       const current = deps.secrets.certificate();
       const now = deps.clock.now();
+      const delay = retryDelay({ failures, policy: backoff, random, now, notAfter: current?.notAfter });
       log.warn(
         {
           code: e.code,

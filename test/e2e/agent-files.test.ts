@@ -56,7 +56,7 @@ describe('citadel agent with file-mounted certificates and real Envoys', () => {
     serialB = podB.serial;
     app = await startLineApp('b-app');
     b = await startSidecar({ name: 'files-b', root: podB.dir, logDir, inbound: { appPort: app.port, allowedClientIds: [ID_A] } });
-    a = await startSidecar({ name: 'files-a', root: podA.dir, logDir, outbound: { upstreamPort: b.inboundPort, serverId: ID_B } });
+    a = await startSidecar({ name: 'files-a', root: podA.dir, logDir, outbounds: [{ upstreamPort: b.inboundPort, serverId: ID_B }] });
   }, 120_000);
 
   afterAll(async () => {
@@ -68,7 +68,7 @@ describe('citadel agent with file-mounted certificates and real Envoys', () => {
 
   it('serves the mounted certificate: Envoy B holds it and A reaches B over mTLS', async () => {
     expect(leafSerials(await b.envoy.certs())).toEqual([serialB]);
-    expect(await requestOnce(a.outboundPort, 'hello')).toBe('b-app:hello');
+    expect(await requestOnce(a.outboundPorts[0]!, 'hello')).toBe('b-app:hello');
     const log = fs.readFileSync(b.agent.proc.logPath, 'utf8');
     expect(log).toContain('file-mounted');
     expect(log).not.toMatch(/BEGIN (EC |RSA )?PRIVATE KEY/);
@@ -80,7 +80,7 @@ describe('citadel agent with file-mounted certificates and real Envoys', () => {
     const next = await writeLeaf(path.join(b.root, 'etc', 'certs'), root, ID_B);
     await eventually('Envoy B to serve the rewritten certificate', async () => leafSerials(await b.envoy.certs()).includes(next), { context: () => b.agent.proc.tail(20) });
     expect(leafSerials(await b.envoy.certs())).toEqual([next]);
-    expect(await requestOnce(a.outboundPort, 'after-rewrite')).toBe('b-app:after-rewrite');
+    expect(await requestOnce(a.outboundPorts[0]!, 'after-rewrite')).toBe('b-app:after-rewrite');
     expect(metricValue(await b.agent.metrics(), 'citadel_agent_sds_pushes_total{resource_name="default"}')).toBeGreaterThan(pushesBefore);
     const updatesAfter = (await b.envoy.stats('ssl_context_update_by_sds'))['listener.127.0.0.1_' + b.inboundPort + '.server_ssl_socket_factory.ssl_context_update_by_sds'] ?? 0;
     expect(updatesAfter).toBeGreaterThan(updatesBefore);
@@ -93,7 +93,7 @@ describe('citadel agent with file-mounted certificates and real Envoys', () => {
     const dump = await rootcaPem(b);
     expect(dump).toContain(root.pem.trim().split('\n')[1]!);
     expect(dump).toContain(extra.pem.trim().split('\n')[1]!);
-    expect(await requestOnce(a.outboundPort, 'after-root-change')).toBe('b-app:after-root-change');
+    expect(await requestOnce(a.outboundPorts[0]!, 'after-root-change')).toBe('b-app:after-root-change');
   });
 });
 

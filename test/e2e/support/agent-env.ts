@@ -117,14 +117,17 @@ export function metricValue(text: string, sample: string): number | undefined {
 
 export interface LineApp {
   readonly port: number;
-  /** Connections accepted so far. */
+  /** Connections accepted so far (Envoy's tcp_proxy connects before the downstream handshake is done). */
   connections(): number;
+  /** Lines received so far: data that got through. */
+  lines(): number;
   close(): Promise<void>;
 }
 
 /** A TCP app that answers every line `x` with `<name>:x`. */
 export async function startLineApp(name: string): Promise<LineApp> {
   let count = 0;
+  let lines = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     count++;
@@ -138,6 +141,7 @@ export async function startLineApp(name: string): Promise<LineApp> {
       while ((i = buffered.indexOf('\n')) >= 0) {
         const line = buffered.slice(0, i);
         buffered = buffered.slice(i + 1);
+        lines++;
         socket.write(`${name}:${line}\n`);
       }
     });
@@ -149,6 +153,7 @@ export async function startLineApp(name: string): Promise<LineApp> {
   return {
     port: (server.address() as net.AddressInfo).port,
     connections: () => count,
+    lines: () => lines,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();

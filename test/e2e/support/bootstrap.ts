@@ -14,8 +14,8 @@ export interface SidecarBootstrapOptions {
   sdsSocketPath: string;
   /** Inbound: 127.0.0.1:<port>, mTLS required, the client's SPIFFE ID must be one of `allowedClientIds`; forwards to 127.0.0.1:<appPort>. */
   inbound?: { port: number; appPort: number; allowedClientIds: readonly string[] };
-  /** Outbound: plain TCP on 127.0.0.1:<port>, mTLS to 127.0.0.1:<upstreamPort>, whose SPIFFE ID must be `serverId`. */
-  outbound?: { port: number; upstreamPort: number; serverId: string };
+  /** Outbounds: plain TCP on 127.0.0.1:<port>, mTLS to 127.0.0.1:<upstreamPort>, whose SPIFFE ID must be `serverId`. */
+  outbounds?: ReadonlyArray<{ port: number; upstreamPort: number; serverId: string }>;
   /** SDS reconnect backoff (default 0.2 s .. 2 s, so agent restarts heal quickly in tests). */
   sdsRetry?: { baseSeconds: number; maxSeconds: number };
 }
@@ -92,24 +92,25 @@ export function sidecarBootstrap(opts: SidecarBootstrapOptions): object {
       }],
     });
   }
-  if (opts.outbound) {
+  (opts.outbounds ?? []).forEach((out, i) => {
+    const cluster = `outbound-${i}`;
     clusters.push({
-      ...staticCluster('outbound-peer', opts.outbound.upstreamPort),
+      ...staticCluster(cluster, out.upstreamPort),
       transport_socket: {
         name: TLS_SOCKET,
         typed_config: {
           '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
           max_session_keys: 0,
-          common_tls_context: { tls_certificate_sds_secret_configs: certificateSds, combined_validation_context: validation([opts.outbound.serverId]) },
+          common_tls_context: { tls_certificate_sds_secret_configs: certificateSds, combined_validation_context: validation([out.serverId]) },
         },
       },
     });
     listeners.push({
-      name: 'outbound',
-      address: { socket_address: { address: '127.0.0.1', port_value: opts.outbound.port } },
-      filter_chains: [{ filters: [tcpProxy('outbound', 'outbound-peer')] }],
+      name: cluster,
+      address: { socket_address: { address: '127.0.0.1', port_value: out.port } },
+      filter_chains: [{ filters: [tcpProxy(cluster, cluster)] }],
     });
-  }
+  });
   return {
     node: { id: opts.nodeId, cluster: opts.nodeCluster ?? 'citadel-e2e' },
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: 0 } } },

@@ -16,8 +16,8 @@ export interface SidecarOptions {
   agentEnv?: NodeJS.ProcessEnv;
   /** Inbound mTLS listener in front of 127.0.0.1:<appPort>, accepting only these client SPIFFE IDs. */
   inbound?: { appPort: number; allowedClientIds: readonly string[] };
-  /** Outbound listener originating mTLS to `upstreamPort`, expecting `serverId`. */
-  outbound?: { upstreamPort: number; serverId: string };
+  /** Outbound listeners originating mTLS to `upstreamPort`, expecting `serverId` (Envoy cluster `outbound-<i>`). */
+  outbounds?: ReadonlyArray<{ upstreamPort: number; serverId: string }>;
 }
 
 export interface Sidecar {
@@ -27,7 +27,8 @@ export interface Sidecar {
   agent: RunningAgent;
   envoy: EnvoyProcess;
   readonly inboundPort: number;
-  readonly outboundPort: number;
+  /** Ports of the outbound listeners, in the order of `outbounds`. */
+  readonly outboundPorts: readonly number[];
   /** Restarts the agent with the same flags (Envoy keeps running). */
   restartAgent(): Promise<void>;
   /** Restarts Envoy with the same bootstrap (the agent keeps running). */
@@ -49,14 +50,14 @@ export function caSerials(certs: EnvoyCerts): string[] {
 
 /** Starts agent + Envoy; waits until the agent is ready and Envoy is LIVE. */
 export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
-  const [inboundPort, outboundPort] = await freePorts(2);
+  const [inboundPort, ...outboundPorts] = await freePorts(1 + (opts.outbounds?.length ?? 0));
   const sdsSocketPath = path.join(opts.root, SDS_SOCKET);
   if (Buffer.byteLength(sdsSocketPath) > 107) throw new Error(`SDS socket path too long for sun_path: ${sdsSocketPath}`);
   const bootstrap = sidecarBootstrap({
     nodeId: opts.name,
     sdsSocketPath,
     ...(opts.inbound ? { inbound: { port: inboundPort!, ...opts.inbound } } : {}),
-    ...(opts.outbound ? { outbound: { port: outboundPort!, ...opts.outbound } } : {}),
+    outbounds: (opts.outbounds ?? []).map((o, i) => ({ port: outboundPorts[i]!, ...o })),
   });
   const launchAgent = () => startAgent({ name: opts.name, cwd: opts.root, args: opts.agentArgs ?? [], env: opts.agentEnv, logDir: opts.logDir });
   const launchEnvoy = () => startEnvoy({ bootstrap, name: opts.name, cwd: opts.root, logLevel: 'info', componentLogLevel: 'secret:debug,config:debug' });
@@ -78,7 +79,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     agent,
     envoy,
     inboundPort: inboundPort!,
-    outboundPort: outboundPort!,
+    outboundPorts,
     async restartAgent() {
       await sidecar.agent.stop();
       sidecar.agent = await launchAgent();

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCaIssuer } from '../../../src/agent/ca-issuer.js';
 import { createAgentMetrics } from '../../../src/agent/metrics.js';
-import { backoffDelay, createSecretCache, renewalTime, type SecretCache } from '../../../src/agent/secret-cache.js';
+import { backoffDelay, createSecretCache, renewalTime, retryDelay, type SecretCache } from '../../../src/agent/secret-cache.js';
 import { createWorkloadSecrets } from '../../../src/agent/workload-secrets.js';
 import { silentLogger } from '../../../src/log.js';
 import { parseCertificates } from '../../../src/pki/index.js';
@@ -37,6 +37,19 @@ describe('backoffDelay', () => {
     expect(backoffDelay(3, undefined, () => 0.999999)).toBe(2200);
     expect(backoffDelay(1, undefined, () => 0)).toBe(500);
     expect(backoffDelay(20, undefined, () => 0.999999)).toBe(60_000);
+  });
+});
+
+describe('retryDelay', () => {
+  const mid = () => 0.5;
+  it('is the backoff when nothing valid is served', () => {
+    expect(retryDelay({ failures: 8, random: mid, now: 0 })).toBe(60_000);
+    expect(retryDelay({ failures: 8, random: mid, now: 100, notAfter: 50 })).toBe(60_000);
+  });
+  it('never waits beyond half the remaining life of the served certificate, nor below 500 ms', () => {
+    expect(retryDelay({ failures: 5, random: mid, now: 0, notAfter: 600_000 })).toBe(8000);
+    expect(retryDelay({ failures: 5, random: mid, now: 0, notAfter: 6000 })).toBe(3000);
+    expect(retryDelay({ failures: 5, random: mid, now: 0, notAfter: 400 })).toBe(500);
   });
 });
 
@@ -113,7 +126,7 @@ describe('secret cache with a CA', () => {
     expect(t.cache.nextAttemptAt()).toBe(t.clock.now() + TTL / 2);
   });
 
-  it('keeps serving while the CA is down, backs off 0.5 s, 1 s, 2 s ..., rebuilds the connection each time, then recovers', async () => {
+  it('keeps serving while the CA is down, backs off 0.5 s, 1 s, 2 s ... (within the remaining life), rebuilds the connection each time, then recovers', async () => {
     let down = false;
     const t = await setup({ failWith: () => (down ? unavailable() : undefined) });
     await t.cache.start();
@@ -127,7 +140,8 @@ describe('secret cache with a CA', () => {
       await runNextAttempt(t);
       delays.push(t.clock.now() - before);
     }
-    expect(delays).toEqual([500, 1000, 2000, 4000, 8000]);
+    // 8 s would be next, but only 12.5 s of the certificate's life are left: retry after half of that.
+    expect(delays).toEqual([500, 1000, 2000, 4000, 6250]);
     expect(t.cache.failures()).toBe(6);
     expect(t.secrets.certificate()).toBe(served);
     expect(t.secrets.ready()).toBe(true);

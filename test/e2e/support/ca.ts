@@ -1,0 +1,81 @@
+/**
+ * The real `citadel ca` for the agent e2e tests: plugged-in key material made by `citadel pki create-ca` (so the
+ * test knows the root and can restart the CA with the same keys), the admin kubeconfig for TokenReviews, loopback
+ * ports, and no controllers (the tests write each pod's root-cert.pem themselves, and other test files' CAs
+ * must not fight over the cluster-wide istio-ca-root-cert ConfigMaps).
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { freePorts } from '../../harness/index.js';
+import { startProcess, type ManagedProcess } from '../../harness/process.js';
+import { CITADEL_MAIN, eventually, httpGet } from './agent-env.js';
+
+export interface RunningCa {
+  /** 127.0.0.1:<port> of the CSR API. */
+  readonly grpcAddress: string;
+  /** The name in the CA's serving certificate (citadel.<namespace>.svc): the agents' --ca-server-name. */
+  readonly serverName: string;
+  readonly monitoringUrl: string;
+  /** PEM of the root (cacerts root-cert.pem). */
+  readonly rootPem: string;
+  readonly cacertsDir: string;
+  proc: ManagedProcess;
+  running(): boolean;
+  stop(): Promise<void>;
+  /** Starts it again on the same ports with the same keys. */
+  start(): Promise<void>;
+}
+
+function run(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [CITADEL_MAIN, ...args], (err, _stdout, stderr) => (err ? reject(new Error(`citadel ${args.join(' ')}: ${stderr}`)) : resolve()));
+  });
+}
+
+/** Makes CA material in `workDir/cacerts` and starts the CA in `namespace`; resolves once /readyz is 200. */
+export async function startCa(opts: { kubeconfigPath: string; namespace: string; workDir: string; extraArgs?: readonly string[] }): Promise<RunningCa> {
+  const cacertsDir = path.join(opts.workDir, 'cacerts');
+  await run(['pki', 'create-ca', '--out', cacertsDir]);
+  const [grpcPort, monPort] = await freePorts(2);
+  const grpcAddress = `127.0.0.1:${grpcPort}`;
+  const monitoringUrl = `http://127.0.0.1:${monPort}`;
+  const launch = async () => {
+    const proc = await startProcess({
+      name: 'citadel ca',
+      command: process.execPath,
+      args: [
+        CITADEL_MAIN, 'ca',
+        '--kubeconfig', opts.kubeconfigPath,
+        '--namespace', opts.namespace,
+        '--grpc-address', grpcAddress,
+        '--monitoring-address', `127.0.0.1:${monPort}`,
+        '--cacerts-dir', cacertsDir,
+        '--controllers', 'false',
+        '--shutdown-grace', '1s',
+        ...(opts.extraArgs ?? []),
+      ],
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+      logPath: path.join(opts.workDir, 'ca.log'),
+    });
+    await eventually('citadel ca /readyz', async () => {
+      if (!proc.running()) throw new Error(`citadel ca exited (${await proc.exited})\n${proc.tail()}`);
+      return (await httpGet(`${monitoringUrl}/readyz`)).status === 200;
+    }, { timeoutMs: 60_000, context: () => proc.tail(30) });
+    return proc;
+  };
+  const ca: RunningCa = {
+    grpcAddress,
+    serverName: `citadel.${opts.namespace}.svc`,
+    monitoringUrl,
+    rootPem: fs.readFileSync(path.join(cacertsDir, 'root-cert.pem'), 'utf8'),
+    cacertsDir,
+    proc: await launch(),
+    running: () => ca.proc.running(),
+    stop: () => ca.proc.stop(5000),
+    async start() {
+      ca.proc = await launch();
+    },
+  };
+  return ca;
+}
