@@ -90,6 +90,10 @@ export function describeKey(key: KeyObject): KeyInfo {
     const bits = details?.modulusLength ?? 0;
     if (bits < 2048) throw new CitadelError('KEY_TOO_WEAK', `RSA key of ${bits} bits is too weak; at least 2048 are required`);
     if (bits !== 2048 && bits !== 3072 && bits !== 4096) throw new CitadelError('KEY_UNSUPPORTED', `RSA keys of ${bits} bits are not supported; use 2048, 3072 or 4096`);
+    // OpenSSL imports any exponent; with e = 1 (or any even e) "signatures" can be forged by anyone, so a
+    // CSR would prove nothing and the certificate would be usable by whoever sees it.
+    const e = details?.publicExponent ?? 0n;
+    if (e < 3n || e % 2n === 0n || e >= 2n ** 32n) throw new CitadelError('KEY_UNSUPPORTED', `RSA public exponent ${e} is not supported; use 65537`);
     info = { type: `rsa-${bits}` as KeyType, algorithm: 'rsa', bits };
   } else {
     throw new CitadelError('KEY_UNSUPPORTED', `unsupported key algorithm ${key.asymmetricKeyType ?? '(unknown)'}; use ECDSA or RSA`);

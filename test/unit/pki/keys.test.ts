@@ -92,3 +92,26 @@ describe('keys', () => {
     expectCode(() => privateKeyToPem(ec.publicKey), 'KEY_UNSUPPORTED');
   });
 });
+
+describe('RSA public exponents', () => {
+  it('rejects e = 1, even and oversized exponents (forgeable or nonsensical keys), in keys and in CSRs', async () => {
+    const { createPublicKey } = await import('node:crypto');
+    const { parseCsr } = await import('../../../src/pki/index.js');
+    const { sequence, integer, bitString, oid, nullValue, implicit } = await import('../../../src/pki/der.js');
+    const good = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey;
+    const jwk = good.export({ format: 'jwk' });
+    for (const e of [1n, 2n, 65536n, 2n ** 40n + 1n]) {
+      const hexE = e.toString(16);
+      const eBytes = Buffer.from(hexE.length % 2 ? `0${hexE}` : hexE, 'hex');
+      const key = createPublicKey({ key: { ...jwk, e: eBytes.toString('base64url') }, format: 'jwk' });
+      expectCode(() => describeKey(key), 'KEY_UNSUPPORTED', /exponent/);
+      // A CSR "signed" with e = 1 needs no private key at all: the signature is the padded digest itself.
+      const n = Buffer.from(jwk.n!, 'base64url');
+      const spki = sequence(sequence(oid('1.2.840.113549.1.1.1'), nullValue()), bitString(sequence(integer(n), integer(eBytes))));
+      const cri = sequence(integer(0), sequence(), spki, implicit(0, Buffer.alloc(0), true));
+      const csr = sequence(cri, sequence(oid('1.2.840.113549.1.1.11'), nullValue()), bitString(Buffer.alloc(256, 1)));
+      expectCode(() => parseCsr(encodePem('CERTIFICATE REQUEST', csr)), 'KEY_UNSUPPORTED', /exponent/);
+    }
+    expect(describeKey(good).type).toBe('rsa-2048');
+  });
+});
