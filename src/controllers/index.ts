@@ -15,7 +15,7 @@ import { createLeaderElector } from '../kube/lease.js';
 import { createObjectWriter, describeApiError } from '../kube/writes.js';
 import type { KeyType } from '../pki/index.js';
 import { createControllerMetrics } from './metrics.js';
-import { runWorkers, WorkQueue } from './queue.js';
+import { RetryLater, runWorkers, WorkQueue } from './queue.js';
 import type { Reconciler } from './reconciler.js';
 import { createRootConfigMapReconciler } from './root-configmap-controller.js';
 import { DEFAULT_EXCLUDED_NAMESPACES, ROOT_CONFIGMAP_NAME } from './root-configmap.js';
@@ -201,7 +201,12 @@ export function startControllers(deps: ControllerDeps): Controllers {
       queues.set(r.name, new WorkQueue({ clock, baseDelayMs: deps.retryBaseDelayMs, maxDelayMs: deps.retryMaxDelayMs }));
     }
     const run = async () => {
+      const slow = clock.setTimer(() => {
+        const waiting = informers.filter((i) => !i.hasSynced()).map((i) => i.resource);
+        log.warn({ informers: waiting }, 'leading, but caches not synced yet: controllers wait (check RBAC and apiserver reachability)');
+      }, 30_000);
       await allSynced;
+      slow.cancel();
       if (signal.aborted) return;
       enqueueAll();
       scheduleResync();
@@ -218,7 +223,9 @@ export function startControllers(deps: ControllerDeps): Controllers {
               const { reason, message } = describeApiError(result.error);
               metrics.reconciles.inc({ controller: r.name, result: 'error' });
               metrics.errors.inc({ controller: r.name, reason });
-              log.warn({ controller: r.name, key, reason, error: message, retryInMs: result.retryInMs }, 'reconcile failed; will retry');
+              const fields = { controller: r.name, key, reason, error: message, retryInMs: result.retryInMs };
+              if (result.error instanceof RetryLater) log.debug(fields, 'reconcile raced; will retry');
+              else log.warn(fields, 'reconcile failed; will retry');
             },
           }),
         ),

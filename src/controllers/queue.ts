@@ -138,6 +138,15 @@ export class WorkQueue {
   }
 }
 
+/**
+ * Thrown by a reconcile that lost a benign race (a stale cache, a write conflict): retried with the same
+ * backoff as any failure, but logged quietly and counted under reason "conflict".
+ */
+export class RetryLater extends Error {
+  override readonly name = 'RetryLater';
+  readonly code = 'CONFLICT';
+}
+
 /** What a reconcile asks of the queue after succeeding: nothing, or to be looked at again after a delay. */
 export interface ReconcileOutcome {
   readonly requeueAfterMs?: number;

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { ObjectWriter } from '../kube/writes.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { ConfigMapObject, NamespaceObject } from './objects.js';
+import { RetryLater } from './queue.js';
 import type { Cache, Reconciler } from './reconciler.js';
 import { decideRootConfigMap, ROOT_CONFIGMAP_NAME, type NamespaceFilter, type RootConfigMapDecision } from './root-configmap.js';
 
@@ -55,12 +56,12 @@ export function createRootConfigMapReconciler(deps: RootConfigMapDeps): Reconcil
         }
         // The cache has not seen it yet (or someone else made it): decide again on the live object.
         decision = decide(namespace, await deps.writer.readConfigMap(namespace, ROOT_CONFIGMAP_NAME, signal));
-        if (decision.action !== 'update') throw new Error(`root ConfigMap in ${namespace}: create raced (${decision.reason}); retrying`);
+        if (decision.action === 'none') return;
+        if (decision.action === 'create') throw new RetryLater(`root ConfigMap in ${namespace} existed, then vanished`);
       }
-      if (decision.action !== 'update') return;
       const outcome = await deps.writer.updateConfigMap(decision.desired, signal);
       record('update', outcome);
-      if (outcome !== 'updated') throw new Error(`root ConfigMap in ${namespace}: update ${outcome}; retrying`);
+      if (outcome !== 'updated') throw new RetryLater(`root ConfigMap in ${namespace}: update ${outcome}`);
       log.info({ namespace, configMap: ROOT_CONFIGMAP_NAME, reason: decision.reason, action: 'update' }, 'updated root ConfigMap');
     },
   };

@@ -11,7 +11,7 @@ import type { ObjectWriter } from '../kube/writes.js';
 import { generateKeyPair, privateKeyToPem, workloadSpiffeId, type KeyType } from '../pki/index.js';
 import type { ControllerMetrics } from './metrics.js';
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type NamespaceObject, type OwnerReference, type SecretObject, type ServiceAccountObject } from './objects.js';
-import type { ReconcileOutcome } from './queue.js';
+import { RetryLater, type ReconcileOutcome } from './queue.js';
 import type { Cache, Reconciler } from './reconciler.js';
 import {
   CERT_CHAIN_PEM,
@@ -129,7 +129,7 @@ export function createSaSecretReconciler(deps: SaSecretDeps): Reconciler {
         case 'delete': {
           const outcome = await deps.writer.deleteSecret(namespace, saSecretName(serviceAccount), { uid: decision.uid }, signal);
           record('delete', outcome);
-          if (outcome === 'conflict') throw new Error(`secret ${namespace}/${saSecretName(serviceAccount)} changed before delete; retrying`);
+          if (outcome === 'conflict') throw new RetryLater(`secret ${namespace}/${saSecretName(serviceAccount)} changed before delete`);
           log.info({ ...fields, action: 'delete', outcome }, 'deleted ServiceAccount secret');
           return undefined;
         }
@@ -139,7 +139,7 @@ export function createSaSecretReconciler(deps: SaSecretDeps): Reconciler {
           if (decision.action === 'create') {
             const outcome = await deps.writer.createSecret(secret, signal);
             record('create', outcome);
-            if (outcome === 'exists') throw new Error(`secret ${namespace}/${saSecretName(serviceAccount)} exists but is not in the cache (another type?); retrying`);
+            if (outcome === 'exists') throw new RetryLater(`secret ${namespace}/${saSecretName(serviceAccount)} exists but is not in the cache (not yet seen, or of another type)`);
             if (outcome !== 'created') {
               log.debug({ ...fields, outcome }, 'ServiceAccount secret not created');
               return undefined;
@@ -147,7 +147,7 @@ export function createSaSecretReconciler(deps: SaSecretDeps): Reconciler {
           } else {
             const outcome = await deps.writer.updateSecret(secret, signal);
             record('update', outcome);
-            if (outcome !== 'updated') throw new Error(`secret ${namespace}/${saSecretName(serviceAccount)}: update ${outcome}; retrying`);
+            if (outcome !== 'updated') throw new RetryLater(`secret ${namespace}/${saSecretName(serviceAccount)}: update ${outcome}`);
           }
           log.info(
             { ...fields, action: decision.action, identity: spiffeId, serial: issued.serialHex, notAfter: new Date(issued.notAfter).toISOString() },
