@@ -95,7 +95,7 @@ export function loadPluggedMaterial(files: MaterialFiles, source: string, now: n
   const layout = detectLayout(files);
   if (layout.kind === 'none') throw invalid(source, ISTIO_LAYOUT.join(', '), 'no CA files found');
   if (layout.missing.length > 0) {
-    const present = Object.keys(files).filter((n) => CACERTS_FILES.includes(n));
+    const present = CACERTS_FILES.filter((n) => files[n] !== undefined);
     throw invalid(source, layout.missing.join(', '), `missing (found only ${present.join(', ')}); all of ${(layout.kind === 'tls' ? TLS_LAYOUT : ISTIO_LAYOUT).join(', ')} are required`);
   }
   const names = layout.kind === 'tls'
