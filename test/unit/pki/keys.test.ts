@@ -115,3 +115,25 @@ describe('RSA public exponents', () => {
     expect(describeKey(good).type).toBe('rsa-2048');
   });
 });
+
+describe('public keys from SubjectPublicKeyInfo', () => {
+  it('rejects EC points that are not on the curve', async () => {
+    const { publicKeyFromSpki } = await import('../../../src/pki/keys.js');
+    for (const namedCurve of ['P-256', 'P-384']) {
+      const spki = Buffer.from(generateKeyPairSync('ec', { namedCurve }).publicKey.export({ type: 'spki', format: 'der' }));
+      expect(publicKeyFromSpki(spki).key.curve).toBe(namedCurve);
+      spki[spki.length - 1] = spki[spki.length - 1]! ^ 1;
+      expectCode(() => publicKeyFromSpki(spki), 'KEY_UNSUPPORTED');
+    }
+  });
+
+  it('imports RSA and P-256 keys that equal what OpenSSL decodes', async () => {
+    const { publicKeyFromSpki, spkiOf } = await import('../../../src/pki/keys.js');
+    for (const pair of [generateKeyPairSync('rsa', { modulusLength: 2048 }), generateKeyPairSync('ec', { namedCurve: 'P-256' }), generateKeyPairSync('ec', { namedCurve: 'P-384' })]) {
+      const spki = pair.publicKey.export({ type: 'spki', format: 'der' });
+      const { publicKey } = publicKeyFromSpki(spki);
+      expect(publicKey.equals(pair.publicKey)).toBe(true);
+      expect(spkiOf(publicKey)).toEqual(spki);
+    }
+  });
+});
