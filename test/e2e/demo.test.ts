@@ -129,16 +129,24 @@ describe('npm run demo -- --once', () => {
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c));
     child.stderr.on('data', (c) => (stderr += c));
-    // Everything the demo starts is its child; remember them to check afterwards that none outlived it.
-    const children = new Set<number>();
+    // Everything the demo starts is its child; remember each one (pid + start time, as pids get reused on a busy
+    // machine, e.g. after the demo's short kubectl and openssl runs) to check afterwards that none outlived it.
+    const identity = (pid: string): { parent: number; start: string; cmd: string } | undefined => {
+      try {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+        return { parent: Number(fields[1]), start: fields[19]!, cmd };
+      } catch {
+        return undefined; // gone already
+      }
+    };
+    const children = new Map<string, string>(); // "pid start" -> command line
     const watch = setInterval(() => {
       for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-        try {
-          const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-          if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === child.pid) children.add(Number(pid));
-        } catch {
-          // gone already
-        }
+        const id = identity(pid);
+        // A zombie (exited, not yet reaped) has an empty command line: keep what was seen while it ran.
+        if (id && id.parent === child.pid && (id.cmd || !children.has(`${pid} ${id.start}`))) children.set(`${pid} ${id.start}`, id.cmd);
       }
     }, 200);
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
@@ -156,18 +164,23 @@ describe('npm run demo -- --once', () => {
     expect(stdout).toMatch(/photo-frontend -> datastore\s+REFUSED \(as the policy says\)/);
     expect(stdout).toMatch(/fail_verify_san/);
 
-    // etcd, kube-apiserver, the CA, 3 agents, 3 Envoys, 3 apps (and the reaper's watchdog).
-    expect(children.size).toBeGreaterThanOrEqual(11);
-    await new Promise((r) => setTimeout(r, 500));
-    const alive = [...children].filter((pid) => {
-      try {
-        process.kill(pid, 0);
-        // The reaper's watchdog outlives the demo by design for a moment; it exits once its pipe closes.
-        return !fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('-e\0');
-      } catch {
-        return false;
-      }
-    });
+    // etcd, kube-apiserver, the CA, 3 agents, 3 Envoys, 3 apps.
+    const long = [...children.values()];
+    expect(long.filter((c) => c.includes('main.js ca')), long.join('\n')).toHaveLength(1);
+    expect(long.filter((c) => /\/(etcd|kube-apiserver) /.test(c)), long.join('\n')).toHaveLength(2);
+    expect(long.filter((c) => c.includes('main.js agent')), long.join('\n')).toHaveLength(3);
+    expect(long.filter((c) => c.includes('app.mjs')), long.join('\n')).toHaveLength(3);
+    expect(long.filter((c) => /envoy\s+-c/.test(c)), long.join('\n')).toHaveLength(3);
+    // The harness reaper's watchdog (`node -e`) exits a moment after the demo, once its pipe closes: allow 5 s.
+    const survivors = () => [...children].filter(([key]) => {
+      const [pid, start] = key.split(' ');
+      return identity(pid!)?.start === start;
+    }).map(([key, cmd]) => `${key.split(' ')[0]}: ${cmd.slice(0, 120)}`);
+    let alive = survivors();
+    for (let i = 0; i < 50 && alive.length; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      alive = survivors();
+    }
     expect(alive, 'processes the demo left running').toEqual([]);
     expect(fs.readdirSync(tmp), 'temp dirs the demo left behind').toEqual([]);
     fs.rmSync(tmp, { recursive: true, force: true });
