@@ -167,11 +167,15 @@ export function createLeaderElector(opts: LeaderElectionOptions): LeaderElector 
     }
   };
 
-  /** Bounds one attempt so a hung request cannot hold up the loop. */
+  /** Bounds one attempt so a hung request cannot hold up the loop (or stop()). */
   const attempt = async (): Promise<Attempt> => {
     let timer: Timer | undefined;
+    const stopSignal = stopController.current.signal;
+    let onStop: (() => void) | undefined;
     const timeout = new Promise<Attempt>((resolve) => {
       timer = clock.setTimer(() => resolve('failed'), renewDeadlineMs);
+      onStop = () => resolve('failed');
+      stopSignal.addEventListener('abort', onStop, { once: true });
     });
     try {
       return await Promise.race([
@@ -183,6 +187,7 @@ export function createLeaderElector(opts: LeaderElectionOptions): LeaderElector 
       ]);
     } finally {
       timer?.cancel();
+      if (onStop) stopSignal.removeEventListener('abort', onStop);
     }
   };
 
