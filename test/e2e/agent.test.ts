@@ -14,7 +14,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster, startPod, writeFileAtomic, type SimulatedPod, type TestCluster } from '../harness/index.js';
 import { generateKeyPair, issueCaCertificate } from '../../src/pki/index.js';
-import { connectLines, ensureBuilt, eventually, metricValue, requestOnce, startLineApp, type LineApp } from './support/agent-env.js';
+import { connectLines, ensureBuilt, eventually, metricValue, requestOnce, startAgent, startLineApp, type LineApp } from './support/agent-env.js';
 import { startCa, type RunningCa } from './support/ca.js';
 import { caSerials, leafSerials, startSidecar, type Sidecar } from './support/sidecar.js';
 
@@ -209,15 +209,19 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
 
   it('agent restarted: Envoy reconnects and gets a fresh certificate', async () => {
     const before = await serialOf(b);
+    const old = b.agent;
     await b.restartAgent();
+    expect(await old.proc.exited).toBe(0); // SIGTERM: streams closed, clean exit
     const fresh = await eventually('Envoy B to get the new agent\'s certificate', async () => {
       const s = await serialOf(b);
       return s !== before && s === lastPublishedSerial(b) ? s : undefined;
     }, { timeoutMs: 20_000, context: () => b.envoy.logTail(20) });
     expect(fresh).not.toBe(before);
-    const connected = Object.entries(await b.envoy.stats('control_plane.connected_state')).filter(([k]) => k.startsWith('sds.'));
-    expect(connected.length).toBeGreaterThan(0);
-    expect(connected.every(([, v]) => v === 1)).toBe(true);
+    // Both SDS streams (default, ROOTCA) are back; each reconnects on its own backoff.
+    await eventually('both SDS streams to reconnect', async () => {
+      const connected = Object.entries(await b.envoy.stats('control_plane.connected_state')).filter(([k]) => k.startsWith('sds.'));
+      return connected.length === 2 && connected.every(([, v]) => v === 1);
+    }, { timeoutMs: 10_000, context: () => JSON.stringify(b.envoy.logTail(10)) });
     expect(await requestOnce(a.outboundPorts[0]!, 'new-agent')).toBe('b-app:new-agent');
   }, 40_000);
 
@@ -226,6 +230,28 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
     // waitReady returned: LIVE means both secrets arrived (initial_fetch_timeout 0s waits for them).
     expect(await serialOf(a)).toBe(lastPublishedSerial(a));
     expect(await requestOnce(a.outboundPorts[0]!, 'new-envoy')).toBe('b-app:new-envoy');
+  }, 40_000);
+
+  it('VM mode: without a token the agent renews over mTLS with its current certificate', async () => {
+    const vm = await startPod(cluster, { namespace: ns, serviceAccount: 'vm', watchRootCert: false });
+    pods.push(vm);
+    writeFileAtomic(vm.rootCertPath, ca.rootPem);
+    const agent = await startAgent({ name: 'vm', cwd: vm.root, logDir: workDir, args: ['--ca-address', ca.grpcAddress, '--ca-server-name', ca.serverName, '--cert-ttl', '10s'] });
+    try {
+      await agent.waitReady();
+      fs.rmSync(vm.tokenPath); // the one-time bootstrap token is gone
+      const renewed = await eventually('an mTLS renewal', () => {
+        const lines = fs.readFileSync(agent.proc.logPath, 'utf8').split('\n').filter((l) => l.includes('certificate issued by the CA'));
+        return lines.some((l) => l.includes('"mode":"mtls"')) ? lines : undefined;
+      }, { timeoutMs: 20_000, context: () => agent.proc.tail(10) });
+      expect(renewed[0]).toContain('"mode":"token"');
+      expect(renewed.at(-1)).toContain(`sa/vm`);
+      const caLog = fs.readFileSync(ca.proc.logPath, 'utf8');
+      expect(caLog).toMatch(new RegExp(`certificate-issued.*ns/${ns}/sa/vm.*client-certificate`));
+      expect((await fetch(`${agent.statusUrl}/readyz`)).status).toBe(200);
+    } finally {
+      await agent.stop();
+    }
   }, 40_000);
 
   it('root bundle file change: Envoy\'s ROOTCA updates', async () => {
