@@ -23,6 +23,9 @@ export type ConfigOf<F extends FlagTable> = {
   readonly [K in keyof F]: F[K] extends Flag<infer T> ? (F[K]['default'] extends string ? T : T | undefined) : never;
 };
 
+/** Declares a flag; with a string `default` the parsed value is typed as always present. */
+export function flag<T>(spec: Flag<T> & { default: string }): Flag<T> & { default: string };
+export function flag<T>(spec: Flag<T>): Flag<T>;
 export function flag<T>(spec: Flag<T>): Flag<T> {
   return spec;
 }
