@@ -68,6 +68,8 @@ export interface CallResult {
 export interface DemoReport {
   readonly caAddress: string;
   readonly trustDomain: string;
+  /** The roots Envoy trusts (ROOTCA from the agent), as its /certs lists them. */
+  readonly trustBundle: ReadonlyArray<{ readonly serial: string; readonly expires: string }>;
   readonly workloads: ReadonlyArray<WorkloadInfo & { readonly certificate: CertificateInfo }>;
   readonly calls: readonly CallResult[];
   /** True when every call went as the policy says. */
@@ -254,10 +256,21 @@ export async function startDemo(deps: DemoDeps): Promise<RunningDemo> {
 }
 
 interface EnvoyCertDetail { serial_number?: string; expiration_time?: string; subject_alt_names?: Array<{ uri?: string }> }
+type EnvoyCerts = { certificates?: Array<{ cert_chain?: EnvoyCertDetail[]; ca_cert?: EnvoyCertDetail[] }> };
+
+/** The CA certificates an Envoy trusts (its ROOTCA), from admin /certs. */
+export async function envoyTrustBundle(adminUrl: string): Promise<Array<{ serial: string; expires: string }>> {
+  const body = JSON.parse((await httpGet(`${adminUrl}/certs`)).text) as EnvoyCerts;
+  const seen = new Map<string, string>();
+  for (const entry of body.certificates ?? []) {
+    for (const ca of entry.ca_cert ?? []) if (ca.serial_number && ca.expiration_time) seen.set(ca.serial_number, ca.expiration_time);
+  }
+  return [...seen].map(([serial, expires]) => ({ serial, expires }));
+}
 
 /** The workload certificate Envoy serves, from its admin /certs. Throws if Envoy holds none with a SPIFFE ID. */
 export async function envoyCertificate(adminUrl: string): Promise<CertificateInfo> {
-  const body = JSON.parse((await httpGet(`${adminUrl}/certs`)).text) as { certificates?: Array<{ cert_chain?: EnvoyCertDetail[] }> };
+  const body = JSON.parse((await httpGet(`${adminUrl}/certs`)).text) as EnvoyCerts;
   for (const entry of body.certificates ?? []) {
     const leaf = entry.cert_chain?.[0];
     const uri = leaf?.subject_alt_names?.find((s) => s.uri?.startsWith('spiffe://'))?.uri;
@@ -299,12 +312,13 @@ async function buildReport(caAddress: string, workloads: readonly WorkloadInfo[]
         ? `${p.to}'s Envoy could not verify the client certificate chain (ssl.fail_verify_error +${after.error - before.error})`
         : `${p.to}'s Envoy recorded no handshake failure`;
     const clientSide = typeof body.response === 'string' ? body.response : body.error ?? res.text.trim();
-    calls.push({ ...p, outcome: 'refused', status: body.status, reason: `${serverSide}; ${p.from}'s Envoy answered ${body.status ?? '-'}: ${clientSide}` });
+    calls.push({ ...p, outcome: 'refused', status: body.status, reason: `${serverSide};\n${p.from}'s Envoy answered ${body.status ?? '-'}: ${clientSide}` });
   }
   const first = withCerts[0]?.certificate.spiffeId ?? 'spiffe://cluster.local/';
   return {
     caAddress,
     trustDomain: /^spiffe:\/\/([^/]+)/.exec(first)?.[1] ?? 'cluster.local',
+    trustBundle: workloads[0] ? await envoyTrustBundle(workloads[0].envoyAdmin) : [],
     workloads: withCerts,
     calls,
     ok: calls.every((c) => c.outcome === c.expected),
@@ -319,6 +333,9 @@ export function formatReport(report: DemoReport): string {
     '',
     `citadel demo: ${report.workloads.length} workloads, citadel ca at ${report.caAddress}, trust domain ${report.trustDomain}`,
     '',
+    `Trust bundle (ROOTCA, from the istio-ca-root-cert ConfigMap via the agent): ${report.trustBundle.length} root(s)`,
+    ...report.trustBundle.map((r) => `  serial ${r.serial}, expires ${r.expires}`),
+    '',
     'Workload certificates (as each Envoy holds them, from its admin /certs):',
     ...report.workloads.map((w) => `  ${pad(w.name, width)}  ${w.certificate.spiffeId}`
       + `\n  ${pad('', width)}  serial ${w.certificate.serial}, expires ${w.certificate.expires}`),
@@ -330,7 +347,7 @@ export function formatReport(report: DemoReport): string {
     const verdict = c.outcome === c.expected ? (c.outcome === 'allowed' ? 'ALLOWED' : 'REFUSED (as the policy says)') : `UNEXPECTED: ${c.outcome}, policy says ${c.expected}`;
     lines.push(`  ${pad(arrow, 2 * width + 4)}  ${verdict}`);
     if (c.outcome === 'allowed') lines.push(`  ${pad('', 2 * width + 4)}  HTTP ${c.status}; ${c.to} saw the caller as ${c.peerSawCaller ?? '(no client certificate)'}`);
-    else lines.push(`  ${pad('', 2 * width + 4)}  ${c.reason}`);
+    else for (const part of (c.reason ?? '').split('\n')) lines.push(`  ${pad('', 2 * width + 4)}  ${part}`);
   }
   lines.push('', report.ok ? 'All three paths behaved as the policy says.' : 'Some paths did NOT behave as the policy says.', '');
   return lines.join('\n');

@@ -118,71 +118,116 @@ describe('deploy/examples/mtls on the real apiserver, with citadel ca and real E
   });
 });
 
-describe('npm run demo -- --once', () => {
-  it('prints the report, exits 0, and leaves no process and no temp dir behind', { timeout: 420_000 }, async () => {
-    await ensureBuilt();
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'citadel-demo-cli-'));
-    const child = spawn(process.execPath, [DEMO_MAIN, '--once'], {
-      cwd: REPO_ROOT, env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c) => (stdout += c));
-    child.stderr.on('data', (c) => (stderr += c));
-    // Everything the demo starts is its child; remember each one (pid + start time, as pids get reused on a busy
-    // machine, e.g. after the demo's short kubectl and openssl runs) to check afterwards that none outlived it.
-    const identity = (pid: string): { parent: number; start: string; cmd: string } | undefined => {
-      try {
-        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
-        return { parent: Number(fields[1]), start: fields[19]!, cmd };
-      } catch {
-        return undefined; // gone already
-      }
-    };
-    const children = new Map<string, string>(); // "pid start" -> command line
-    const watch = setInterval(() => {
-      for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-        const id = identity(pid);
-        // A zombie (exited, not yet reaped) has an empty command line: keep what was seen while it ran.
-        if (id && id.parent === child.pid && (id.cmd || !children.has(`${pid} ${id.start}`))) children.set(`${pid} ${id.start}`, id.cmd);
-      }
-    }, 200);
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    clearInterval(watch);
+interface DemoRun {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  /** Command lines of every process the demo started (its direct children). */
+  readonly children: readonly string[];
+  /** Those still alive (same pid and start time) 5 s after the demo exited. */
+  readonly survivors: readonly string[];
+  /** What the demo left in its TMPDIR. */
+  readonly leftovers: readonly string[];
+}
 
-    expect(code, `demo failed:\n${stderr}\n${stdout}`).toBe(0);
-    expect(stderr).toMatch(/\[demo\] starting the local control plane/);
-    expect(stderr).toMatch(/\[demo\] citadel ca is ready/);
+/**
+ * Runs `node dist/scripts/demo.js ...args` with its own TMPDIR; `interruptWhen` sends SIGINT once stdout matches.
+ * Tracks the demo's children by pid and start time (pids get reused on a busy machine, e.g. after the demo's short
+ * kubectl and openssl runs), so it can tell afterwards whether any outlived it.
+ */
+async function runDemoCli(args: string[], interruptWhen?: RegExp): Promise<DemoRun> {
+  await ensureBuilt();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'citadel-demo-cli-'));
+  const child = spawn(process.execPath, [DEMO_MAIN, ...args], {
+    cwd: REPO_ROOT, env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  let interrupted = false;
+  child.stdout.on('data', (c) => {
+    stdout += c;
+    if (interruptWhen && !interrupted && interruptWhen.test(stdout)) {
+      interrupted = true;
+      child.kill('SIGINT');
+    }
+  });
+  child.stderr.on('data', (c) => (stderr += c));
+  const identity = (pid: string): { parent: number; start: string; cmd: string } | undefined => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+      return { parent: Number(fields[1]), start: fields[19]!, cmd };
+    } catch {
+      return undefined; // gone already
+    }
+  };
+  const children = new Map<string, string>(); // "pid start" -> command line
+  const watch = setInterval(() => {
+    for (const pid of fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+      const id = identity(pid);
+      const key = `${pid} ${id?.start}`;
+      // A zombie (exited, not yet reaped) has an empty command line: keep what was seen while it ran.
+      if (id && id.parent === child.pid && (id.cmd || !children.has(key))) children.set(key, id.cmd);
+    }
+  }, 200);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (c, sig) => resolve([c, sig])));
+  clearInterval(watch);
+  // The harness reaper's watchdog (`node -e`) exits a moment after the demo, once its pipe closes: allow 5 s.
+  const alive = () => [...children].filter(([key]) => {
+    const [pid, start] = key.split(' ');
+    return identity(pid!)?.start === start;
+  }).map(([key, cmd]) => `${key.split(' ')[0]}: ${cmd.slice(0, 120)}`);
+  let survivors = alive();
+  for (let i = 0; i < 50 && survivors.length; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    survivors = alive();
+  }
+  const leftovers = fs.readdirSync(tmp);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  return { code, signal, stdout, stderr, children: [...children.values()], survivors, leftovers };
+}
+
+/** The demo started the whole cast: etcd, kube-apiserver, the CA, and an agent, an Envoy and an app per workload. */
+function expectFullCast(run: DemoRun): void {
+  const all = run.children.join('\n');
+  const count = (re: RegExp) => run.children.filter((c) => re.test(c)).length;
+  expect(count(/\/(etcd|kube-apiserver) /), all).toBe(2);
+  expect(count(/main\.js ca /), all).toBe(1);
+  expect(count(/main\.js agent /), all).toBe(3);
+  expect(count(/envoy\s+-c /), all).toBe(3);
+  expect(count(/app\.mjs/), all).toBe(3);
+}
+
+describe('npm run demo', () => {
+  it('--once: prints the report, exits 0, and leaves no process and no temp dir behind', { timeout: 420_000 }, async () => {
+    const run = await runDemoCli(['--once']);
+    expect(run.code, `demo failed:\n${run.stderr}\n${run.stdout}`).toBe(0);
+    expect(run.stderr).toMatch(/\[demo\] starting the local control plane/);
+    expect(run.stderr).toMatch(/\[demo\] citadel ca is ready/);
     for (const id of ['ns/photo/sa/photo-frontend', 'ns/photo/sa/photo-backend', 'ns/datastore/sa/datastore']) {
-      expect(stdout).toContain(`spiffe://cluster.local/${id}`);
+      expect(run.stdout).toContain(`spiffe://cluster.local/${id}`);
     }
-    expect(stdout).toMatch(/serial [0-9a-f]+, expires \d{4}-/);
-    expect(stdout).toMatch(/photo-frontend -> photo-backend\s+ALLOWED/);
-    expect(stdout).toMatch(/photo-backend -> datastore\s+ALLOWED/);
-    expect(stdout).toMatch(/photo-frontend -> datastore\s+REFUSED \(as the policy says\)/);
-    expect(stdout).toMatch(/fail_verify_san/);
+    expect(run.stdout).toMatch(/serial [0-9a-f]+, expires \d{4}-/);
+    expect(run.stdout).toMatch(/photo-frontend -> photo-backend\s+ALLOWED/);
+    expect(run.stdout).toMatch(/photo-backend -> datastore\s+ALLOWED/);
+    expect(run.stdout).toMatch(/photo-frontend -> datastore\s+REFUSED \(as the policy says\)/);
+    expect(run.stdout).toMatch(/fail_verify_san/);
+    expectFullCast(run);
+    expect(run.survivors, 'processes the demo left running').toEqual([]);
+    expect(run.leftovers, 'temp dirs the demo left behind').toEqual([]);
+  });
 
-    // etcd, kube-apiserver, the CA, 3 agents, 3 Envoys, 3 apps.
-    const long = [...children.values()];
-    expect(long.filter((c) => c.includes('main.js ca')), long.join('\n')).toHaveLength(1);
-    expect(long.filter((c) => /\/(etcd|kube-apiserver) /.test(c)), long.join('\n')).toHaveLength(2);
-    expect(long.filter((c) => c.includes('main.js agent')), long.join('\n')).toHaveLength(3);
-    expect(long.filter((c) => c.includes('app.mjs')), long.join('\n')).toHaveLength(3);
-    expect(long.filter((c) => /envoy\s+-c/.test(c)), long.join('\n')).toHaveLength(3);
-    // The harness reaper's watchdog (`node -e`) exits a moment after the demo, once its pipe closes: allow 5 s.
-    const survivors = () => [...children].filter(([key]) => {
-      const [pid, start] = key.split(' ');
-      return identity(pid!)?.start === start;
-    }).map(([key, cmd]) => `${key.split(' ')[0]}: ${cmd.slice(0, 120)}`);
-    let alive = survivors();
-    for (let i = 0; i < 50 && alive.length; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      alive = survivors();
-    }
-    expect(alive, 'processes the demo left running').toEqual([]);
-    expect(fs.readdirSync(tmp), 'temp dirs the demo left behind').toEqual([]);
-    fs.rmSync(tmp, { recursive: true, force: true });
+  it('without --once: keeps running after the report until Ctrl-C, then stops everything', { timeout: 420_000 }, async () => {
+    const run = await runDemoCli([], /Running until Ctrl-C/);
+    expect(run.code, `demo failed:\n${run.stderr}\n${run.stdout}`).toBe(0);
+    expect(run.stdout).toMatch(/All three paths behaved as the policy says/);
+    expect(run.stdout).toMatch(/curl http:\/\/127\.\d+\.\d+\.\d+:8080\/call\/datastore/);
+    expect(run.stderr).toMatch(/SIGINT: shutting down/);
+    expect(run.stderr).toMatch(/stopped; nothing left running/);
+    expectFullCast(run);
+    expect(run.survivors, 'processes the demo left running').toEqual([]);
+    expect(run.leftovers, 'temp dirs the demo left behind').toEqual([]);
   });
 });
