@@ -99,7 +99,7 @@ const parseLogs = (text: string): LogLine[] =>
     });
 
 /** Starts the CA and waits for its "serving" log line (ports). Throws with its stderr if it exits first. */
-export async function startCa(opts: { kubeconfig: string; namespace: string; cacertsDir?: string; args?: readonly string[] }): Promise<CaProcess> {
+export async function startCa(opts: { kubeconfig: string; namespace: string; cacertsDir?: string; controllers?: boolean; args?: readonly string[] }): Promise<CaProcess> {
   const cacertsDir = opts.cacertsDir ?? path.join(REPO, '.citadel', 'no-cacerts');
   const args = [
     '--kubeconfig', opts.kubeconfig,
@@ -107,7 +107,7 @@ export async function startCa(opts: { kubeconfig: string; namespace: string; cac
     '--grpc-address', '127.0.0.1:0',
     '--monitoring-address', '127.0.0.1:0',
     '--cacerts-dir', cacertsDir,
-    '--controllers=false',
+    `--controllers=${opts.controllers ?? false}`,
     ...(opts.args ?? []),
   ];
   const { child, stderr, exited } = spawnCa(args);
