@@ -43,9 +43,9 @@ export interface ControllerDeps {
   readonly identity?: string;
   /** Default `labeled`. */
   readonly saSecrets?: SaSecretsMode;
-  /** Which namespaces get the root ConfigMap: a label selector (string or parsed); default all. */
+  /** Which namespaces the controllers manage (root ConfigMaps and ServiceAccount secrets): a label selector; default all. */
   readonly namespaceSelector?: string | LabelSelector;
-  /** Namespaces skipped whatever their labels; default kube-public, kube-node-lease. */
+  /** Namespaces never managed whatever their labels; default kube-public, kube-node-lease. */
   readonly excludedNamespaces?: readonly string[];
   readonly leaseName?: string;
   /** Leader election timings; defaults 15 s / 10 s / 2 s. */
@@ -140,6 +140,7 @@ export function startControllers(deps: ControllerDeps): Controllers {
     informers.push(serviceAccounts, secrets);
     const saSecrets = createSaSecretReconciler({
       namespaces,
+      filter,
       serviceAccounts,
       secrets,
       ca: deps.ca,

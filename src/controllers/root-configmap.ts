@@ -2,32 +2,15 @@
  * The root-certificate ConfigMap decision: given what the caches hold for one namespace and the CA's current
  * trust bundle, what single write (if any) makes `istio-ca-root-cert` right. Pure: no I/O, no clock.
  */
-import { isTerminating, MANAGED_BY_LABEL, MANAGED_BY_VALUE, type ConfigMapObject, type NamespaceObject } from './objects.js';
-import type { LabelSelector } from './selector.js';
+import { namespaceSkipReason, type NamespaceFilter } from './namespaces.js';
+import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type ConfigMapObject, type NamespaceObject } from './objects.js';
+
+export { DEFAULT_EXCLUDED_NAMESPACES, namespaceSkipReason, type NamespaceFilter } from './namespaces.js';
 
 /** Istio's names: pods mount this ConfigMap and read this key. */
 export const ROOT_CONFIGMAP_NAME = 'istio-ca-root-cert';
 export const ROOT_CERT_KEY = 'root-cert.pem';
 export const ISTIO_CONFIG_LABEL = 'istio.io/config';
-
-/** Namespaces that never get the ConfigMap unless an operator says otherwise (kube-system is included, as in Istio). */
-export const DEFAULT_EXCLUDED_NAMESPACES: readonly string[] = ['kube-public', 'kube-node-lease'];
-
-export interface NamespaceFilter {
-  /** Only namespaces whose labels match get the ConfigMap (the empty selector matches all). */
-  readonly selector: LabelSelector;
-  /** Namespace names skipped whatever their labels. */
-  readonly excluded: ReadonlySet<string>;
-}
-
-/** Why a namespace is or is not served; `undefined` when it should have the ConfigMap. */
-export function namespaceSkipReason(name: string, ns: NamespaceObject | undefined, filter: NamespaceFilter): string | undefined {
-  if (!ns) return 'namespace does not exist';
-  if (isTerminating(ns)) return 'namespace is terminating';
-  if (filter.excluded.has(name)) return 'namespace is excluded';
-  if (!filter.selector.matches(ns.metadata?.labels)) return `namespace labels do not match selector "${filter.selector.toString()}"`;
-  return undefined;
-}
 
 export interface RootConfigMapInput {
   readonly namespaceName: string;

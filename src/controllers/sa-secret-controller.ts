@@ -10,6 +10,7 @@ import type { Logger } from '../log.js';
 import type { ObjectWriter } from '../kube/writes.js';
 import { generateKeyPair, privateKeyToPem, workloadSpiffeId, type KeyType } from '../pki/index.js';
 import type { ControllerMetrics } from './metrics.js';
+import { namespaceSkipReason, type NamespaceFilter } from './namespaces.js';
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type NamespaceObject, type OwnerReference, type SecretObject, type ServiceAccountObject } from './objects.js';
 import { RetryLater, type ReconcileOutcome } from './queue.js';
 import type { Cache, Reconciler } from './reconciler.js';
@@ -30,6 +31,7 @@ export const SA_SECRET_CONTROLLER = 'sa-secrets';
 
 export interface SaSecretDeps {
   readonly namespaces: Cache<NamespaceObject>;
+  readonly filter: NamespaceFilter;
   readonly serviceAccounts: Cache<ServiceAccountObject>;
   readonly secrets: Cache<SecretObject>;
   readonly ca: Pick<CertificateAuthority, 'trustBundlePem' | 'issueWorkload'>;
@@ -97,7 +99,8 @@ export function createSaSecretReconciler(deps: SaSecretDeps): Reconciler {
       for (const sa of deps.serviceAccounts.list()) {
         const ns = sa.metadata?.namespace;
         const name = sa.metadata?.name;
-        if (ns && name && namespaceWantsSaSecrets(deps.mode, deps.namespaces.get(ns))) keys.add(saKey(ns, name));
+        const namespace = ns ? deps.namespaces.get(ns) : undefined;
+        if (ns && name && namespaceWantsSaSecrets(deps.mode, namespace) && !namespaceSkipReason(ns, namespace, deps.filter)) keys.add(saKey(ns, name));
       }
       // Secrets whose ServiceAccount is gone are looked at too, so they get deleted.
       for (const secret of deps.secrets.list()) {
@@ -112,6 +115,7 @@ export function createSaSecretReconciler(deps: SaSecretDeps): Reconciler {
       const existing = deps.secrets.get(saSecretName(serviceAccount), namespace);
       const decision = decideSaSecret({
         namespaceName: namespace,
+        filter: deps.filter,
         serviceAccountName: serviceAccount,
         namespace: deps.namespaces.get(namespace),
         serviceAccount: sa,

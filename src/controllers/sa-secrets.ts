@@ -12,6 +12,7 @@ import {
   workloadSpiffeId,
 } from '../pki/index.js';
 import { isCitadelError } from '../errors.js';
+import { namespaceSkipReason, type NamespaceFilter } from './namespaces.js';
 import {
   isTerminating,
   MANAGED_BY_LABEL,
@@ -61,6 +62,8 @@ export function rotationTime(notBefore: number, notAfter: number, ratio: number)
 
 export interface SaSecretInput {
   readonly namespaceName: string;
+  /** The namespaces this CA manages at all (--namespace-selector, exclusions). */
+  readonly filter: NamespaceFilter;
   readonly serviceAccountName: string;
   readonly namespace: NamespaceObject | undefined;
   readonly serviceAccount: ServiceAccountObject | undefined;
@@ -89,9 +92,16 @@ function decode(secret: SecretObject, key: string): string | undefined {
   return raw === undefined ? undefined : Buffer.from(raw, 'base64').toString('utf8');
 }
 
-/** Decides the one write for a ServiceAccount's secret. */
+/**
+ * Decides the one write for a ServiceAccount's secret. Only namespaces that pass the namespace filter are
+ * looked at; within them, secrets exist for ServiceAccounts of namespaces selected by `mode`, and a secret of
+ * ours whose ServiceAccount is gone is deleted whatever the mode selects.
+ */
 export function decideSaSecret(input: SaSecretInput): SaSecretDecision {
   const { secret, serviceAccount: sa } = input;
+  // Outside our namespaces nothing is ours to touch, not even to delete (another CA may manage them).
+  const skip = namespaceSkipReason(input.namespaceName, input.namespace, input.filter);
+  if (skip) return { action: 'none', reason: skip };
   if (!sa) {
     if (secret && isOurs(secret, input.serviceAccountName)) {
       return { action: 'delete', reason: 'ServiceAccount deleted', uid: secret.metadata?.uid, resourceVersion: secret.metadata?.resourceVersion };

@@ -163,12 +163,14 @@ describe('root ConfigMap controller', () => {
 describe('ServiceAccount secret controller', () => {
   let labelled: string;
   let unlabelled: string;
+  let foreign: string;
 
   beforeAll(async () => {
     labelled = await served('ctrl-sa', { 'citadel.io/sa-secrets': 'enabled' });
     unlabelled = await served('ctrl-nosa');
-    await cluster.createServiceAccount(labelled, 'cart');
-    await cluster.createServiceAccount(unlabelled, 'cart');
+    // Labelled for secrets but outside this CA's --namespace-selector: not ours to touch.
+    foreign = await cluster.createNamespace('ctrl-foreign', { 'citadel.io/sa-secrets': 'enabled' });
+    for (const ns of [labelled, unlabelled, foreign]) await cluster.createServiceAccount(ns, 'cart');
   });
 
   async function secretOf(namespace: string, sa: string) {
@@ -194,7 +196,7 @@ describe('ServiceAccount secret controller', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 
-  it('creates istio.<sa> for ServiceAccounts of a labelled namespace only, verifiable with openssl', async () => {
+  it('creates istio.<sa> for ServiceAccounts of labelled, selected namespaces only, verifiable with openssl', async () => {
     const secret = await secretOf(labelled, 'cart');
     expect(secret.type).toBe('istio.io/key-and-cert');
     expect(secret.metadata?.ownerReferences).toEqual([
@@ -205,8 +207,10 @@ describe('ServiceAccount secret controller', () => {
     await verifyWithOpenssl(labelled, 'cart', secret.data!);
     // The namespace's default ServiceAccount (made by the harness) gets one too.
     await secretOf(labelled, 'default');
-    expect(await readSecret(unlabelled, 'istio.cart')).toBeUndefined();
-    expect(await readSecret(unlabelled, 'istio.default')).toBeUndefined();
+    for (const ns of [unlabelled, foreign]) {
+      expect(await readSecret(ns, 'istio.cart')).toBeUndefined();
+      expect(await readSecret(ns, 'istio.default')).toBeUndefined();
+    }
   });
 
   it('rotates the certificate when it nears expiry (10 s TTL, ratio 0.5)', async () => {

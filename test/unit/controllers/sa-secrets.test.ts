@@ -8,6 +8,8 @@ import {
   type SaSecretInput,
 } from '../../../src/controllers/sa-secrets.js';
 import type { SecretObject } from '../../../src/controllers/objects.js';
+import { DEFAULT_EXCLUDED_NAMESPACES, type NamespaceFilter } from '../../../src/controllers/namespaces.js';
+import { parseLabelSelector } from '../../../src/controllers/selector.js';
 import { createTestAuthority, type TestAuthority } from '../../support/test-authority.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -37,9 +39,12 @@ async function secretFor(opts: { id?: string; ttlMs?: number; otherKey?: boolean
   };
 }
 
+const all: NamespaceFilter = { selector: parseLabelSelector(''), excluded: new Set(DEFAULT_EXCLUDED_NAMESPACES) };
+
 function input(over: Partial<SaSecretInput>): SaSecretInput {
   return {
     namespaceName: 'shop',
+    filter: all,
     serviceAccountName: 'cart',
     namespace: NS,
     serviceAccount: SA,
@@ -110,8 +115,18 @@ describe('decideSaSecret', () => {
     expect(decideSaSecret(input({ secret, serviceAccount: undefined }))).toEqual({ action: 'delete', reason: 'ServiceAccount deleted', uid: 'secret-uid', resourceVersion: '7' });
     const foreign = { ...secret, metadata: { name: 'istio.cart', namespace: 'shop' } };
     expect(decideSaSecret(input({ secret: foreign, serviceAccount: undefined })).action).toBe('none');
-    // Deleted even when the namespace is no longer selected: the owner is gone either way.
-    expect(decideSaSecret(input({ secret, serviceAccount: undefined, mode: 'off' })).action).toBe('delete');
+    // Deleted even when the namespace label no longer selects it: the owner is gone either way.
+    expect(decideSaSecret(input({ secret, serviceAccount: undefined, namespace: { metadata: { name: 'shop' } } })).action).toBe('delete');
+  });
+
+  it('touches nothing, not even to delete, outside the namespaces this CA manages', async () => {
+    const secret = await secretFor();
+    const other: NamespaceFilter = { selector: parseLabelSelector('team=payments'), excluded: new Set() };
+    expect(decideSaSecret(input({ filter: other }))).toEqual({ action: 'none', reason: 'namespace labels do not match selector "team=payments"' });
+    expect(decideSaSecret(input({ filter: other, secret, serviceAccount: undefined })).action).toBe('none');
+    const excluded: NamespaceFilter = { selector: parseLabelSelector(''), excluded: new Set(['shop']) };
+    expect(decideSaSecret(input({ filter: excluded, secret, serviceAccount: undefined }))).toEqual({ action: 'none', reason: 'namespace is excluded' });
+    expect(decideSaSecret(input({ namespace: { metadata: { name: 'shop', labels: NS.metadata.labels }, status: { phase: 'Terminating' } } })).reason).toBe('namespace is terminating');
   });
 
   it('repairs tampering: wrong key, wrong identity, foreign root, stale root bundle, broken data, expiry, lost owner', async () => {
