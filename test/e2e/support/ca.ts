@@ -1,8 +1,9 @@
 /**
  * The real `citadel ca` for the agent e2e tests: plugged-in key material made by `citadel pki create-ca` (so the
  * test knows the root and can restart the CA with the same keys), the admin kubeconfig for TokenReviews, loopback
- * ports, and no controllers (the tests write each pod's root-cert.pem themselves, and other test files' CAs
- * must not fight over the cluster-wide istio-ca-root-cert ConfigMaps).
+ * ports, and by default no controllers (the tests write each pod's root-cert.pem themselves, and other test
+ * files' CAs must not fight over the cluster-wide istio-ca-root-cert ConfigMaps; a test that turns them on
+ * restricts them with --namespace-selector).
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -34,7 +35,7 @@ function run(args: string[]): Promise<void> {
 }
 
 /** Makes CA material in `workDir/cacerts` and starts the CA in `namespace`; resolves once /readyz is 200. */
-export async function startCa(opts: { kubeconfigPath: string; namespace: string; workDir: string; extraArgs?: readonly string[] }): Promise<RunningCa> {
+export async function startCa(opts: { kubeconfigPath: string; namespace: string; workDir: string; controllers?: boolean; extraArgs?: readonly string[] }): Promise<RunningCa> {
   const cacertsDir = path.join(opts.workDir, 'cacerts');
   await run(['pki', 'create-ca', '--out', cacertsDir]);
   const [grpcPort, monPort] = await freePorts(2);
@@ -51,7 +52,7 @@ export async function startCa(opts: { kubeconfigPath: string; namespace: string;
         '--grpc-address', grpcAddress,
         '--monitoring-address', `127.0.0.1:${monPort}`,
         '--cacerts-dir', cacertsDir,
-        '--controllers', 'false',
+        '--controllers', String(opts.controllers ?? false),
         '--shutdown-grace', '1s',
         ...(opts.extraArgs ?? []),
       ],
