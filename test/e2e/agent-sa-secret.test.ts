@@ -13,7 +13,7 @@ import { getCluster, startPod, type SimulatedPod, type TestCluster } from '../ha
 import { parseCertificates } from '../../src/pki/index.js';
 
 const leafOf = (chainPem: string) => parseCertificates(chainPem)[0]!;
-import { ensureBuilt, eventually, requestOnce, startAgent, startLineApp, type LineApp, type RunningAgent } from './support/agent-env.js';
+import { ensureBuilt, eventually, requestOnce, startLineApp, type LineApp } from './support/agent-env.js';
 import { startCa, type RunningCa } from './support/ca.js';
 import { leafSerials, startSidecar, type Sidecar } from './support/sidecar.js';
 
@@ -39,7 +39,6 @@ describe('istio.<sa> Secret served by the agent in file-mounted mode, and the ro
   let app: LineApp;
   let server: Sidecar;
   let client: Sidecar;
-  let caModeAgent: RunningAgent | undefined;
   const pods: SimulatedPod[] = [];
   let secretData: () => Promise<Record<string, string> | undefined>;
 
@@ -85,7 +84,6 @@ describe('istio.<sa> Secret served by the agent in file-mounted mode, and the ro
   }, 240_000);
 
   afterAll(async () => {
-    await caModeAgent?.stop();
     await client?.stop();
     await server?.stop();
     await app?.close();
