@@ -5,18 +5,19 @@
  * - Load or create: read the Secret; if absent, generate a root and create it; on a create conflict (another
  *   replica won the race) re-read and use theirs. Every replica therefore ends with the same single root.
  * - Follow: every replica watches the Secret and installs what it holds (invalid content is refused and counted).
- * - Rotate (only where `canWrite()` says so, i.e. on the leader): in the last `gracePercent` of the root's life,
- *   issue a new root with the SAME key and organisation, and write it as ca-cert.pem with root-cert.pem holding the
- *   new root followed by the old one. Both roots share subject and key, so a leaf signed by either verifies under
- *   either: workloads that only know the old root accept leaves from the new one, and the new root is in the
- *   published bundle from the moment it signs (the "next" root is published no later than it is used).
+ * - Rotate (only where `canWrite()` says so, i.e. on the leader), in two writes with current/next slots: in the
+ *   last `gracePercent` of the root's life, issue a new root with the SAME key and organisation and add it to
+ *   root-cert.pem (published: every replica's bundle and the root ConfigMaps get it) while ca-cert.pem still
+ *   signs; once it has been published for `publishDelayMs`, make it ca-cert.pem. The old root stays in
+ *   root-cert.pem until it expires. Both roots share subject and key, so a leaf signed by either verifies under
+ *   either.
  */
 import type { KeyObject } from 'node:crypto';
 import type { Clock, Timer } from '../clock.js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SecretData, SecretStore } from '../kube/secrets.js';
-import { describeKey, generateKeyPair, issueCaCertificate, type KeyType, type ParsedCertificate } from '../pki/index.js';
+import { BACKDATE_MS, describeKey, generateKeyPair, issueCaCertificate, keyMatchesCertificate, type KeyType, type ParsedCertificate } from '../pki/index.js';
 import type { Keyring } from './keyring.js';
 import { loadSelfSignedMaterial, type CaMaterial } from './material.js';
 import type { CaMetrics } from './metrics.js';
@@ -33,6 +34,11 @@ export interface SelfSignedOptions {
   readonly checkIntervalMs: number;
   /** Rotate when less than this percentage of the root's lifetime remains (Istio: 20). */
   readonly gracePercent: number;
+  /**
+   * How long a new root sits in the published bundle (the "next" slot) before it signs, so every namespace's
+   * ConfigMap and every mounted copy has it first; 0 switches in the same write.
+   */
+  readonly publishDelayMs: number;
 }
 
 export interface SelfSignedDeps {
@@ -112,34 +118,58 @@ export async function startSelfSigned(deps: SelfSignedDeps & { namespace: string
   let timer: Timer | undefined;
   let rotating: Promise<boolean> | undefined;
 
-  const rotate = async (): Promise<boolean> => {
-    const material = keyring.current();
-    if (!material || material.mode !== 'self-signed' || !canWrite()) return false;
-    const now = clock.now();
-    const root = material.signer.cert;
-    const life = root.notAfter - root.notBefore;
-    const left = root.notAfter - now;
-    if (left > (life * options.gracePercent) / 100) return false;
-    const current = await secrets.read(CA_SECRET_NAME);
-    if (!current || !current.resourceVersion) return false;
-    // Rotate what the Secret holds now (another replica may already have rotated it).
-    const fresh = load(current);
-    if (fresh.fingerprint !== material.fingerprint) {
-      keyring.install(fresh);
-      lastVersion = current.resourceVersion;
-      if (fresh.signer.cert.notAfter - now > ((fresh.signer.cert.notAfter - fresh.signer.cert.notBefore) * options.gracePercent) / 100) return false;
-    }
-    const next = issueCaCertificate({ key: fresh.signer.key, organization: options.trustDomain, ttlMs: options.rootTtlMs, now });
-    const keptRoots = fresh.roots.filter((r) => r.notAfter > now);
-    const res = await secrets.update(CA_SECRET_NAME, current.resourceVersion, secretData(next, fresh.signer.key, [next, ...keptRoots]));
+  const due = (root: ParsedCertificate, now: number) => root.notAfter - now <= ((root.notAfter - root.notBefore) * options.gracePercent) / 100;
+  /** A root in the bundle with the signer's key that outlives the signer: the published "next" root. */
+  const nextSlot = (m: CaMaterial) =>
+    m.roots.find((r) => !r.der.equals(m.signer.cert.der) && r.notAfter > m.signer.cert.notAfter && keyMatchesCertificate(m.signer.key, r));
+
+  const write = async (current: SecretData, signing: { pem: string }, key: KeyObject, roots: readonly { pem: string }[]) => {
+    const res = await secrets.update(CA_SECRET_NAME, current.resourceVersion!, secretData(signing, key, roots));
     if (!res.updated) {
       log.info({ source, reason: res.reason }, 'self-signed root rotation lost a race; will re-read');
       return false;
     }
-    log.info({ source, oldSerial: fresh.signer.cert.serialHex, newSerial: next.serialHex, notAfter: new Date(next.notAfter).toISOString() }, 'rotated the self-signed root (same key)');
     keyring.install(load(res.secret));
     lastVersion = res.secret.resourceVersion;
     return true;
+  };
+
+  const rotate = async (): Promise<boolean> => {
+    const material = keyring.current();
+    if (!material || material.mode !== 'self-signed' || !canWrite()) return false;
+    const now = clock.now();
+    if (!due(material.signer.cert, now) && !nextSlot(material)) return false;
+    const current = await secrets.read(CA_SECRET_NAME);
+    if (!current || !current.resourceVersion) return false;
+    // Work from what the Secret holds now (another replica may already have moved it on).
+    const fresh = load(current);
+    if (fresh.fingerprint !== material.fingerprint) {
+      keyring.install(fresh);
+      lastVersion = current.resourceVersion;
+    }
+    const signer = fresh.signer;
+    const valid = fresh.roots.filter((r) => r.notAfter > now);
+    const next = nextSlot(fresh);
+    if (next) {
+      // Phase 2: the next root has been in the published bundle long enough; sign with it.
+      const publishedAt = next.notBefore + BACKDATE_MS;
+      if (now - publishedAt < options.publishDelayMs) return false;
+      const ok = await write(current, next, signer.key, [next, ...valid.filter((r) => !r.der.equals(next.der))]);
+      if (ok) log.info({ source, oldSerial: signer.cert.serialHex, newSerial: next.serialHex, notAfter: new Date(next.notAfter).toISOString() }, 'rotated the self-signed root (same key)');
+      return ok;
+    }
+    if (!due(signer.cert, now)) return false;
+    // Phase 1: a new root with the same key and organisation goes into the bundle (the "next" slot) while the
+    // current one keeps signing. With no publish delay both phases happen in this one write.
+    const issued = issueCaCertificate({ key: signer.key, organization: options.trustDomain, ttlMs: options.rootTtlMs, now });
+    if (options.publishDelayMs <= 0) {
+      const ok = await write(current, issued, signer.key, [issued, ...valid]);
+      if (ok) log.info({ source, oldSerial: signer.cert.serialHex, newSerial: issued.serialHex, notAfter: new Date(issued.notAfter).toISOString() }, 'rotated the self-signed root (same key)');
+      return ok;
+    }
+    const ok = await write(current, signer.cert, signer.key, [signer.cert, issued, ...valid.filter((r) => !r.der.equals(signer.cert.der))]);
+    if (ok) log.info({ source, serial: issued.serialHex, signsAfterMs: options.publishDelayMs }, 'published the next self-signed root; it signs once the publish delay has passed');
+    return ok;
   };
 
   const checkRotation = async (): Promise<boolean> => {

@@ -64,6 +64,7 @@ export const caFlags = {
   selfSignedCaCertTtl: defaulted({ name: 'self-signed-ca-cert-ttl', env: 'CITADEL_SELF_SIGNED_CA_CERT_TTL', default: '87600h', help: 'Lifetime of a new self-signed root (10 years, as Istio).', parse: parse.duration }),
   selfSignedRootCheckInterval: defaulted({ name: 'self-signed-root-check-interval', env: 'CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL', default: '1h', help: 'How often the leader checks whether the self-signed root needs rotating; 0 disables rotation.', parse: durationOrZero }),
   selfSignedRootGracePercent: defaulted({ name: 'self-signed-root-grace-percent', env: 'CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE', default: '20', help: 'Rotate the self-signed root when less than this percentage of its life remains.', parse: parse.int(1, 99) }),
+  selfSignedRootPublishDelay: defaulted({ name: 'self-signed-root-publish-delay', env: 'CITADEL_SELF_SIGNED_ROOT_PUBLISH_DELAY', default: '10m', help: 'How long a rotated self-signed root is published in the trust bundle before it signs (it then signs from the next check); 0 switches at once.', parse: durationOrZero }),
   extraDnsNames: defaulted({ name: 'extra-dns-names', env: 'ISTIOD_CUSTOM_HOST', default: '', help: 'Extra DNS names for the serving certificate (comma-separated), besides citadel.<ns>.svc[.cluster.local].', parse: parse.list }),
   servingCertTtl: defaulted({ name: 'serving-cert-ttl', env: 'CITADEL_SERVING_CERT_TTL', default: '24h', help: 'Lifetime of the CA serving certificate (re-issued at half-life and on key material changes).', parse: parse.duration }),
   csrRateLimitQps: defaulted({ name: 'csr-rate-limit-qps', env: 'CITADEL_CSR_RATE_LIMIT_QPS', default: '20', help: 'Certificates per second per identity, sustained (over it: RESOURCE_EXHAUSTED).', parse: parse.number(0.001, 1e6) }),
@@ -179,6 +180,7 @@ async function startKeyMaterial(opts: {
         rootTtlMs: config.selfSignedCaCertTtl,
         checkIntervalMs: config.selfSignedRootCheckInterval,
         gracePercent: config.selfSignedRootGracePercent,
+        publishDelayMs: config.selfSignedRootPublishDelay,
       },
     });
   } catch (err) {
@@ -213,6 +215,8 @@ export const caCommand = defineCommand({
     metrics.ready.set(0);
     const keyring = new Keyring({ clock, log: log.child({ component: 'keyring' }), maxWorkloadTtlMs: config.maxWorkloadCertTtl, metrics });
     const cleanups: Array<() => Promise<void> | void> = [() => keyring.close()];
+    // Ready once key material is loaded and the CSR API listens; not ready again from the moment shutdown begins.
+    let accepting = false;
     const cleanup = async () => {
       for (const fn of cleanups.reverse()) {
         try {
@@ -226,7 +230,7 @@ export const caCommand = defineCommand({
     try {
       let monitoring;
       try {
-        monitoring = await startMonitoringServer({ address: config.monitoringAddress, registry, ready: () => keyring.isReady(), log: log.child({ component: 'monitoring' }) });
+        monitoring = await startMonitoringServer({ address: config.monitoringAddress, registry, ready: () => accepting && keyring.isReady(), log: log.child({ component: 'monitoring' }) });
       } catch (err) {
         throw new CitadelError('CONFIG_INVALID', `invalid configuration: --monitoring-address: cannot listen on ${formatAddress(config.monitoringAddress)}`, (err as Error).message);
       }
@@ -292,6 +296,7 @@ export const caCommand = defineCommand({
         maxReceiveMessageBytes: config.maxRequestBytes,
       });
       cleanups.push(() => server.stop(config.shutdownGrace));
+      accepting = true;
 
       if (config.controllers) {
         controllers = startControllers({
@@ -331,6 +336,7 @@ export const caCommand = defineCommand({
         if (io.signal.aborted) return resolve();
         io.signal.addEventListener('abort', () => resolve(), { once: true });
       });
+      accepting = false;
       log.info({ reason: String((io.signal.reason as Error | undefined)?.message ?? 'signal') }, 'shutting down: no new calls, finishing in-flight ones');
       // Stop accepting first (and wait for in-flight calls), then everything else.
       await server.stop(config.shutdownGrace);

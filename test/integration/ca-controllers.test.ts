@@ -47,7 +47,7 @@ describe('citadel ca with controllers', () => {
       args: [
         '--sa-secrets', 'off', '--namespace-selector', `${label}=yes`,
         '--lease-duration', '3s', '--lease-renew-deadline', '2s', '--lease-retry-period', '500ms',
-        '--self-signed-ca-cert-ttl', '100s', '--self-signed-root-grace-percent', '41', '--self-signed-root-check-interval', '1s',
+        '--self-signed-ca-cert-ttl', '100s', '--self-signed-root-grace-percent', '41', '--self-signed-root-check-interval', '1s', '--self-signed-root-publish-delay', '2s',
       ],
     });
     const core = cluster.kube().core;
@@ -73,7 +73,12 @@ describe('citadel ca with controllers', () => {
       expect(roots.length).toBeGreaterThanOrEqual(2);
       expect(roots).toContain(first[0]);
     }, 40_000);
-    await ca.waitForLog((l) => l.msg === 'rotated the self-signed root (same key)');
+    // Published first (the current root still signs), then it signs.
+    await ca.waitForLog((l) => l.msg === 'published the next self-signed root; it signs once the publish delay has passed');
+    await ca.waitForLog((l) => l.msg === 'rotated the self-signed root (same key)', 30_000);
+    const published = ca.logs().findIndex((l) => l.msg.startsWith('published the next'));
+    const rotated = ca.logs().findIndex((l) => l.msg.startsWith('rotated the self-signed root'));
+    expect(published).toBeLessThan(rotated);
     await eventually(async () => {
       const cmRoots = await configMapRoots();
       expect(cmRoots.length).toBeGreaterThanOrEqual(2);

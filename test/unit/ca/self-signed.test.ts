@@ -37,7 +37,7 @@ class MemorySecrets implements SecretStore {
   }
 }
 
-const OPTIONS: SelfSignedOptions = { trustDomain: TD, keyType: 'ecdsa-p256', rootTtlMs: 100 * DAY, checkIntervalMs: 3600_000, gracePercent: 20 };
+const OPTIONS: SelfSignedOptions = { trustDomain: TD, keyType: 'ecdsa-p256', rootTtlMs: 100 * DAY, checkIntervalMs: 3600_000, gracePercent: 20, publishDelayMs: 0 };
 
 function setup(secrets = new MemorySecrets(), clock = new FakeClock()) {
   const keyring = new Keyring({ clock, log: silentLogger, maxWorkloadTtlMs: 10 * DAY });
@@ -72,11 +72,12 @@ describe('self-signed root', () => {
     expect(me.keyring.trustBundlePem()).toBe(parseCertificate(winner.data['ca-cert.pem']!).pem);
   });
 
-  it('rotates in the last 20% of life with the same key, keeping the old root trusted, only when allowed to write', async () => {
+  it('rotates in the last 20% of life with the same key, publishing the next root before it signs, only when allowed to write', async () => {
     const { secrets, clock, keyring } = setup();
     let leader = false;
     // Checks driven by hand here (interval 0); the timer path is covered below.
-    const src = await startSelfSigned({ keyring, secrets, clock, log: silentLogger, namespace: 'ns', options: { ...OPTIONS, checkIntervalMs: 0 }, canWrite: () => leader });
+    const options = { ...OPTIONS, checkIntervalMs: 0, publishDelayMs: 3600_000 };
+    const src = await startSelfSigned({ keyring, secrets, clock, log: silentLogger, namespace: 'ns', options, canWrite: () => leader });
     const first = keyring.current()!.signer.cert;
     const { publicKey } = await generateKeyPair('ecdsa-p256');
     const oldLeaf = keyring.issueWorkload({ publicKey, spiffeId: `spiffe://${TD}/ns/a/sa/x`, ttlMs: 90 * DAY });
@@ -88,20 +89,35 @@ describe('self-signed root', () => {
     leader = false;
     expect(await src.checkRotation()).toBe(false); // due, but not the leader
     leader = true;
-    expect(await src.checkRotation()).toBe(true);
 
+    // Phase 1: the next root is published; the current one still signs.
+    expect(await src.checkRotation()).toBe(true);
+    const serials = (pem: string) => parseCertificates(pem).map((c) => c.serialHex);
+    let stored = secrets.secrets.get('istio-ca-secret')!;
+    expect(parseCertificate(stored.data['ca-cert.pem']!).serialHex).toBe(first.serialHex);
+    const published = serials(stored.data['root-cert.pem']!);
+    expect(published).toHaveLength(2);
+    expect(published[0]).toBe(first.serialHex);
+    const nextSerial = published[1]!;
+    expect(keyring.bundleRoots().map((c) => c.serialHex)).toEqual([first.serialHex, nextSerial]);
+    expect(parseCertificate(keyring.issueWorkload({ publicKey, spiffeId: `spiffe://${TD}/ns/a/sa/x`, ttlMs: DAY }).chain[0]!).issuer).toBe(first.subject);
+    // Not before the publish delay.
+    await clock.advance(3599_000);
+    expect(await src.checkRotation()).toBe(false);
+    await clock.advance(1000);
+    // Phase 2: the next root signs; the old one stays trusted.
+    expect(await src.checkRotation()).toBe(true);
     const next = keyring.current()!.signer.cert;
-    expect(next.serialHex).not.toBe(first.serialHex);
+    expect(next.serialHex).toBe(nextSerial);
     expect(spkiOf(next.publicKey).equals(spkiOf(first.publicKey))).toBe(true);
     expect(next.subject).toBe(first.subject);
-    expect(next.notAfter).toBe(Math.floor((clock.now() + OPTIONS.rootTtlMs) / 1000) * 1000);
-    const stored = secrets.secrets.get('istio-ca-secret')!;
-    expect(parseCertificates(stored.data['root-cert.pem']!).map((c) => c.serialHex)).toEqual([next.serialHex, first.serialHex]);
+    stored = secrets.secrets.get('istio-ca-secret')!;
+    expect(serials(stored.data['root-cert.pem']!)).toEqual([next.serialHex, first.serialHex]);
     expect(keyring.bundleRoots().map((c) => c.serialHex)).toEqual([next.serialHex, first.serialHex]);
+    expect(await src.checkRotation()).toBe(false);
     // Same key and name: a leaf of either root verifies under the other.
     const newLeaf = keyring.issueWorkload({ publicKey, spiffeId: `spiffe://${TD}/ns/a/sa/x`, ttlMs: DAY });
-    const now = clock.now() - 1;
-    expect(() => verifyChain({ leaf: parseCertificate(newLeaf.chain[0]!), intermediates: [], roots: [first], now })).not.toThrow();
+    expect(() => verifyChain({ leaf: parseCertificate(newLeaf.chain[0]!), intermediates: [], roots: [first], now: clock.now() })).not.toThrow();
     expect(() => verifyChain({ leaf: parseCertificate(oldLeaf.chain[0]!), intermediates: [], roots: [next], now: clock.now() })).not.toThrow();
     await src.stop();
   });
