@@ -37,6 +37,8 @@ async function ensureBuilt(): Promise<void> {
 function openssl(args: string[], input?: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     const child = execFile('openssl', args, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, out: `${stdout}${stderr}` }));
+    // openssl may exit without reading stdin; a late write must not become an unhandled EPIPE.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(input ?? '');
   });
 }

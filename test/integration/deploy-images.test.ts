@@ -40,7 +40,8 @@ function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: numb
   return new Promise((resolve) => {
     execFile(cmd, args, { cwd: opts.cwd ?? REPO_ROOT, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 8 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, out: `${stdout}${stderr}` });
+      const why = err ? `\n[${err.message.split('\n')[0]}; signal ${(err as { signal?: string }).signal ?? 'none'}]` : '';
+      resolve({ code, out: `${stdout}${stderr}${why}` });
     });
   });
 }
