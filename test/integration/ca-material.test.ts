@@ -210,6 +210,11 @@ describe('plugged-in key material', () => {
     const inter2 = await makeIntermediate(root, 'Intermediate S2');
     await core.replaceNamespacedSecret({ name: 'cacerts', namespace: ns, body: { metadata: { name: 'cacerts' }, type: 'kubernetes.io/tls', data: b64(toTls(inter2)) } });
     await eventually(async () => expect(parseCertificate((await issue(ca, ns, root.pem))[0]!).issuer).toBe(inter2.cert.subject));
+    expect(ca.logs().filter((l) => l.msg === 'secret watch failed; retrying')).toEqual([]);
+    // A broken update is refused; signing continues with S2.
+    await core.replaceNamespacedSecret({ name: 'cacerts', namespace: ns, body: { metadata: { name: 'cacerts' }, type: 'kubernetes.io/tls', data: b64({ ...toTls(inter2), 'ca.crt': 'garbage' }) } });
+    await ca.waitForLog((l) => l.msg === 'new CA key material refused; still signing with the previous material' && String(l.reason).includes('ca.crt'));
+    expect(parseCertificate((await issue(ca, ns, root.pem))[0]!).issuer).toBe(inter2.cert.subject);
   });
 
   it('stops at start with a message naming the file when cacerts is corrupt or incomplete', async () => {

@@ -88,6 +88,9 @@ describe('citadel ca, self-signed', () => {
     expect(root.notAfter - root.notBefore).toBeGreaterThan(3649 * 24 * 3600_000);
     expect((await fetch(`http://127.0.0.1:${ca.monitoringPort}/readyz`)).status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${ca.monitoringPort}/healthz`)).status).toBe(200);
+    // The watch on istio-ca-secret runs with exactly the deploy/base RBAC (get + watch on that name).
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(ca.logs().filter((l) => l.msg === 'secret watch failed; retrying')).toEqual([]);
   });
 
   it("issues a pod's bound token a certificate for exactly its SPIFFE ID, verified by openssl; renews with the client certificate", async () => {
