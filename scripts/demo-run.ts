@@ -32,6 +32,8 @@ export interface DemoDeps {
   readonly address?: (host: number) => string;
   /** How long to wait for each component to become ready (default 90 s: two busy cores). */
   readonly readyTimeoutMs?: number;
+  /** Aborting it (Ctrl-C while starting) stops what was started and makes startDemo throw. */
+  readonly signal?: AbortSignal;
 }
 
 export interface WorkloadInfo {
@@ -116,9 +118,10 @@ async function getJson<T>(cluster: TestCluster, args: string[]): Promise<T> {
 }
 
 /** Polls `probe` until it returns true; throws naming `what` (and the log tail of `proc`) on exit or timeout. */
-async function waitFor(what: string, timeoutMs: number, probe: () => Promise<boolean>, proc?: ManagedProcess): Promise<void> {
+async function waitFor(what: string, timeoutMs: number, probe: () => Promise<boolean>, proc?: ManagedProcess, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    if (signal?.aborted) throw new Error(`${what}: interrupted`);
     if (proc && !proc.running()) throw new Error(`${what}: ${proc.name} exited (${await proc.exited}); last log lines (${proc.logPath}):\n${proc.tail()}`);
     if (await probe().catch(() => false)) return;
     if (Date.now() > deadline) throw new Error(`${what}: not ready after ${timeoutMs} ms${proc ? `; last log lines (${proc.logPath}):\n${proc.tail()}` : ''}`);
@@ -154,6 +157,7 @@ export async function startDemo(deps: DemoDeps): Promise<RunningDemo> {
     await Promise.all(pods.map((p) => p.delete().catch(() => {})));
   })());
   const start = async (name: string, command: string, args: string[], opts: { cwd?: string; env: NodeJS.ProcessEnv }) => {
+    if (deps.signal?.aborted) throw new Error(`interrupted before starting ${name}`);
     const proc = await startProcess({ name, command, args, logPath: path.join(logs, `${name}.log`), cwd: opts.cwd, env: opts.env });
     processes.push(proc);
     return proc;
@@ -183,7 +187,7 @@ export async function startDemo(deps: DemoDeps): Promise<RunningDemo> {
     const caEnv = containerEnv(caContainer, { name: 'citadel-local', namespace: CA_NAMESPACE, serviceAccount: caServiceAccount });
     log(`starting citadel ca on ${caAddress} as ServiceAccount ${CA_NAMESPACE}/${caServiceAccount} (RBAC from deploy/base/rbac.yaml)`);
     const ca = await start('citadel-ca', process.execPath, [CITADEL_MAIN, ...caArgs], { env: childEnv(caEnv) });
-    await waitFor('citadel ca /readyz', readyTimeoutMs, async () => (await httpGet(`http://${caMonitoring}/readyz`, 2000)).status === 200, ca);
+    await waitFor('citadel ca /readyz', readyTimeoutMs, async () => (await httpGet(`http://${caMonitoring}/readyz`, 2000)).status === 200, ca, deps.signal);
     log('citadel ca is ready');
 
     // The workloads, from their Deployments.
@@ -234,9 +238,9 @@ export async function startDemo(deps: DemoDeps): Promise<RunningDemo> {
       const info: WorkloadInfo = { name, namespace, serviceAccount, pod: pod.name, address: ip, envoyAdmin: `http://${ip}:15000`, app: `http://${ip}:8080` };
       workloads.push(info);
       ready.push((async () => {
-        await waitFor(`${name} agent /readyz`, readyTimeoutMs, async () => (await httpGet(`http://${ip}:15020/readyz`, 2000)).status === 200, agent);
-        await waitFor(`${name} Envoy /ready`, readyTimeoutMs, async () => (await httpGet(`${info.envoyAdmin}/ready`, 2000)).text.trim() === 'LIVE', envoy);
-        await waitFor(`${name} app`, readyTimeoutMs, async () => (await httpGet(`${info.app}/healthz`, 2000)).status === 200, app);
+        await waitFor(`${name} agent /readyz`, readyTimeoutMs, async () => (await httpGet(`http://${ip}:15020/readyz`, 2000)).status === 200, agent, deps.signal);
+        await waitFor(`${name} Envoy /ready`, readyTimeoutMs, async () => (await httpGet(`${info.envoyAdmin}/ready`, 2000)).text.trim() === 'LIVE', envoy, deps.signal);
+        await waitFor(`${name} app`, readyTimeoutMs, async () => (await httpGet(`${info.app}/healthz`, 2000)).status === 200, app, deps.signal);
         log(`${name}: ready (Envoy holds its certificate)`);
       })());
     }

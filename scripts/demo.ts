@@ -53,11 +53,15 @@ async function main(argv: string[]): Promise<number> {
   })());
 
   let interrupted = false;
+  let running = false;
+  const starting = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) process.exit(130); // a second Ctrl-C: the reaper still kills every child
     interrupted = true;
     progress(`${signal}: shutting down`);
-    void shutdown().then(() => process.exit(0));
+    // While starting, the start-up path sees the abort, stops what it started and shuts down itself.
+    if (running) void shutdown().then(() => process.exit(0));
+    else starting.abort();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -65,8 +69,10 @@ async function main(argv: string[]): Promise<number> {
   try {
     progress('starting the local control plane (etcd + kube-apiserver)');
     controlPlane = await startControlPlane({ tools, log: progress });
+    if (starting.signal.aborted) throw new Error('interrupted');
     const cluster = connectCluster(controlPlane.info);
-    demo = await startDemo({ cluster, workDir, log: progress });
+    demo = await startDemo({ cluster, workDir, log: progress, signal: starting.signal });
+    running = true;
     progress('calling along the three paths');
     const report = await demo.report();
     process.stdout.write(formatReport(report));
@@ -91,9 +97,9 @@ async function main(argv: string[]): Promise<number> {
     await new Promise(() => {});
     return 0;
   } catch (err) {
-    progress(`failed: ${err instanceof Error ? err.message : String(err)}`);
+    if (!interrupted) progress(`failed: ${err instanceof Error ? err.message : String(err)}`);
     await shutdown();
-    return 1;
+    return interrupted ? 130 : 1;
   }
 }
 
