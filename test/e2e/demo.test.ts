@@ -113,6 +113,18 @@ describe('deploy/examples/mtls on the real apiserver, with citadel ca and real E
     expect(report.ok).toBe(true);
   });
 
+  // The CA process was given only the ServiceAccount's kubeconfig, so whatever it wrote, RBAC allowed that account.
+  it('runs the CA as the manifest ServiceAccount: it holds the leader Lease and wrote the root ConfigMaps', async () => {
+    const lease = await cluster.kubectl(['get', 'lease', 'citadel-leader', '-n', 'citadel-system', '-o', 'jsonpath={.spec.holderIdentity}']);
+    // POD_NAME comes from the Deployment's fieldRef (the local runner names the replica citadel-local; the CA may add a suffix).
+    expect(lease.stdout).toMatch(/^citadel-local(-|$)/);
+    for (const namespace of ['photo', 'datastore']) {
+      const cm = await cluster.kube().core.readNamespacedConfigMap({ name: 'istio-ca-root-cert', namespace });
+      expect(cm.metadata?.labels?.['app.kubernetes.io/managed-by']).toBe('citadel');
+      expect(cm.data?.['root-cert.pem']).toMatch(/BEGIN CERTIFICATE/);
+    }
+  });
+
   it('keeps refusing and allowing on a second round (the report can be run again)', async () => {
     const again = await demo.report();
     expect(again.calls.map((c) => c.outcome)).toEqual(['allowed', 'allowed', 'refused']);
