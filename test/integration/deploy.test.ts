@@ -43,6 +43,7 @@ async function applyNamespaces(dir: string): Promise<void> {
 describe.each([
   ['deploy/base', BASE_DIR],
   ['deploy/examples/mtls', EXAMPLE_DIR],
+  ['deploy (both)', DEPLOY_DIR],
 ])('%s', (label, dir) => {
   it('passes a server-side dry run with no warnings, applies, and re-applies as a no-op', async () => {
     await applyNamespaces(dir);
