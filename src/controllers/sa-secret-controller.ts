@@ -90,6 +90,8 @@ export function createSaSecretReconciler(deps: SaSecretDeps): Reconciler {
     return { secret, spiffeId, issued };
   };
 
+  // At most one rotation per 30 s per secret (less for very short test TTLs).
+  const minReissueMs = Math.min(30_000, deps.certTtlMs * deps.gracePeriodRatio);
   const requeueAt = (at: number): ReconcileOutcome => ({ requeueAfterMs: Math.max(0, at - deps.clock.now()) });
 
   return {
@@ -125,6 +127,7 @@ export function createSaSecretReconciler(deps: SaSecretDeps): Reconciler {
         bundlePem: deps.ca.trustBundlePem(),
         now: deps.clock.now(),
         gracePeriodRatio: deps.gracePeriodRatio,
+        minReissueIntervalMs: minReissueMs,
       });
       const fields = { namespace, secret: saSecretName(serviceAccount), reason: decision.reason };
       switch (decision.action) {
@@ -157,7 +160,7 @@ export function createSaSecretReconciler(deps: SaSecretDeps): Reconciler {
             { ...fields, action: decision.action, identity: spiffeId, serial: issued.serialHex, notAfter: new Date(issued.notAfter).toISOString() },
             decision.action === 'create' ? 'created ServiceAccount secret' : 'reissued ServiceAccount secret',
           );
-          return requeueAt(rotationTime(issued.notBefore, issued.notAfter, deps.gracePeriodRatio));
+          return requeueAt(rotationTime(issued.notBefore, issued.notAfter, deps.gracePeriodRatio, minReissueMs));
         }
       }
     },

@@ -55,9 +55,12 @@ export function namespaceWantsSaSecrets(mode: SaSecretsMode, ns: NamespaceObject
  * When to rotate: at `ratio` of the certificate's life, measured from when it was issued. Our CA backdates
  * notBefore by BACKDATE_MS for clock skew; counting that as life would rotate short-lived certificates too early.
  */
-export function rotationTime(notBefore: number, notAfter: number, ratio: number): number {
+export function rotationTime(notBefore: number, notAfter: number, ratio: number, minIntervalMs = 0): number {
   const issuedAt = Math.min(notBefore + BACKDATE_MS, notAfter);
-  return issuedAt + Math.floor((notAfter - issuedAt) * ratio);
+  const rotateAt = issuedAt + Math.floor((notAfter - issuedAt) * ratio);
+  // A certificate cut short by the signer's own expiry would otherwise be re-issued ever faster as that
+  // expiry nears (each one half as long as the last); never before `minIntervalMs` after issuance, nor after expiry.
+  return Math.min(Math.max(rotateAt, issuedAt + minIntervalMs), notAfter);
 }
 
 export interface SaSecretInput {
@@ -74,6 +77,8 @@ export interface SaSecretInput {
   readonly now: number;
   /** Rotate at this fraction of the certificate's life (0 < ratio < 1). */
   readonly gracePeriodRatio: number;
+  /** Rotation never comes sooner than this after issuance (default 0). */
+  readonly minReissueIntervalMs?: number;
 }
 
 export type SaSecretDecision =
@@ -156,7 +161,7 @@ function secretProblem(input: SaSecretInput, secret: SecretObject, sa: ServiceAc
     return 'certificate does not chain to the current trust bundle';
   }
   if (rootPem !== input.bundlePem) return `${ROOT_CERT_PEM} differs from the trust bundle`;
-  const rotateAt = rotationTime(leaf.notBefore, leaf.notAfter, input.gracePeriodRatio);
+  const rotateAt = rotationTime(leaf.notBefore, leaf.notAfter, input.gracePeriodRatio, input.minReissueIntervalMs);
   if (input.now >= rotateAt) return 'rotation due';
   const saUid = sa.metadata?.uid;
   const owners = secret.metadata?.ownerReferences ?? [];

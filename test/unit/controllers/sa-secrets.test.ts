@@ -88,6 +88,13 @@ describe('serviceAccountOfSecret / rotationTime', () => {
     expect(rotationTime(issuedAt - 120_000, issuedAt + 10_000, 0.5)).toBe(issuedAt + 5_000);
     expect(rotationTime(issuedAt, issuedAt + 60_000, 0.5)).toBe(issuedAt + 60_000); // no backdate: due at expiry at the latest
   });
+  it('never rotates sooner than the minimum interval after issuance, nor later than expiry', () => {
+    const issuedAt = 1_000_000_000;
+    // Cut short to 20 s by the signer: half-life would be 10 s; the floor makes it 30 s, capped at expiry (20 s).
+    expect(rotationTime(issuedAt - 120_000, issuedAt + 20_000, 0.5, 30_000)).toBe(issuedAt + 20_000);
+    expect(rotationTime(issuedAt - 120_000, issuedAt + 50_000, 0.5, 30_000)).toBe(issuedAt + 30_000);
+    expect(rotationTime(issuedAt - 120_000, issuedAt + DAY, 0.5, 30_000)).toBe(issuedAt + DAY / 2);
+  });
 });
 
 describe('decideSaSecret', () => {
