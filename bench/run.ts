@@ -24,6 +24,7 @@ import { measureCryptoBound, type BenchKeyType, type CryptoBound } from './crypt
 import { runLoadgen, type LoadgenResult } from './loadgen.js';
 import { peakRss, sampleProcess } from './procstat.js';
 import { summariseCpuProfile, type ProfileSummary } from './profile.js';
+import { measureCaAtScale, populate, type CaAtScale } from './scale.js';
 import { startCitadelCa, startIstioCa, type RunningCa } from './servers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -46,6 +47,9 @@ interface Options {
   tokenCacheTtlMs: number;
   agent: boolean;
   sdsStreams: number;
+  /** Namespaces for the at-scale CA figure and the controllers bench (0: skip both). */
+  scaleNamespaces: number;
+  scaleServiceAccountsPerNamespace: number;
 }
 
 export interface IssuanceRow {
@@ -79,6 +83,9 @@ interface Report {
   ratios: { keyType: BenchKeyType; concurrency: number; versus: ServerKind; certsPerSecRatio: number; cpuPer1kRatio: number }[];
   agentStartup: AgentStartup[];
   sdsFanout?: SdsFanout;
+  caAtScale?: CaAtScale;
+  /** Rows printed by bench/controllers.js (the controllers' own bench), when it exists. */
+  controllers?: { rows: [string, string][]; exitCode: number | null };
   profile?: { keyType: BenchKeyType; concurrency: number; file: string; summary: ProfileSummary };
   notMeasured: string[];
   errors: string[];
@@ -103,9 +110,11 @@ function parseArgs(argv: string[]): Options {
     outDir: path.join(ROOT, 'bench', 'results'),
     serviceAccounts: 8,
     podsPerServiceAccount: 4,
-    tokenCacheTtlMs: 60_000,
+    tokenCacheTtlMs: 10_000, // citadel ca's --token-review-cache-ttl default
     agent: true,
     sdsStreams: 1000,
+    scaleNamespaces: 1000,
+    scaleServiceAccountsPerNamespace: 5,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -124,6 +133,7 @@ function parseArgs(argv: string[]): Options {
       case '--profile': o.profile = true; break;
       case '--no-agent': o.agent = false; break;
       case '--sds-streams': o.sdsStreams = Number(next()); break;
+      case '--scale-namespaces': o.scaleNamespaces = Number(next()); break;
       case '--quick': o.durationMs = 3000; o.warmupMs = 1000; break;
       case '--out': o.outDir = path.resolve(next()); break;
       case '--help':
@@ -207,6 +217,29 @@ async function makeIdentities(cluster: TestCluster, o: Options, file: string): P
   }
   fs.writeFileSync(file, JSON.stringify(ids), { mode: 0o600 });
   return ids.length;
+}
+
+/**
+ * Runs bench/controllers.js (written with the controllers; it starts its own control plane) and keeps the
+ * `name   value` rows it prints. Its progress goes to our stderr.
+ */
+function runControllersBench(o: Options, report: Report): Report['controllers'] {
+  const script = path.join(ROOT, 'dist', 'bench', 'controllers.js');
+  if (!fs.existsSync(script)) {
+    report.notMeasured.push('controllers: full reconcile, bundle change, ConfigMap recreate (bench/controllers.ts is not there yet)');
+    return undefined;
+  }
+  say(`controllers bench (bench/controllers.js, ${o.scaleNamespaces} namespaces, its own control plane)`);
+  const res = spawnSync(process.execPath, [script, '--namespaces', String(o.scaleNamespaces)], {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 10 * 60_000,
+  });
+  const rows: [string, string][] = [];
+  for (const line of (res.stdout ?? '').split('\n')) {
+    const m = /^(\S.*?)\s{2,}(\S.*)$/.exec(line.trimEnd());
+    if (m) rows.push([m[1]!, m[2]!]);
+  }
+  if (res.status !== 0) report.errors.push(`controllers bench exited ${res.status ?? res.signal}`);
+  return { rows, exitCode: res.status };
 }
 
 /** False while src/cli/agent.ts is still the placeholder. */
@@ -323,6 +356,19 @@ export function renderMarkdown(rep: Report): string {
     lines.push('');
     lines.push(`SDS fan-out: ${f.streams} StreamSecrets streams on one agent: all served in ${f0(f.allStreamsServedMs)} ms; a rotation reached the last stream ${f0(f.rotationSpreadMs)} ms after the first; agent RSS ${f0(f.agentRssMb)} MiB with the streams open (${f0(f.agentRssIdleMb)} MiB before).`);
   }
+  if (rep.caAtScale) {
+    const c = rep.caAtScale;
+    lines.push('');
+    lines.push(`citadel ca with ${c.namespaces} namespaces and ${c.serviceAccounts} ServiceAccounts (all cached by its informers): every namespace held istio-ca-root-cert ${f0(c.readyToAllConfigMapsMs)} ms after the CA was ready; CA RSS ${f0(c.caRssMb)} MiB (peak ${f0(c.caPeakRssMb)} MiB).`);
+  }
+  if (rep.controllers?.rows.length) {
+    lines.push('');
+    lines.push('Controllers (bench/controllers.js, against its own apiserver):');
+    lines.push('');
+    lines.push('| figure | value |');
+    lines.push('|---|---|');
+    for (const [k, v] of rep.controllers.rows) lines.push(`| ${k} | ${v} |`);
+  }
   if (rep.profile) {
     const p = rep.profile.summary;
     lines.push('');
@@ -356,10 +402,6 @@ async function main(): Promise<number> {
   const benchEnv = provisionBenchTools();
 
   const bounds: CryptoBound[] = [];
-  for (const k of o.keyTypes) {
-    say(`raw crypto bound for ${k} (node:crypto, one core)`);
-    bounds.push(measureCryptoBound(k));
-  }
 
   say('starting the control plane (etcd + kube-apiserver)');
   const cp = await startControlPlane({ log: (l) => say(l) });
@@ -367,14 +409,12 @@ async function main(): Promise<number> {
   const report: Report = {
     date: new Date().toISOString(),
     machine: machineInfo(benchEnv, cp),
-    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams },
+    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams, scaleNamespaces: o.scaleNamespaces, scaleServiceAccountsPerNamespace: o.scaleServiceAccountsPerNamespace },
     cryptoBounds: bounds,
     issuance: [],
     ratios: [],
     agentStartup: [],
-    notMeasured: [
-      'controllers: 1,000-namespace reconcile, ConfigMap recreate, CA RSS with 1,000 namespaces / 5,000 ServiceAccounts (item 5): not wired into the runner yet',
-    ],
+    notMeasured: [],
     errors: [],
     wallSeconds: 0,
   };
@@ -393,7 +433,10 @@ async function main(): Promise<number> {
 
     for (const keyType of o.keyTypes) {
       const material = await writeCaMaterial(path.join(workDir, 'ca'), keyType, TRUST_DOMAIN);
-      const bound = bounds.find((b) => b.keyType === keyType)!;
+      // Measured right before this key type's servers, so machine load drifts as little as possible in between.
+      say(`raw crypto bound for ${keyType} (node:crypto, one core)`);
+      const bound = measureCryptoBound(keyType);
+      bounds.push(bound);
       for (const kind of o.servers) {
         let server: RunningCa;
         try {
@@ -435,7 +478,7 @@ async function main(): Promise<number> {
     }
 
     if (o.profile && o.servers.includes('citadel')) {
-      const keyType = o.keyTypes[0]!;
+      const keyType = o.keyTypes.includes('ecdsa-p256') ? 'ecdsa-p256' : o.keyTypes[0]!;
       const concurrency = o.concurrency.includes(16) ? 16 : o.concurrency[0]!;
       say(`profiling citadel ca (${keyType}, ${concurrency} clients) with --cpu-prof`);
       const profDir = path.join(workDir, 'cpuprof');
@@ -457,9 +500,26 @@ async function main(): Promise<number> {
         const kept = path.join(profileDir, `${report.date.replace(/[:.]/g, '-')}-citadel-ca-${keyType}.cpuprofile`);
         fs.mkdirSync(profileDir, { recursive: true });
         fs.copyFileSync(path.join(profDir, file), kept);
-        report.profile = { keyType, concurrency, file: kept, summary: summariseCpuProfile(kept) };
+        report.profile = { keyType, concurrency, file: kept, summary: summariseCpuProfile(kept, 15, 'handleCsr') };
       } else {
         report.errors.push('profile: citadel ca wrote no .cpuprofile (did it exit cleanly on SIGTERM?)');
+      }
+    }
+
+    if (o.scaleNamespaces > 0 && o.servers.includes('citadel')) {
+      const n = o.scaleNamespaces;
+      const m = o.scaleServiceAccountsPerNamespace;
+      say(`citadel ca at scale: creating ${n} namespaces with ${m} ServiceAccounts each`);
+      try {
+        const populated = await populate(cluster, 'scale', n, m);
+        say(`  created in ${f0(populated.setupMs / 1000)} s; starting citadel ca`);
+        const material = await writeCaMaterial(path.join(workDir, 'ca-scale'), 'ecdsa-p256', TRUST_DOMAIN);
+        const s = await measureCaAtScale(cluster, populated, n * m, () => startServer('citadel', { material, cp, benchEnv, logDir: workDir, o }));
+        report.caAtScale = s;
+        say(`  every namespace has the root ConfigMap ${f0(s.readyToAllConfigMapsMs)} ms after ready; CA RSS ${f0(s.caRssMb)} MiB (peak ${f0(s.caPeakRssMb)})`);
+      } catch (err) {
+        report.errors.push(`CA at scale: ${(err as Error).message}`);
+        say(`CA at scale failed: ${(err as Error).message}`);
       }
     }
 
@@ -473,6 +533,7 @@ async function main(): Promise<number> {
     await cp.stop();
     fs.rmSync(workDir, { recursive: true, force: true });
   }
+  if (o.scaleNamespaces > 0) report.controllers = runControllersBench(o, report);
   report.wallSeconds = (Date.now() - started) / 1000;
   report.machine.loadAverage1mAtEnd = Number(os.loadavg()[0]!.toFixed(2));
 

@@ -26,10 +26,12 @@ with_progress() {
   local start=$SECONDS
   "$@" &
   local pid=$!
+  local next=20
   while kill -0 "$pid" 2>/dev/null; do
-    sleep 5
-    if kill -0 "$pid" 2>/dev/null && (( (SECONDS - start) % 20 < 5 )); then
+    sleep 1
+    if kill -0 "$pid" 2>/dev/null && (( SECONDS - start >= next )); then
       say "$label: still working ($((SECONDS - start))s)"
+      next=$((next + 20))
     fi
   done
   wait "$pid" || die "$label failed"
@@ -38,13 +40,19 @@ with_progress() {
 
 build() {
   local name=$1
-  [ -x "$dir/$name" ] && return
   say "building $name from bench/go/$name (cold: downloads its Go modules first)"
   (cd "$ROOT/bench/go/$name" && go mod download && go build -trimpath -o "$dir/$name.tmp" . && mv "$dir/$name.tmp" "$dir/$name")
 }
 
-with_progress "loadgen" build loadgen
-with_progress "istioca (Istio's CA server as a library; cold: 5-10 minutes)" build istioca
+for name in loadgen istioca; do
+  if [ -x "$dir/$name" ]; then
+    say "$name: cached ($dir/$name)"
+  elif [ "$name" = istioca ]; then
+    with_progress "istioca (Istio's CA server as a library; cold: 5-10 minutes)" build istioca
+  else
+    with_progress "$name" build "$name"
+  fi
+done
 
 cat >"$dir/bench.env" <<ENV
 LOADGEN=$dir/loadgen
