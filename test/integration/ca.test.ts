@@ -253,4 +253,24 @@ describe('citadel ca, self-signed', () => {
     }
     expect(limited.logs().some((l) => l.msg === 'stopped')).toBe(true);
   });
+
+  it('on SIGTERM answers every call it accepted, then exits 0', async () => {
+    const draining = await startCa({ kubeconfig, namespace: ns, args: ['--shutdown-grace', '5s'] });
+    const pod = await startPod(cluster, { namespace: ns, serviceAccount: 'drain', watchRootCert: false });
+    const token = fs.readFileSync(pod.tokenPath, 'utf8');
+    const { csr } = await makeCsr(`spiffe://${TD}/ns/${ns}/sa/drain`);
+    // Warm the token cache so calls are in flight at once.
+    await requestCert({ port: draining.grpcPort, namespace: ns, rootCaPem: bundle, csr, token });
+    const calls = Array.from({ length: 30 }, () => requestCert({ port: draining.grpcPort, namespace: ns, rootCaPem: bundle, csr, token }).then(() => 'ok', () => 'failed'));
+    await new Promise((r) => setTimeout(r, 20));
+    const code = draining.stop();
+    const results = await Promise.all(calls);
+    expect(await code).toBe(0);
+    const issued = draining.logs().filter((l) => l.audit === 'certificate-issued').length;
+    // Every certificate the CA issued reached its caller (plus the warm-up call).
+    expect(results.filter((r) => r === 'ok').length + 1).toBe(issued);
+    const msgs = draining.logs().map((l) => l.msg);
+    expect(msgs.indexOf('shutting down: no new calls, finishing in-flight ones')).toBeLessThan(msgs.indexOf('stopped'));
+    await pod.delete();
+  });
 });
