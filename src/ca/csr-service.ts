@@ -6,7 +6,7 @@
  * or for extra SANs, is refused with PERMISSION_DENIED naming what it asked for (istiod silently replaces the
  * SANs); and weak or unsupported keys are refused with INVALID_ARGUMENT (istiod does not check).
  */
-import { CitadelError, toCitadelError } from '../errors.js';
+import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseCsr } from '../pki/index.js';
 import type { CertificateAuthority, IssuedWorkloadCert } from './authority.js';
@@ -36,6 +36,8 @@ export interface CsrInput {
   readonly csr: string;
   /** Seconds; <= 0 means the default. */
   readonly validityDurationSeconds: number;
+  /** The request's `metadata` Struct as JSON; only `ImpersonatedIdentity` is looked at. */
+  readonly metadata?: Readonly<Record<string, unknown>>;
 }
 
 /** Where the call came from, for the audit line. */
@@ -86,6 +88,12 @@ export function createCsrService(deps: CsrServiceDeps): CsrService {
           throw new CitadelError('INPUT_TOO_LARGE', `the CSR is larger than ${policy.maxCsrBytes} bytes`);
         }
         if (input.csr.trim() === '') throw new CitadelError('PEM_INVALID', 'the request has no CSR');
+        // Istio lets trusted node agents (ambient ztunnel) ask for other identities; we do not, and say so rather
+        // than silently issuing the caller's own identity.
+        const impersonated = input.metadata?.ImpersonatedIdentity;
+        if (typeof impersonated === 'string' && impersonated !== '' && impersonated !== caller.identity) {
+          throw new CitadelError('PERMISSION_DENIED', `impersonation is not supported: the request asks for ${impersonated.slice(0, 200)}, but the caller is ${caller.identity}`);
+        }
         const ttlMs = resolveTtl(input.validityDurationSeconds, policy);
         const csr = parseCsr(input.csr);
         checkRequestedIdentity(caller, csr);
@@ -111,7 +119,8 @@ export function createCsrService(deps: CsrServiceDeps): CsrService {
         );
         return issued;
       } catch (err) {
-        const e = toCitadelError(err, 'CERT_GEN_ERROR');
+        // Anything that is not a CitadelError is a bug: count it as CERT_GEN_ERROR and show the caller nothing of it.
+        const e = err instanceof CitadelError ? err : new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', err instanceof Error ? err.message : String(err), { cause: err });
         metrics?.csrSignErrCount.inc({ error: e.metricLabel });
         log.warn({ identity: caller.identity, peer: call.peerAddress, code: e.code, reason: e.message, detail: e.detail }, 'certificate request refused');
         throw e;

@@ -86,6 +86,8 @@ describe('CSR policy', () => {
     expect(codeOf(() => svc.handleCsr(caller, { csr: '', validityDurationSeconds: 0 }))).toBe('PEM_INVALID');
     const other = await csrFor(`spiffe://${TD}/ns/app/sa/db`);
     expect(await call(other)).toBe('PERMISSION_DENIED');
+    expect(codeOf(() => svc.handleCsr(caller, { csr: good, validityDurationSeconds: 0, metadata: { ImpersonatedIdentity: `spiffe://${TD}/ns/app/sa/db` } }))).toBe('PERMISSION_DENIED');
+    expect(codeOf(() => svc.handleCsr(caller, { csr: good, validityDurationSeconds: 0, metadata: { ImpersonatedIdentity: '', CertSigner: '' } }))).toBe('OK');
     // RSA-1024, made by openssl because our own code refuses to make it.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csr-'));
     execFileSync('openssl', ['req', '-new', '-newkey', 'rsa:1024', '-nodes', '-keyout', path.join(dir, 'k'), '-out', path.join(dir, 'c'), '-subj', '/', '-addext', `subjectAltName=URI:${caller.identity}`], { stdio: 'ignore' });
@@ -96,7 +98,7 @@ describe('CSR policy', () => {
     const text = await metrics.registry.getSingleMetricAsString('citadel_server_csr_sign_err_count');
     expect(text).toContain('error="CSR_ERROR"} 4');
     expect(text).toContain('error="TTL_ERROR"} 1');
-    expect(text).toContain('error="IDENTITY_MISMATCH"} 1');
+    expect(text).toContain('error="IDENTITY_MISMATCH"} 2');
   });
 
   it('rate-limits per identity', async () => {
