@@ -5,8 +5,10 @@
  * other checks run.
  *
  *   A (sa client)   outbound-0 -> B inbound (expects sa server)   outbound-1 -> C inbound (expects sa server)
+ *                   outbound-2 -> R inbound (expects sa server)
  *   B (sa server)   inbound: accepts only sa client -> b-app
  *   C (sa intruder) inbound: accepts sa client -> c-app;       outbound-0 -> B inbound (expects sa server)
+ *   R (sa server, --key-type rsa-2048) inbound: accepts only sa client -> r-app
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -65,6 +67,7 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
   let a: Sidecar;
   let b: Sidecar;
   let c: Sidecar;
+  let r: Sidecar;
   let idClient: string;
   let idServer: string;
   let idIntruder: string;
@@ -88,24 +91,26 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
       return p;
     };
     const agentArgs = ['--ca-address', ca.grpcAddress, '--ca-server-name', ca.serverName, '--cert-ttl', CERT_TTL];
-    const [podA, podB, podC] = [await pod('client'), await pod('server'), await pod('intruder')];
+    const [podA, podB, podC, podR] = [await pod('client'), await pod('server'), await pod('intruder'), await pod('server')];
     const bApp = await startLineApp('b-app');
     const cApp = await startLineApp('c-app');
-    apps.push(bApp, cApp);
+    const rApp = await startLineApp('r-app');
+    apps.push(bApp, cApp, rApp);
     b = await startSidecar({ name: 'b', root: podB.root, logDir: workDir, agentArgs, inbound: { appPort: bApp.port, allowedClientIds: [idClient] } });
     c = await startSidecar({
       name: 'c', root: podC.root, logDir: workDir, agentArgs,
       inbound: { appPort: cApp.port, allowedClientIds: [idClient] },
       outbounds: [{ upstreamPort: b.inboundPort, serverId: idServer }],
     });
+    r = await startSidecar({ name: 'r', root: podR.root, logDir: workDir, agentArgs: [...agentArgs, '--key-type', 'rsa-2048'], inbound: { appPort: rApp.port, allowedClientIds: [idClient] } });
     a = await startSidecar({
       name: 'a', root: podA.root, logDir: workDir, agentArgs,
-      outbounds: [{ upstreamPort: b.inboundPort, serverId: idServer }, { upstreamPort: c.inboundPort, serverId: idServer }],
+      outbounds: [{ upstreamPort: b.inboundPort, serverId: idServer }, { upstreamPort: c.inboundPort, serverId: idServer }, { upstreamPort: r.inboundPort, serverId: idServer }],
     });
   }, 240_000);
 
   afterAll(async () => {
-    for (const s of [a, b, c]) await s?.stop();
+    for (const s of [a, b, c, r]) await s?.stop();
     for (const app of apps) await app.close();
     await ca?.stop();
     for (const p of pods) await p.delete().catch(() => undefined);
@@ -139,6 +144,16 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
 
   it('A reaches the server behind B over mTLS', async () => {
     expect(await requestOnce(a.outboundPorts[0]!, 'hello')).toBe('b-app:hello');
+  });
+
+  it('--key-type rsa-2048: an RSA server certificate passes Envoy\'s upstream checks (keyUsage digitalSignature)', async () => {
+    const chainFile = path.join(workDir, 'r-chain.pem');
+    fs.writeFileSync(chainFile, await activeSecretPem(r, 'default'));
+    const text = await openssl(['x509', '-in', chainFile, '-noout', '-text']);
+    expect(text.out).toMatch(/Public-Key: \(2048 bit\)/);
+    expect(text.out).toMatch(/rsaEncryption/);
+    expect(text.out).toMatch(/Digital Signature/);
+    expect(await requestOnce(a.outboundPorts[2]!, 'rsa')).toBe('r-app:rsa');
   });
 
   it('refuses a third identity at the handshake, in both directions', async () => {
