@@ -9,7 +9,7 @@ import { parseConfig, helpText } from '../config/flags.js';
 import { CitadelError } from '../errors.js';
 import type { Command } from './command.js';
 
-const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+export const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
   ca: { summary: 'Run the certificate authority (Istio CSR API, root ConfigMaps, ServiceAccount secrets).', load: async () => (await import('./ca.js')).caCommand as unknown as Command },
   agent: { summary: 'Run the workload agent (key + CSR, Envoy SDS over a Unix socket, rotation).', load: async () => (await import('./agent.js')).agentCommand as unknown as Command },
   'pki create-ca': { summary: 'Write a root and an intermediate in the cacerts layout.', load: async () => (await import('./pki.js')).createCaCommand as unknown as Command },

@@ -1,0 +1,17 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { configReference, withConfigReference } from '../../../src/cli/reference.js';
+
+describe('README configuration reference', () => {
+  it('is up to date with the flag tables (run `npm run docs` after changing a flag)', async () => {
+    const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+    expect(await withConfigReference(readme)).toBe(readme);
+  });
+
+  it('lists every flag of every command with its env var', async () => {
+    const ref = await configReference();
+    for (const needle of ['`--trust-domain` | `TRUST_DOMAIN`', '`--ca-address` | `CA_ADDR`', '`--cacerts-dir` | `ROOT_CA_DIR`']) {
+      expect(ref).toContain(needle);
+    }
+  });
+});
