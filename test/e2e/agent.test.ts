@@ -217,7 +217,22 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
     expect(await requestOnce(a.outboundPorts[0]!, 'ca-down')).toBe('b-app:ca-down');
     expect((await fetch(`${first.agent.statusUrl}/readyz`)).status).toBe(200); // still a valid certificate
     expect(metricValue(await first.agent.metrics(), 'istio_agent_num_outgoing_retries{request_type="csr"}')).toBeGreaterThan(0);
-    await ca.start();
+    // An agent that starts while the CA is down is alive but not ready, and keeps trying.
+    const late = await startPod(cluster, { namespace: ns, serviceAccount: 'late', watchRootCert: false });
+    pods.push(late);
+    writeFileAtomic(late.rootCertPath, ca.rootPem);
+    const lateAgent = await startAgent({ name: 'late', cwd: late.root, logDir: workDir, args: ['--ca-address', ca.grpcAddress, '--ca-server-name', ca.serverName, '--cert-ttl', CERT_TTL] });
+    try {
+      await eventually('the late agent to fail a first attempt', async () => (metricValue(await lateAgent.metrics(), 'istio_agent_num_outgoing_retries{request_type="csr"}') ?? 0) > 0);
+      expect((await fetch(`${lateAgent.statusUrl}/healthz`)).status).toBe(200);
+      const notReady = await fetch(`${lateAgent.statusUrl}/readyz`);
+      expect(notReady.status).toBe(503);
+      expect(await notReady.text()).toContain('no workload certificate');
+      await ca.start();
+      await lateAgent.waitReady(20_000);
+    } finally {
+      await lateAgent.stop();
+    }
     await eventually(`${first.name} to renew after the CA is back`, async () => (await serialOf(first)) !== serving, { timeoutMs: 20_000, intervalMs: 250, context: () => first.agent.proc.tail(10) });
     expect(await requestOnce(a.outboundPorts[0]!, 'ca-back')).toBe('b-app:ca-back');
   }, 75_000);
