@@ -53,10 +53,11 @@ describe('deploy/examples/mtls on the real apiserver, with citadel ca and real E
     await ensureBuilt();
     cluster = getCluster();
     workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'citadel-e2e-demo-'));
-    // The control plane is shared with other test files: keep this CA's root ConfigMaps to the example's namespaces.
+    // The control plane is shared with other test files, whose CAs manage their own namespaces: keep this CA's
+    // root ConfigMaps to the example's namespaces and leave ServiceAccount Secrets (label-selected) alone.
     demo = await startDemo({
       cluster, workDir, log: (l) => console.log(`[demo] ${l}`),
-      caFlags: ['--namespace-selector', 'app.kubernetes.io/part-of=citadel-example-mtls'],
+      caFlags: ['--namespace-selector', 'app.kubernetes.io/part-of=citadel-example-mtls', '--sa-secrets', 'off'],
     });
     report = await demo.report();
   }, 300_000);
