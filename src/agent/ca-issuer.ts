@@ -100,6 +100,9 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
     client = undefined;
   };
 
+  // Set once the request is on its way: failures before that (no root file, no token) are not outgoing failures.
+  let sent = false;
+
   const issueOnce = async (signal?: AbortSignal): Promise<IssuedWorkloadCertificate> => {
     let rootFile: string | undefined;
     try {
@@ -148,6 +151,7 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
     const cl = connect(creds, connKey);
 
     deps.metrics?.outgoingRequests.inc({ request_type: REQUEST_TYPE });
+    sent = true;
     const started = deps.clock.now();
     let chain: string[];
     try {
@@ -171,11 +175,12 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
 
   return {
     async issue(signal) {
+      sent = false;
       try {
         return await issueOnce(signal);
       } catch (err) {
         const e = toCitadelError(err);
-        deps.metrics?.failedOutgoingRequests.inc({ request_type: REQUEST_TYPE, error: e.metricLabel });
+        if (sent) deps.metrics?.failedOutgoingRequests.inc({ request_type: REQUEST_TYPE, error: e.metricLabel });
         resetConnection();
         throw e;
       }
