@@ -19,7 +19,7 @@ import { createCertificateHandler, startMonitoringServer } from '../ca/server.js
 import { createServingCertManager, serviceDnsNames } from '../ca/serving-cert.js';
 import { systemClock } from '../clock.js';
 import { flag, formatAddress, parse, parseDuration, type ConfigOf, type Flag } from '../config/flags.js';
-import { SA_SECRETS_MODES, startControllers, type Controllers, type SaSecretsMode } from '../controllers/index.js';
+import { parseLabelSelector, SA_SECRETS_MODES, startControllers, type Controllers, type SaSecretsMode } from '../controllers/index.js';
 import { CitadelError } from '../errors.js';
 import { caServiceBinding } from '../grpc/ca-service.js';
 import { ReloadableServerCredentials, startGrpcServer } from '../grpc/server.js';
@@ -29,11 +29,6 @@ import { createTokenReviewer } from '../kube/tokenreview.js';
 import { createLogger, type Logger } from '../log.js';
 import { KEY_TYPES, validateTrustDomain, workloadSpiffeId, type KeyType } from '../pki/index.js';
 import { defineCommand } from './command.js';
-
-/** A flag with a default: typed as always present in the parsed config. */
-function defaulted<T>(spec: Flag<T> & { default: string }): Flag<T> & { default: string } {
-  return spec;
-}
 
 /** A duration that may be 0 (meaning "off"). */
 const durationOrZero = (raw: string): number => {
@@ -45,41 +40,41 @@ const durationOrZero = (raw: string): number => {
 export const CACERTS_SECRET_NAME = 'cacerts';
 
 export const caFlags = {
-  namespace: defaulted({ name: 'namespace', env: 'POD_NAMESPACE', default: 'citadel-system', help: 'Namespace of the CA: where cacerts, istio-ca-secret and the leader Lease live.', parse: parse.string }),
+  namespace: flag({ name: 'namespace', env: 'POD_NAMESPACE', default: 'citadel-system', help: 'Namespace of the CA: where cacerts, istio-ca-secret and the leader Lease live.', parse: parse.string }),
   kubeconfig: flag({ name: 'kubeconfig', env: 'KUBECONFIG', help: 'Kubeconfig file. Default: the in-cluster ServiceAccount config.', parse: parse.string }),
-  trustDomain: defaulted({ name: 'trust-domain', env: 'TRUST_DOMAIN', default: 'cluster.local', help: 'Trust domain of the identities issued.', parse: (raw: string) => validateTrustDomain(raw) }),
-  grpcAddress: defaulted({ name: 'grpc-address', env: 'CITADEL_GRPC_ADDRESS', default: ':15012', help: 'Istio CSR API (gRPC over TLS) listen address.', parse: parse.address }),
-  monitoringAddress: defaulted({ name: 'monitoring-address', env: 'CITADEL_MONITORING_ADDRESS', default: ':15014', help: 'HTTP /metrics, /healthz, /readyz listen address.', parse: parse.address }),
-  cacertsDir: defaulted({ name: 'cacerts-dir', env: 'ROOT_CA_DIR', default: '/etc/cacerts', help: 'Plugged-in CA files (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem, or tls.crt, tls.key, ca.crt); used when the cacerts Secret does not exist.', parse: parse.string }),
-  cacertsPollInterval: defaulted({ name: 'cacerts-poll-interval', env: 'CITADEL_CACERTS_POLL_INTERVAL', default: '10s', help: 'How often --cacerts-dir is re-read (file events trigger a reload sooner).', parse: parse.duration }),
-  tokenAudiences: defaulted({ name: 'token-audiences', env: 'TOKEN_AUDIENCES', default: 'istio-ca', help: 'Audiences a bearer token must be valid for (comma-separated).', parse: (raw: string) => {
+  trustDomain: flag({ name: 'trust-domain', env: 'TRUST_DOMAIN', default: 'cluster.local', help: 'Trust domain of the identities issued.', parse: (raw: string) => validateTrustDomain(raw) }),
+  grpcAddress: flag({ name: 'grpc-address', env: 'CITADEL_GRPC_ADDRESS', default: ':15012', help: 'Istio CSR API (gRPC over TLS) listen address.', parse: parse.address }),
+  monitoringAddress: flag({ name: 'monitoring-address', env: 'CITADEL_MONITORING_ADDRESS', default: ':15014', help: 'HTTP /metrics, /healthz, /readyz listen address.', parse: parse.address }),
+  cacertsDir: flag({ name: 'cacerts-dir', env: 'ROOT_CA_DIR', default: '/etc/cacerts', help: 'Plugged-in CA files (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem, or tls.crt, tls.key, ca.crt); used when the cacerts Secret does not exist.', parse: parse.string }),
+  cacertsPollInterval: flag({ name: 'cacerts-poll-interval', env: 'CITADEL_CACERTS_POLL_INTERVAL', default: '10s', help: 'How often --cacerts-dir is re-read (file events trigger a reload sooner).', parse: parse.duration }),
+  tokenAudiences: flag({ name: 'token-audiences', env: 'TOKEN_AUDIENCES', default: 'istio-ca', help: 'Audiences a bearer token must be valid for (comma-separated).', parse: (raw: string) => {
     const list = parse.list(raw);
     if (list.length === 0) throw new Error('needs at least one audience');
     return list;
   } }),
-  tokenReviewCacheTtl: defaulted({ name: 'token-review-cache-ttl', env: 'CITADEL_TOKEN_REVIEW_CACHE_TTL', default: '10s', help: 'How long a successful TokenReview is reused (never beyond the token expiry); 0 disables.', parse: durationOrZero }),
-  workloadCertTtl: defaulted({ name: 'workload-cert-ttl', env: 'DEFAULT_WORKLOAD_CERT_TTL', default: '24h', help: 'Certificate lifetime when the request asks for none.', parse: parse.duration }),
-  maxWorkloadCertTtl: defaulted({ name: 'max-workload-cert-ttl', env: 'MAX_WORKLOAD_CERT_TTL', default: '2160h', help: 'Longest certificate lifetime a request may ask for (longer: INVALID_ARGUMENT).', parse: parse.duration }),
-  selfSignedKeyType: defaulted({ name: 'self-signed-key-type', env: 'CITADEL_SELF_SIGNED_KEY_TYPE', default: 'ecdsa-p256', help: `Key type of a new self-signed root (${KEY_TYPES.join(', ')}); Istio uses rsa-2048.`, parse: parse.oneOf<KeyType>(...KEY_TYPES) }),
-  selfSignedCaCertTtl: defaulted({ name: 'self-signed-ca-cert-ttl', env: 'CITADEL_SELF_SIGNED_CA_CERT_TTL', default: '87600h', help: 'Lifetime of a new self-signed root (10 years, as Istio).', parse: parse.duration }),
-  selfSignedRootCheckInterval: defaulted({ name: 'self-signed-root-check-interval', env: 'CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL', default: '1h', help: 'How often the leader checks whether the self-signed root needs rotating; 0 disables rotation.', parse: durationOrZero }),
-  selfSignedRootGracePercent: defaulted({ name: 'self-signed-root-grace-percent', env: 'CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE', default: '20', help: 'Rotate the self-signed root when less than this percentage of its life remains.', parse: parse.int(1, 99) }),
-  selfSignedRootPublishDelay: defaulted({ name: 'self-signed-root-publish-delay', env: 'CITADEL_SELF_SIGNED_ROOT_PUBLISH_DELAY', default: '10m', help: 'How long a rotated self-signed root is published in the trust bundle before it signs (it then signs from the next check); 0 switches at once.', parse: durationOrZero }),
-  extraDnsNames: defaulted({ name: 'extra-dns-names', env: 'ISTIOD_CUSTOM_HOST', default: '', help: 'Extra DNS names for the serving certificate (comma-separated), besides citadel.<ns>.svc[.cluster.local].', parse: parse.list }),
-  servingCertTtl: defaulted({ name: 'serving-cert-ttl', env: 'CITADEL_SERVING_CERT_TTL', default: '24h', help: 'Lifetime of the CA serving certificate (re-issued at half-life and on key material changes).', parse: parse.duration }),
-  csrRateLimitQps: defaulted({ name: 'csr-rate-limit-qps', env: 'CITADEL_CSR_RATE_LIMIT_QPS', default: '20', help: 'Certificates per second per identity, sustained (over it: RESOURCE_EXHAUSTED).', parse: parse.number(0.001, 1e6) }),
-  csrRateLimitBurst: defaulted({ name: 'csr-rate-limit-burst', env: 'CITADEL_CSR_RATE_LIMIT_BURST', default: '200', help: 'Certificates per identity allowed in a burst (a Deployment rolling out).', parse: parse.int(1, 1e7) }),
-  maxRequestBytes: defaulted({ name: 'max-request-bytes', env: 'CITADEL_MAX_REQUEST_BYTES', default: '65536', help: 'Largest gRPC request (and CSR) accepted, in bytes.', parse: parse.int(4096, 4 << 20) }),
-  saSecrets: defaulted({ name: 'sa-secrets', env: 'CITADEL_SA_SECRETS', default: 'labeled', help: 'ServiceAccount Secrets istio.<sa>: off, labeled (namespaces labelled citadel.io/sa-secrets=enabled) or all.', parse: parse.oneOf<SaSecretsMode>(...SA_SECRETS_MODES) }),
-  namespaceSelector: defaulted({ name: 'namespace-selector', env: 'CITADEL_NAMESPACE_SELECTOR', default: '', help: 'Label selector of namespaces that get the istio-ca-root-cert ConfigMap (empty: all).', parse: (raw: string) => raw }),
-  excludedNamespaces: defaulted({ name: 'excluded-namespaces', env: 'CITADEL_EXCLUDED_NAMESPACES', default: 'kube-public,kube-node-lease', help: 'Namespaces never given the root ConfigMap (comma-separated).', parse: parse.list }),
-  controllers: defaulted({ name: 'controllers', env: 'CITADEL_CONTROLLERS', default: 'true', help: 'Run the leader-elected controllers (root ConfigMaps, ServiceAccount Secrets, self-signed root rotation).', parse: parse.bool }),
+  tokenReviewCacheTtl: flag({ name: 'token-review-cache-ttl', env: 'CITADEL_TOKEN_REVIEW_CACHE_TTL', default: '10s', help: 'How long a successful TokenReview is reused (never beyond the token expiry); 0 disables.', parse: durationOrZero }),
+  workloadCertTtl: flag({ name: 'workload-cert-ttl', env: 'DEFAULT_WORKLOAD_CERT_TTL', default: '24h', help: 'Certificate lifetime when the request asks for none.', parse: parse.duration }),
+  maxWorkloadCertTtl: flag({ name: 'max-workload-cert-ttl', env: 'MAX_WORKLOAD_CERT_TTL', default: '2160h', help: 'Longest certificate lifetime a request may ask for (longer: INVALID_ARGUMENT).', parse: parse.duration }),
+  selfSignedKeyType: flag({ name: 'self-signed-key-type', env: 'CITADEL_SELF_SIGNED_KEY_TYPE', default: 'ecdsa-p256', help: `Key type of a new self-signed root (${KEY_TYPES.join(', ')}); Istio uses rsa-2048.`, parse: parse.oneOf<KeyType>(...KEY_TYPES) }),
+  selfSignedCaCertTtl: flag({ name: 'self-signed-ca-cert-ttl', env: 'CITADEL_SELF_SIGNED_CA_CERT_TTL', default: '87600h', help: 'Lifetime of a new self-signed root (10 years, as Istio).', parse: parse.duration }),
+  selfSignedRootCheckInterval: flag({ name: 'self-signed-root-check-interval', env: 'CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL', default: '1h', help: 'How often the leader checks whether the self-signed root needs rotating; 0 disables rotation.', parse: durationOrZero }),
+  selfSignedRootGracePercent: flag({ name: 'self-signed-root-grace-percent', env: 'CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE', default: '20', help: 'Rotate the self-signed root when less than this percentage of its life remains.', parse: parse.int(1, 99) }),
+  selfSignedRootPublishDelay: flag({ name: 'self-signed-root-publish-delay', env: 'CITADEL_SELF_SIGNED_ROOT_PUBLISH_DELAY', default: '10m', help: 'How long a rotated self-signed root is published in the trust bundle before it signs (it then signs from the next check); 0 switches at once.', parse: durationOrZero }),
+  extraDnsNames: flag({ name: 'extra-dns-names', env: 'ISTIOD_CUSTOM_HOST', default: '', help: 'Extra DNS names for the serving certificate (comma-separated), besides citadel.<ns>.svc[.cluster.local].', parse: parse.list }),
+  servingCertTtl: flag({ name: 'serving-cert-ttl', env: 'CITADEL_SERVING_CERT_TTL', default: '24h', help: 'Lifetime of the CA serving certificate (re-issued at half-life and on key material changes).', parse: parse.duration }),
+  csrRateLimitQps: flag({ name: 'csr-rate-limit-qps', env: 'CITADEL_CSR_RATE_LIMIT_QPS', default: '20', help: 'Certificates per second per identity, sustained (over it: RESOURCE_EXHAUSTED).', parse: parse.number(0.001, 1e6) }),
+  csrRateLimitBurst: flag({ name: 'csr-rate-limit-burst', env: 'CITADEL_CSR_RATE_LIMIT_BURST', default: '200', help: 'Certificates per identity allowed in a burst (a Deployment rolling out).', parse: parse.int(1, 1e7) }),
+  maxRequestBytes: flag({ name: 'max-request-bytes', env: 'CITADEL_MAX_REQUEST_BYTES', default: '65536', help: 'Largest gRPC request (and CSR) accepted, in bytes.', parse: parse.int(4096, 4 << 20) }),
+  saSecrets: flag({ name: 'sa-secrets', env: 'CITADEL_SA_SECRETS', default: 'labeled', help: 'ServiceAccount Secrets istio.<sa>: off, labeled (namespaces labelled citadel.io/sa-secrets=enabled) or all.', parse: parse.oneOf<SaSecretsMode>(...SA_SECRETS_MODES) }),
+  namespaceSelector: flag({ name: 'namespace-selector', env: 'CITADEL_NAMESPACE_SELECTOR', default: '', help: 'Label selector of the namespaces citadel writes to: istio-ca-root-cert ConfigMaps and ServiceAccount Secrets (empty: all).', parse: parseLabelSelector }),
+  excludedNamespaces: flag({ name: 'excluded-namespaces', env: 'CITADEL_EXCLUDED_NAMESPACES', default: 'kube-public,kube-node-lease', help: 'Namespaces never given the root ConfigMap (comma-separated).', parse: parse.list }),
+  controllers: flag({ name: 'controllers', env: 'CITADEL_CONTROLLERS', default: 'true', help: 'Run the leader-elected controllers (root ConfigMaps, ServiceAccount Secrets, self-signed root rotation).', parse: parse.bool }),
   podName: flag({ name: 'pod-name', env: 'POD_NAME', help: 'This replica\'s name in the leader Lease. Default: the host name.', parse: parse.string }),
-  leaseDuration: defaulted({ name: 'lease-duration', env: 'CITADEL_LEASE_DURATION', default: '15s', help: 'Leader Lease duration (a dead leader is replaced after about this long).', parse: parse.duration }),
-  leaseRenewDeadline: defaulted({ name: 'lease-renew-deadline', env: 'CITADEL_LEASE_RENEW_DEADLINE', default: '10s', help: 'A leader that cannot renew for this long stops writing.', parse: parse.duration }),
-  leaseRetryPeriod: defaulted({ name: 'lease-retry-period', env: 'CITADEL_LEASE_RETRY_PERIOD', default: '2s', help: 'How often candidates try and the leader renews.', parse: parse.duration }),
-  shutdownGrace: defaulted({ name: 'shutdown-grace', env: 'CITADEL_SHUTDOWN_GRACE', default: '10s', help: 'On SIGTERM, how long in-flight calls may take to finish.', parse: parse.duration }),
-  logLevel: defaulted({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
+  leaseDuration: flag({ name: 'lease-duration', env: 'CITADEL_LEASE_DURATION', default: '15s', help: 'Leader Lease duration (a dead leader is replaced after about this long).', parse: parse.duration }),
+  leaseRenewDeadline: flag({ name: 'lease-renew-deadline', env: 'CITADEL_LEASE_RENEW_DEADLINE', default: '10s', help: 'A leader that cannot renew for this long stops writing.', parse: parse.duration }),
+  leaseRetryPeriod: flag({ name: 'lease-retry-period', env: 'CITADEL_LEASE_RETRY_PERIOD', default: '2s', help: 'How often candidates try and the leader renews.', parse: parse.duration }),
+  shutdownGrace: flag({ name: 'shutdown-grace', env: 'CITADEL_SHUTDOWN_GRACE', default: '10s', help: 'On SIGTERM, how long in-flight calls may take to finish.', parse: parse.duration }),
+  logLevel: flag({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
 };
 
 export type CaConfig = ConfigOf<typeof caFlags>;
