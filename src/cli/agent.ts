@@ -18,7 +18,7 @@ import { createSecretCache } from '../agent/secret-cache.js';
 import { startStatusServer } from '../agent/status-server.js';
 import { createWorkloadSecrets } from '../agent/workload-secrets.js';
 import { systemClock } from '../clock.js';
-import { flag, formatDuration, parse, type ConfigOf, type Flag } from '../config/flags.js';
+import { flag, formatDuration, parse, type ConfigOf } from '../config/flags.js';
 import { createCaClient } from '../grpc/client.js';
 import { startSdsServer } from '../grpc/sds-server.js';
 import { createLogger } from '../log.js';
@@ -28,22 +28,17 @@ import { defineCommand } from './command.js';
 /** Istio's file-mounted layout (cert-chain.pem, key.pem, root-cert.pem); also where an istio.<sa> Secret is mounted. */
 export const DEFAULT_FILE_CERTS_DIR = './etc/certs';
 
-/** A flag with a default: typed as always present in the parsed config. */
-function defaulted<T>(spec: Flag<T> & { default: string }): Flag<T> & { default: string } {
-  return spec;
-}
-
 export const agentFlags = {
-  caAddress: defaulted({ name: 'ca-address', env: 'CA_ADDR', default: 'citadel.citadel-system.svc:15012', help: 'CA gRPC address (host:port), TLS.', parse: parse.string }),
+  caAddress: flag({ name: 'ca-address', env: 'CA_ADDR', default: 'citadel.citadel-system.svc:15012', help: 'CA gRPC address (host:port), TLS.', parse: parse.string }),
   caServerName: flag({ name: 'ca-server-name', env: 'ISTIOD_SAN', help: 'Name the CA serving certificate must carry (and SNI). Default: the host of --ca-address.', parse: parse.string }),
-  rootCert: defaulted({ name: 'root-cert', default: './var/run/secrets/istio/root-cert.pem', help: 'Root bundle that the CA connection trusts; watched, and merged into ROOTCA.', parse: parse.string }),
-  tokenFile: defaulted({ name: 'token-file', default: './var/run/secrets/tokens/istio-token', help: 'ServiceAccount token sent to the CA; re-read on every call.', parse: parse.string }),
-  sdsSocket: defaulted({ name: 'sds-socket', default: './var/run/secrets/workload-spiffe-uds/socket', help: 'Unix socket for Envoy SDS (at most 107 bytes).', parse: parse.string }),
-  trustDomain: defaulted({ name: 'trust-domain', env: 'TRUST_DOMAIN', default: 'cluster.local', help: 'Trust domain of the SPIFFE ID in the CSR.', parse: parse.string }),
+  rootCert: flag({ name: 'root-cert', default: './var/run/secrets/istio/root-cert.pem', help: 'Root bundle that the CA connection trusts; watched, and merged into ROOTCA.', parse: parse.string }),
+  tokenFile: flag({ name: 'token-file', default: './var/run/secrets/tokens/istio-token', help: 'ServiceAccount token sent to the CA; re-read on every call.', parse: parse.string }),
+  sdsSocket: flag({ name: 'sds-socket', default: './var/run/secrets/workload-spiffe-uds/socket', help: 'Unix socket for Envoy SDS (at most 107 bytes).', parse: parse.string }),
+  trustDomain: flag({ name: 'trust-domain', env: 'TRUST_DOMAIN', default: 'cluster.local', help: 'Trust domain of the SPIFFE ID in the CSR.', parse: parse.string }),
   namespace: flag({ name: 'namespace', env: 'POD_NAMESPACE', help: 'Workload namespace. Default: from the token.', parse: parse.string }),
   serviceAccount: flag({ name: 'service-account', env: 'SERVICE_ACCOUNT', help: 'Workload ServiceAccount. Default: from the token.', parse: parse.string }),
-  certTtl: defaulted({ name: 'cert-ttl', env: 'SECRET_TTL', default: '24h', help: 'Requested certificate lifetime (validity_duration).', parse: parse.duration }),
-  graceRatio: defaulted({
+  certTtl: flag({ name: 'cert-ttl', env: 'SECRET_TTL', default: '24h', help: 'Requested certificate lifetime (validity_duration).', parse: parse.duration }),
+  graceRatio: flag({
     name: 'grace-ratio', env: 'SECRET_GRACE_PERIOD_RATIO', default: '0.5', help: 'Renew when this fraction of the lifetime is left (±0.01 jitter).',
     parse: (raw: string) => {
       const n = parse.number(0, 1)(raw);
@@ -51,15 +46,15 @@ export const agentFlags = {
       return n;
     },
   }),
-  keyType: defaulted({ name: 'key-type', default: 'ecdsa-p256', help: `Workload key type (${KEY_TYPES.join(', ')}); a new key per renewal, never on disk.`, parse: parse.oneOf<KeyType>(...KEY_TYPES) }),
-  statusAddress: defaulted({ name: 'status-address', default: ':15020', help: 'Status server: /healthz, /readyz, /metrics (also /stats/prometheus).', parse: parse.address }),
+  keyType: flag({ name: 'key-type', default: 'ecdsa-p256', help: `Workload key type (${KEY_TYPES.join(', ')}); a new key per renewal, never on disk.`, parse: parse.oneOf<KeyType>(...KEY_TYPES) }),
+  statusAddress: flag({ name: 'status-address', default: ':15020', help: 'Status server: /healthz, /readyz, /metrics (also /stats/prometheus).', parse: parse.address }),
   fileCerts: flag({
     name: 'file-certs', env: 'FILE_MOUNTED_CERTS_DIR',
     help: `Serve cert-chain.pem, key.pem and root-cert.pem from this directory instead of using the CA. Default: ${DEFAULT_FILE_CERTS_DIR} when all three exist there.`,
     parse: parse.string,
   }),
   clusterId: flag({ name: 'cluster-id', env: 'ISTIO_META_CLUSTER_ID', help: 'Sent to the CA as the ClusterID header.', parse: parse.string }),
-  logLevel: defaulted({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
+  logLevel: flag({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
 };
 
 export type AgentConfig = ConfigOf<typeof agentFlags>;
