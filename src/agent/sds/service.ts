@@ -124,6 +124,47 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
     if (streams.delete(stream)) metrics.streamClosed(api);
   }
 
+  /**
+   * The life of one stream, the same for both APIs: registered on open; on the end (client gone, server shutdown,
+   * or a request for a foreign type_url, which fails the stream) it releases every name in `held` and is
+   * unregistered, once.
+   */
+  function track(api: SdsApi, sink: ResponseSink<unknown>, held: Set<string>, push: () => void) {
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      for (const name of held) unhold(stream, name);
+      held.clear();
+      unregister(api, stream);
+    };
+    const stream: Stream = {
+      changed: () => push(),
+      shutdown() {
+        end();
+        sink.end();
+      },
+    };
+    register(api, stream);
+    return {
+      stream,
+      end,
+      get ended() {
+        return ended;
+      },
+      /** False when the stream has ended or `typeUrl` is foreign (which ends it with CONFIG_INVALID). */
+      accepts(typeUrl: string | undefined, slog: Logger): boolean {
+        if (ended) return false;
+        const type = typeUrl ?? '';
+        if (type === '' || type === SECRET_TYPE_URL) return true;
+        slog.warn({ typeUrl: type }, 'request for a foreign type; closing the stream');
+        end();
+        sink.fail(typeUrlError(type));
+        return false;
+      },
+    };
+  }
+
   function openStream(sink: ResponseSink<DiscoveryResponse>, peer: string): StreamHandle<DiscoveryRequest> {
     const id = ++streamSeq;
     let slog = log.child({ stream: id, api: 'sotw', peer });
@@ -136,10 +177,9 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
     let lastNonce: string | undefined;
     let lastVersions = new Map<string, string>();
     let sawFirst = false;
-    let ended = false;
 
     const push = () => {
-      if (ended) return;
+      if (life.ended) return;
       const versions = new Map<string, string>();
       const resources = [];
       let needed = false;
@@ -187,33 +227,12 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
       }
     };
 
-    const cleanup = () => {
-      if (ended) return;
-      ended = true;
-      for (const name of names) unhold(stream, name);
-      names.clear();
-      unregister('sotw', stream);
-    };
-
-    const stream: Stream = {
-      changed: () => push(),
-      shutdown() {
-        cleanup();
-        sink.end();
-      },
-    };
-    register('sotw', stream);
+    const life = track('sotw', sink, names, push);
+    const { stream } = life;
 
     return {
       onRequest(req) {
-        if (ended) return;
-        const typeUrl = req.type_url ?? '';
-        if (typeUrl !== '' && typeUrl !== SECRET_TYPE_URL) {
-          slog.warn({ typeUrl }, 'request for a foreign type; closing the stream');
-          cleanup();
-          sink.fail(typeUrlError(typeUrl));
-          return;
-        }
+        if (!life.accepts(req.type_url, slog)) return;
         if (!sawFirst) {
           sawFirst = true;
           if (req.node?.id) slog = slog.child({ node: req.node.id });
@@ -244,7 +263,7 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
         // Sends only what Envoy does not have yet: an ACK/NACK with unchanged names produces nothing.
         push();
       },
-      onClose: cleanup,
+      onClose: life.end,
     };
   }
 
@@ -263,10 +282,9 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
     /** Responses awaiting ACK/NACK: nonce -> versions sent. Bounded (Envoy answers each promptly). */
     const outstanding = new Map<string, Map<string, string>>();
     let first = true;
-    let ended = false;
 
     const push = () => {
-      if (ended) return;
+      if (life.ended) return;
       const resources = [];
       const removed: string[] = [];
       const versions = new Map<string, string>();
@@ -306,33 +324,12 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
       sink.send({ system_version_info: systemVersion, resources, type_url: SECRET_TYPE_URL, removed_resources: removed, nonce });
     };
 
-    const cleanup = () => {
-      if (ended) return;
-      ended = true;
-      for (const name of subscribed) unhold(stream, name);
-      subscribed.clear();
-      unregister('delta', stream);
-    };
-
-    const stream: Stream = {
-      changed: () => push(),
-      shutdown() {
-        cleanup();
-        sink.end();
-      },
-    };
-    register('delta', stream);
+    const life = track('delta', sink, subscribed, push);
+    const { stream } = life;
 
     return {
       onRequest(req) {
-        if (ended) return;
-        const typeUrl = req.type_url ?? '';
-        if (typeUrl !== '' && typeUrl !== SECRET_TYPE_URL) {
-          slog.warn({ typeUrl }, 'request for a foreign type; closing the stream');
-          cleanup();
-          sink.fail(typeUrlError(typeUrl));
-          return;
-        }
+        if (!life.accepts(req.type_url, slog)) return;
         const initial = first;
         if (first) {
           first = false;
@@ -373,7 +370,7 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
         }
         push();
       },
-      onClose: cleanup,
+      onClose: life.end,
     };
   }
 
