@@ -34,18 +34,24 @@ export const systemClock: Clock = {
     arm(ms);
     return { cancel: () => clearTimeout(handle) };
   },
-  sleep(ms, signal) {
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const timer = systemClock.setTimer(() => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      const onAbort = () => {
-        timer.cancel();
-        reject(signal?.reason);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  },
+  sleep: (ms, signal) => sleepOnTimer(systemClock, ms, signal),
 };
+
+/**
+ * `Clock.sleep` in terms of the clock's own `setTimer`, so every Clock (the system one, the tests' fake one) sleeps
+ * the same way. Rejects with the signal's reason when it is (or becomes) aborted.
+ */
+export function sleepOnTimer(clock: Pick<Clock, 'setTimer'>, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = clock.setTimer(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      timer.cancel();
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -2,7 +2,7 @@
  * A Clock that only moves when told to. `advance(ms)` fires due timers in time order (a timer set by a
  * firing timer runs in the same advance if it falls due within it). `sleep` resolves through the same timers.
  */
-import type { Clock, Timer } from '../../src/clock.js';
+import { sleepOnTimer, type Clock, type Timer } from '../../src/clock.js';
 
 interface Pending {
   readonly id: number;
@@ -30,18 +30,7 @@ export class FakeClock implements Clock {
   }
 
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const timer = this.setTimer(() => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      const onAbort = () => {
-        timer.cancel();
-        reject(signal?.reason);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
+    return sleepOnTimer(this, ms, signal);
   }
 
   /** Number of timers not yet fired. */
