@@ -11,10 +11,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster, startPod, writeFileAtomic, type SimulatedPod, type TestCluster } from '../harness/index.js';
-import { CITADEL_MAIN, ensureBuilt, requestOnce, startLineApp, type LineApp } from '../e2e/support/agent-env.js';
+import { CITADEL_MAIN, ensureBuilt, eventually, requestOnce, startLineApp, type LineApp } from '../e2e/support/agent-env.js';
 import { startCa, type RunningCa } from '../e2e/support/ca.js';
 import { leafSerials, startSidecar, type Sidecar } from '../e2e/support/sidecar.js';
 import { provisionCompatTools, runIstioClient, startIstioCa, type CompatTools, type IstioClientResult, type RunningIstioCa } from './istio-tools.js';
+
+const CLIENT_CERT_TTL = '30s';
 
 /** A cold Go build of Istio's code can take minutes; `npm test` provisions before vitest, so this is the rare case. */
 const PROVISION_TIMEOUT_MS = 20 * 60_000;
@@ -41,6 +43,11 @@ async function opensslSan(certPem: string): Promise<string> {
 /** The URIs in a PEM certificate's SAN, read by openssl. */
 async function opensslUris(certPem: string): Promise<string[]> {
   return [...(await opensslSan(certPem)).matchAll(/URI:([^,\s]+)/g)].map((m) => m[1]!);
+}
+
+/** Serial hex without leading zeros, lower case (openssl and Envoy print it slightly differently). */
+function normalSerial(hex: string): string {
+  return hex.toLowerCase().replace(/[^0-9a-f]/g, '').replace(/^0+/, '');
 }
 
 async function opensslSerial(certPem: string): Promise<string> {
@@ -174,6 +181,7 @@ describe('`citadel agent` against Istio\'s CA server, serving a real Envoy', () 
   const sidecars: Sidecar[] = [];
   let client: Sidecar;
   let server: Sidecar;
+  let podClient: SimulatedPod;
   let idClient: string;
   let idServer: string;
 
@@ -198,13 +206,15 @@ describe('`citadel agent` against Istio\'s CA server, serving a real Envoy', () 
       writeFileAtomic(p.rootCertPath, fs.readFileSync(material.rootCert, 'utf8'));
       return p;
     };
-    const agentArgs = ['--ca-address', istioCa.address, '--ca-server-name', istioCa.serverName, '--cert-ttl', '1h'];
-    const [podClient, podServer] = [await pod('client'), await pod('server')];
+    const agentArgs = (certTtl: string) => ['--ca-address', istioCa.address, '--ca-server-name', istioCa.serverName, '--cert-ttl', certTtl];
+    podClient = await pod('client');
+    const podServer = await pod('server');
     const app = await startLineApp('server-app');
     apps.push(app);
-    server = await startSidecar({ name: 'istio-server', root: podServer.root, logDir: workDir, agentArgs, inbound: { appPort: app.port, allowedClientIds: [idClient] } });
+    server = await startSidecar({ name: 'istio-server', root: podServer.root, logDir: workDir, agentArgs: agentArgs('1h'), inbound: { appPort: app.port, allowedClientIds: [idClient] } });
     sidecars.push(server);
-    client = await startSidecar({ name: 'istio-client', root: podClient.root, logDir: workDir, agentArgs, outbounds: [{ upstreamPort: server.inboundPort, serverId: idServer }] });
+    // A short-lived client certificate, so that the last test sees renewals (at half-life, ~15 s).
+    client = await startSidecar({ name: 'istio-client', root: podClient.root, logDir: workDir, agentArgs: agentArgs(CLIENT_CERT_TTL), outbounds: [{ upstreamPort: server.inboundPort, serverId: idServer }] });
     sidecars.push(client);
   }, PROVISION_TIMEOUT_MS);
 
@@ -217,10 +227,9 @@ describe('`citadel agent` against Istio\'s CA server, serving a real Envoy', () 
   });
 
   it('control: Istio\'s client gets a certificate from Istio\'s server with the same pod token and layout rules', async () => {
-    const pod = pods[0]!;
     const r = await runIstioClient(tools.istioClient, {
       caAddress: istioCa.address, caServerName: istioCa.serverName, rootCertPath: material.rootCert,
-      tokenPath: pod.tokenPath, namespace: ns, serviceAccount: 'client',
+      tokenPath: podClient.tokenPath, namespace: ns, serviceAccount: 'client',
     });
     const chain = issued(r);
     expect(pemBlocks(chain[chain.length - 1]!)).toEqual(pemBlocks(fs.readFileSync(material.rootCert, 'utf8')));
@@ -230,24 +239,63 @@ describe('`citadel agent` against Istio\'s CA server, serving a real Envoy', () 
 
   it('each agent gets its SPIFFE ID from Istio\'s CA and Envoy serves it from SDS (/certs)', async () => {
     for (const [s, id] of [[client, idClient], [server, idServer]] as const) {
-      const certs = await s.envoy.certs();
-      const leaves = certs.certificates.flatMap((c) => (c.cert_chain?.[0] ? [c.cert_chain[0]] : []));
-      expect(leaves.length, JSON.stringify(certs)).toBeGreaterThan(0);
-      for (const leaf of leaves) expect(leaf.subject_alt_names?.map((n) => n.uri)).toEqual([id]);
-      expect(leafSerials(certs)).toHaveLength(1);
+      // One consistent snapshot (the client's certificate rotates every ~15 s): /certs, the SDS secret, /certs again.
+      await eventually(`${s.name}: /certs and the SDS secret agree`, async () => {
+        const certs = await s.envoy.certs();
+        const leaves = certs.certificates.flatMap((c) => (c.cert_chain?.[0] ? [c.cert_chain[0]] : []));
+        expect(leaves.length, JSON.stringify(certs)).toBeGreaterThan(0);
+        for (const leaf of leaves) expect(leaf.subject_alt_names?.map((n) => n.uri)).toEqual([id]);
+        expect(leafSerials(certs)).toHaveLength(1);
 
-      // The chain Envoy holds is Istio's signature under Istio's root: openssl verifies it against that root only.
-      const dump = await s.envoy.configDump('dynamic_active_secrets', '^default$');
-      type Dumped = { secret?: { tls_certificate?: { certificate_chain?: { inline_bytes?: string } } } };
-      const b64 = (dump.configs[0] as Dumped | undefined)?.secret?.tls_certificate?.certificate_chain?.inline_bytes;
-      const chain = pemBlocks(Buffer.from(b64 ?? '', 'base64').toString('utf8'));
-      expect(chain.length).toBeGreaterThanOrEqual(2);
-      await opensslVerify(chain[0]!, chain.slice(1), material.rootCert, workDir);
-      expect(await opensslSerial(chain[0]!)).toBe(leafSerials(certs)[0]!.toLowerCase());
+        // The chain Envoy holds is Istio's signature under Istio's root: openssl verifies it against that root only.
+        const dump = await s.envoy.configDump('dynamic_active_secrets', '^default$');
+        type Dumped = { secret?: { tls_certificate?: { certificate_chain?: { inline_bytes?: string } } } };
+        const b64 = (dump.configs[0] as Dumped | undefined)?.secret?.tls_certificate?.certificate_chain?.inline_bytes;
+        const chain = pemBlocks(Buffer.from(b64 ?? '', 'base64').toString('utf8'));
+        expect(chain.length).toBeGreaterThanOrEqual(2);
+        await opensslVerify(chain[0]!, chain.slice(1), material.rootCert, workDir);
+        const served = normalSerial(leafSerials(certs)[0]!);
+        expect(normalSerial(leafSerials(await s.envoy.certs())[0] ?? '')).toBe(served);
+        expect(normalSerial(await opensslSerial(chain[0]!))).toBe(served);
+        return true;
+      }, { timeoutMs: 10_000 });
     }
   });
 
   it('a request through the client Envoy reaches the server app over mTLS with Istio-issued certificates', async () => {
     expect(await requestOnce(client.outboundPorts[0]!, 'hello')).toBe('server-app:hello');
   });
+
+  it('renews from Istio\'s CA with the token, then over mTLS with its certificate once the token is gone (VM mode)', async () => {
+    const serialOf = async () => {
+      const serials = leafSerials(await client.envoy.certs());
+      if (serials.length !== 1) throw new Error(`expected one leaf serial in /certs, got ${serials.join(',') || 'none'}`);
+      return serials[0]!;
+    };
+    const issuanceModes = () =>
+      fs.readFileSync(client.agent.proc.logPath, 'utf8').split('\n').flatMap((line) => {
+        if (!line.includes('certificate issued by the CA')) return [];
+        try {
+          return [(JSON.parse(line) as { mode?: string }).mode ?? '?'];
+        } catch {
+          return [];
+        }
+      });
+    const first = await serialOf();
+    const second = await eventually('a renewal with the token', async () => {
+      const s = await serialOf();
+      return s !== first && s;
+    }, { timeoutMs: 45_000, context: () => client.agent.proc.tail(20) });
+    expect(issuanceModes().at(-1)).toBe('token');
+
+    fs.rmSync(podClient.tokenPath);
+    await eventually('a renewal over mTLS', async () => {
+      const s = await serialOf();
+      return s !== first && s !== second && s;
+    }, { timeoutMs: 45_000, context: () => client.agent.proc.tail(20) });
+    expect(issuanceModes().at(-1)).toBe('mtls');
+    const leaves = (await client.envoy.certs()).certificates.flatMap((c) => (c.cert_chain?.[0] ? [c.cert_chain[0]] : []));
+    for (const leaf of leaves) expect(leaf.subject_alt_names?.map((n) => n.uri)).toEqual([idClient]);
+    expect(await requestOnce(client.outboundPorts[0]!, 'after renewal')).toBe('server-app:after renewal');
+  }, 120_000);
 });
