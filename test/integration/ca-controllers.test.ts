@@ -6,22 +6,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCertificates } from '../../src/pki/index.js';
 import { getCluster, type TestCluster } from '../harness/index.js';
 import { citadelClients } from '../support/citadel-rbac.js';
+import { retryUntilPasses } from '../support/wait.js';
 import { ensureBuilt, metricValue, startCa, type CaProcess } from './ca-process.js';
 
 let cluster: TestCluster;
 let ca: CaProcess | undefined;
 
-async function eventually<T>(fn: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-}
+/** Retries a block of assertions until the CA has converged. */
+const eventually = <T>(fn: () => Promise<T>, timeoutMs = 30_000) => retryUntilPasses(fn, { timeoutMs, intervalMs: 250 });
 
 beforeAll(async () => {
   await ensureBuilt();

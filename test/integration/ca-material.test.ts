@@ -12,6 +12,7 @@ import { generateKeyPair, issueCaCertificate, issueWorkloadCertificate, parseCer
 import { getCluster, startPod, type TestCluster } from '../harness/index.js';
 import { openssl } from '../harness/openssl.js';
 import { citadelClients } from '../support/citadel-rbac.js';
+import { retryUntilPasses } from '../support/wait.js';
 import { ensureBuilt, makeCsr, metricValue, requestCert, spawnCa, startCa, type CaProcess } from './ca-process.js';
 
 const TD = 'cluster.local';
@@ -103,17 +104,8 @@ function servingCert(port: number, ns: string): Promise<tls.PeerCertificate> {
   });
 }
 
-async function eventually<T>(fn: () => Promise<T>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-}
+/** Retries a block of assertions until the CA has converged. */
+const eventually = <T>(fn: () => Promise<T>) => retryUntilPasses(fn, { timeoutMs: 15_000, intervalMs: 200 });
 
 beforeAll(async () => {
   await ensureBuilt();

@@ -13,6 +13,7 @@ import { silentLogger } from '../../src/log.js';
 import { getCluster, type TestCluster } from '../harness/index.js';
 import { citadelClients } from '../support/citadel-rbac.js';
 import { createTestAuthority, type TestAuthority } from '../support/test-authority.js';
+import { unlessNotFound, waitFor } from '../support/wait.js';
 
 const CM = 'istio-ca-root-cert';
 const RUN_LABEL = 'citadel-forbidden-test';
@@ -26,24 +27,7 @@ let registry: Registry;
 let runId: string;
 let policyName: string;
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function readCm(namespace: string) {
-  try {
-    return await admin.core.readNamespacedConfigMap({ name: CM, namespace });
-  } catch (err) {
-    if ((err as { code?: number }).code === 404) return undefined;
-    throw err;
-  }
-}
+const readCm = (namespace: string) => unlessNotFound(admin.core.readNamespacedConfigMap({ name: CM, namespace }));
 
 async function forbiddenAttempts(): Promise<number> {
   const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === 'citadel_controller_errors_total');
@@ -149,7 +133,7 @@ describe('a forbidden write', () => {
 
     await kubectlOk(['delete', 'validatingadmissionpolicybinding', policyName]);
     // The next retry (at most ~6.4 s away by now) succeeds.
-    const cm = await waitFor('the ConfigMap once allowed', async () => readCm(denied), 20_000);
+    const cm = await waitFor('the ConfigMap once allowed', async () => readCm(denied), { timeoutMs: 20_000 });
     expect(cm.data?.['root-cert.pem']).toBe(ca.trustBundlePem());
   });
 });

@@ -14,19 +14,12 @@ import { connectKube, type KubeClients } from '../../src/kube/client.js';
 import { createInformer, namedConfigMapInformer, type Informer } from '../../src/kube/informer.js';
 import { silentLogger } from '../../src/log.js';
 import { getCluster, type TestCluster } from '../harness/index.js';
+import { waitFor } from '../support/wait.js';
 
 let cluster: TestCluster;
 let admin: KubeClients;
 let ns: string;
 const cleanups: (() => Promise<void>)[] = [];
-
-async function waitFor(what: string, probe: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const cm = (name: string, data: Record<string, string> = {}) => ({ metadata: { name, namespace: ns }, data });
 
@@ -53,9 +46,9 @@ describe('createInformer', () => {
     // The field selector keeps other ConfigMaps out of the cache.
     await admin.core.createNamespacedConfigMap({ namespace: ns, body: cm('unrelated') });
     await admin.core.replaceNamespacedConfigMap({ name: 'istio-ca-root-cert', namespace: ns, body: cm('istio-ca-root-cert', { v: '2' }) });
-    await waitFor('update', () => informer.get('istio-ca-root-cert', ns)?.data?.v === '2');
+    await waitFor('update', () => informer.get('istio-ca-root-cert', ns)?.data?.v === '2', { intervalMs: 50 });
     await admin.core.deleteNamespacedConfigMap({ name: 'istio-ca-root-cert', namespace: ns });
-    await waitFor('delete', () => informer.get('istio-ca-root-cert', ns) === undefined);
+    await waitFor('delete', () => informer.get('istio-ca-root-cert', ns) === undefined, { intervalMs: 50 });
     expect(events).toEqual(['add:1', 'update:2', 'delete:2']);
     expect(informer.list(ns).map((o) => o.metadata?.name)).toEqual([]);
   });
@@ -100,14 +93,14 @@ describe('createInformer', () => {
 
     cut = true;
     for (const s of sockets) s.destroy();
-    await waitFor('a watch error', () => errors.length > 0);
+    await waitFor('a watch error', () => errors.length > 0, { intervalMs: 50 });
     await admin.core.createNamespacedConfigMap({ namespace: ns, body: cm('during-cut') });
     await admin.core.deleteNamespacedConfigMap({ name: 'before-cut', namespace: ns });
     await new Promise((r) => setTimeout(r, 1000)); // several failed restarts
     expect(informer.get('during-cut', ns)).toBeUndefined();
     cut = false;
-    await waitFor('the cache to catch up', () => informer.get('during-cut', ns) !== undefined && informer.get('before-cut', ns) === undefined);
+    await waitFor('the cache to catch up', () => informer.get('during-cut', ns) !== undefined && informer.get('before-cut', ns) === undefined, { intervalMs: 50 });
     await admin.core.createNamespacedConfigMap({ namespace: ns, body: cm('after-heal') });
-    await waitFor('events after the restart', () => informer.get('after-heal', ns) !== undefined);
+    await waitFor('events after the restart', () => informer.get('after-heal', ns) !== undefined, { intervalMs: 50 });
   });
 });

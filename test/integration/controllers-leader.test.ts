@@ -14,6 +14,7 @@ import { silentLogger } from '../../src/log.js';
 import { getCluster, type TestCluster } from '../harness/index.js';
 import { citadelClients } from '../support/citadel-rbac.js';
 import { createTestAuthority, type TestAuthority } from '../support/test-authority.js';
+import { unlessNotFound, waitFor } from '../support/wait.js';
 
 const CM = 'istio-ca-root-cert';
 const RUN_LABEL = 'citadel-leader-test';
@@ -80,24 +81,10 @@ async function startProxy(host: string, port: number): Promise<Proxy> {
   };
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Leadership changes are timed after the wait returns, so poll more often than the default. */
+const QUICK = { intervalMs: 50 };
 
-async function readCm(namespace: string) {
-  try {
-    return await admin.core.readNamespacedConfigMap({ name: CM, namespace });
-  } catch (err) {
-    if ((err as { code?: number }).code === 404) return undefined;
-    throw err;
-  }
-}
+const readCm = (namespace: string) => unlessNotFound(admin.core.readNamespacedConfigMap({ name: CM, namespace }));
 
 async function writes(replica: Replica): Promise<number> {
   const metric = (await replica.registry.getMetricsAsJSON()).find((m) => m.name === 'citadel_controller_writes_total');
@@ -134,12 +121,12 @@ function startReplica(name: string, kube: KubeClients): Replica {
 
 /** Deletes the ConfigMap and waits until a new one (new uid) holds the bundle again. */
 async function deleteAndWaitForRecreate(namespace: string): Promise<void> {
-  const before = await waitFor('ConfigMap', () => readCm(namespace));
+  const before = await waitFor('ConfigMap', () => readCm(namespace), QUICK);
   await admin.core.deleteNamespacedConfigMap({ name: CM, namespace });
   await waitFor('recreated ConfigMap', async () => {
     const cm = await readCm(namespace);
     return cm && cm.metadata?.uid !== before.metadata?.uid && cm.data?.['root-cert.pem'] === ca.trustBundlePem();
-  });
+  }, QUICK);
 }
 
 let a: Replica;
@@ -157,7 +144,7 @@ beforeAll(async () => {
   const proxiedConfig = `${kubeconfig}.proxied`;
   fs.writeFileSync(proxiedConfig, fs.readFileSync(kubeconfig, 'utf8').replace(cluster.server, `https://${server.hostname}:${proxy.port}`), { mode: 0o600 });
   a = startReplica('replica-a', connectKube(proxiedConfig));
-  await waitFor('replica A to lead', () => a.controllers.isLeader());
+  await waitFor('replica A to lead', () => a.controllers.isLeader(), QUICK);
   b = startReplica('replica-b', connectKube(kubeconfig));
   await b.controllers.synced();
   served = await cluster.createNamespace('ctrl-served', { [RUN_LABEL]: caNamespace });
@@ -170,7 +157,7 @@ afterAll(async () => {
 
 describe('leader election', () => {
   it('only the leader writes', async () => {
-    await waitFor('ConfigMap from the leader', () => readCm(served));
+    await waitFor('ConfigMap from the leader', () => readCm(served), QUICK);
     await deleteAndWaitForRecreate(served);
     expect(a.controllers.isLeader()).toBe(true);
     expect(b.controllers.isLeader()).toBe(false);
@@ -183,7 +170,7 @@ describe('leader election', () => {
   it('a partitioned leader steps down at its renew deadline, before the other replica takes over', async () => {
     const cutAt = Date.now();
     proxy.cut();
-    await waitFor('replica B to lead', () => b.controllers.isLeader(), 10_000);
+    await waitFor('replica B to lead', () => b.controllers.isLeader(), { ...QUICK, timeoutMs: 10_000 });
     const stepDown = a.changes.find((c) => !c.leading && c.at >= cutAt);
     const takeOver = b.changes.find((c) => c.leading && c.at >= cutAt);
     expect(stepDown).toBeDefined();
@@ -208,7 +195,7 @@ describe('leader election', () => {
     expect(a.controllers.isLeader()).toBe(false);
     const diedAt = Date.now();
     await b.controllers.stop({ release: false });
-    await waitFor('replica A to lead again', () => a.controllers.isLeader(), 10_000);
+    await waitFor('replica A to lead again', () => a.controllers.isLeader(), { ...QUICK, timeoutMs: 10_000 });
     expect(Date.now() - diedAt).toBeLessThanOrEqual(LEASE_MS + 2 * RETRY_MS + 1000);
     await deleteAndWaitForRecreate(served);
   });
@@ -217,7 +204,7 @@ describe('leader election', () => {
     await a.controllers.stop();
     const startedAt = Date.now();
     const c = startReplica('replica-c', connectKube(kubeconfig));
-    await waitFor('replica C to lead', () => c.controllers.isLeader(), 10_000);
+    await waitFor('replica C to lead', () => c.controllers.isLeader(), { ...QUICK, timeoutMs: 10_000 });
     expect(Date.now() - startedAt).toBeLessThan(LEASE_MS);
     await deleteAndWaitForRecreate(served);
     const lease = await admin.coordination.readNamespacedLease({ name: 'citadel-leader', namespace: caNamespace });

@@ -19,6 +19,7 @@ import { parseCertificates } from '../../src/pki/index.js';
 import { getCluster, type TestCluster } from '../harness/index.js';
 import { citadelClients } from '../support/citadel-rbac.js';
 import { createTestAuthority, type TestAuthority } from '../support/test-authority.js';
+import { unlessNotFound, waitFor } from '../support/wait.js';
 
 const run = promisify(execFile);
 const CM = 'istio-ca-root-cert';
@@ -33,38 +34,8 @@ let registry: Registry;
 let runId: string;
 let tmp: string;
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined && value !== false) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function readCm(namespace: string) {
-  try {
-    return await admin.core.readNamespacedConfigMap({ name: CM, namespace });
-  } catch (err) {
-    if ((err as { code?: number }).code === 404) return undefined;
-    throw err;
-  }
-}
-
-async function readSecret(namespace: string, name: string) {
-  try {
-    return await admin.core.readNamespacedSecret({ name, namespace });
-  } catch (err) {
-    if ((err as { code?: number }).code === 404) return undefined;
-    throw err;
-  }
-}
+const readCm = (namespace: string) => unlessNotFound(admin.core.readNamespacedConfigMap({ name: CM, namespace }));
+const readSecret = (namespace: string, name: string) => unlessNotFound(admin.core.readNamespacedSecret({ name, namespace }));
 
 const decoded = (data: Record<string, string> | undefined, key: string) => Buffer.from(data?.[key] ?? '', 'base64').toString('utf8');
 
@@ -220,7 +191,7 @@ describe('ServiceAccount secret controller', () => {
       const s = await readSecret(labelled, 'istio.cart');
       const cert = s && parseCertificates(decoded(s.data, 'cert-chain.pem'))[0];
       return cert && cert.serialHex !== firstCert.serialHex ? s : undefined;
-    }, 20_000);
+    }, { timeoutMs: 20_000 });
     const cert = parseCertificates(decoded(rotated.data, 'cert-chain.pem'))[0]!;
     expect(cert.notAfter).toBeGreaterThan(firstCert.notAfter);
     expect(rotated.metadata?.uid).toBe(first.metadata?.uid);
