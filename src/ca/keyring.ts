@@ -38,7 +38,16 @@ export interface VerificationMaterial {
   readonly intermediates: readonly ParsedCertificate[];
 }
 
-const derKey = (c: ParsedCertificate) => createHash('sha256').update(c.der).digest('hex');
+const derKeys = new WeakMap<ParsedCertificate, string>();
+/** Identity of a certificate by its DER; remembered per parsed certificate because every issuance asks for its anchor's. */
+function derKey(c: ParsedCertificate): string {
+  let k = derKeys.get(c);
+  if (k === undefined) {
+    k = createHash('sha256').update(c.der).digest('hex');
+    derKeys.set(c, k);
+  }
+  return k;
+}
 
 export class Keyring implements CertificateAuthority {
   private material: CaMaterial | undefined;
