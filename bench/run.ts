@@ -4,7 +4,8 @@
  * absolute numbers drift between runs and machines.
  *
  *   node dist/bench/run.js [--duration 8s] [--warmup 2s] [--concurrency 1,16,128] [--key-types rsa-2048,ecdsa-p256]
- *                          [--servers citadel,istio,istio+cache] [--profile] [--quick] [--out bench/results]
+ *                          [--servers citadel,citadel-nocache,istio,istio+cache] [--profile] [--profile-server citadel-nocache]
+ *                          [--no-agent] [--sds-streams 1000] [--scale-namespaces 1000] [--quick] [--out bench/results]
  *
  * It builds or reuses the Go programs (scripts/provision-bench.sh), starts the harness control plane
  * (etcd + kube-apiserver), makes ServiceAccounts, Pods and pod-bound tokens (audience istio-ca), writes one
@@ -43,6 +44,7 @@ interface Options {
   keyTypes: BenchKeyType[];
   servers: ServerKind[];
   profile: boolean;
+  profileServer: 'citadel' | 'citadel-nocache';
   outDir: string;
   serviceAccounts: number;
   podsPerServiceAccount: number;
@@ -89,7 +91,7 @@ interface Report {
   caAtScale?: CaAtScale;
   /** Rows printed by bench/controllers.js (the controllers' own bench), when it exists. */
   controllers?: { rows: [string, string][]; exitCode: number | null };
-  profile?: { keyType: BenchKeyType; concurrency: number; file: string; summary: ProfileSummary };
+  profile?: { server: string; keyType: BenchKeyType; concurrency: number; file: string; summary: ProfileSummary };
   notMeasured: string[];
   errors: string[];
   wallSeconds: number;
@@ -110,6 +112,7 @@ function parseArgs(argv: string[]): Options {
     keyTypes: ['rsa-2048', 'ecdsa-p256'],
     servers: ['citadel', 'citadel-nocache', 'istio', 'istio+cache'],
     profile: false,
+    profileServer: 'citadel',
     outDir: path.join(ROOT, 'bench', 'results'),
     serviceAccounts: 8,
     podsPerServiceAccount: 4,
@@ -134,6 +137,13 @@ function parseArgs(argv: string[]): Options {
       case '--servers': o.servers = next().split(',') as ServerKind[]; break;
       case '--token-cache-ttl': o.tokenCacheTtlMs = parseDuration(next()); break;
       case '--profile': o.profile = true; break;
+      case '--profile-server': {
+        const v = next();
+        if (v !== 'citadel' && v !== 'citadel-nocache') throw new Error('--profile-server: citadel or citadel-nocache');
+        o.profileServer = v;
+        o.profile = true;
+        break;
+      }
       case '--no-agent': o.agent = false; break;
       case '--sds-streams': o.sdsStreams = Number(next()); break;
       case '--scale-namespaces': o.scaleNamespaces = Number(next()); break;
@@ -377,7 +387,7 @@ export function renderMarkdown(rep: Report): string {
   if (rep.profile) {
     const p = rep.profile.summary;
     lines.push('');
-    lines.push(`Where citadel's CA CPU goes (node --cpu-prof, ${rep.profile.keyType}, ${rep.profile.concurrency} clients, ${f0(p.busyMs)} ms busy):`);
+    lines.push(`Where citadel's CA CPU goes (node --cpu-prof of \`${rep.profile.server}\`, ${rep.profile.keyType}, ${rep.profile.concurrency} clients, ${f0(p.busyMs)} ms busy):`);
     lines.push('');
     lines.push('| category | share |');
     lines.push('|---|---:|');
@@ -417,7 +427,7 @@ async function main(): Promise<number> {
   const report: Report = {
     date: new Date().toISOString(),
     machine: machineInfo(benchEnv, cp),
-    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams, scaleNamespaces: o.scaleNamespaces, scaleServiceAccountsPerNamespace: o.scaleServiceAccountsPerNamespace },
+    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, profileServer: o.profileServer, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams, scaleNamespaces: o.scaleNamespaces, scaleServiceAccountsPerNamespace: o.scaleServiceAccountsPerNamespace },
     cryptoBounds: bounds,
     issuance: [],
     ratios: [],
@@ -488,14 +498,14 @@ async function main(): Promise<number> {
       }
     }
 
-    if (o.profile && o.servers.includes('citadel')) {
+    if (o.profile) {
       const keyType = o.keyTypes.includes('ecdsa-p256') ? 'ecdsa-p256' : o.keyTypes[0]!;
       const concurrency = o.concurrency.includes(16) ? 16 : o.concurrency[0]!;
-      say(`profiling citadel ca (${keyType}, ${concurrency} clients) with --cpu-prof`);
+      say(`profiling ${o.profileServer} (${keyType}, ${concurrency} clients) with --cpu-prof`);
       const profDir = path.join(workDir, 'cpuprof');
       fs.mkdirSync(profDir, { recursive: true });
       const material = await writeCaMaterial(path.join(workDir, 'ca-prof'), keyType, TRUST_DOMAIN);
-      const server = await startServer('citadel', { material, cp, benchEnv, logDir: workDir, o, nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
+      const server = await startServer(o.profileServer, { material, cp, benchEnv, logDir: workDir, o, nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
       try {
         await runLoadgen({
           binary: benchEnv.LOADGEN!, addr: server.addr, serverName: server.serverName, rootCaFile: server.rootCaFile,
@@ -510,10 +520,10 @@ async function main(): Promise<number> {
       if (file) {
         // Profiles are large and machine-specific: kept in the cache dir, not in the repo.
         const profileDir = path.join(process.env.CITADEL_CACHE ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'citadel'), 'bench-profiles');
-        const kept = path.join(profileDir, `${report.date.replace(/[:.]/g, '-')}-citadel-ca-${keyType}.cpuprofile`);
+        const kept = path.join(profileDir, `${report.date.replace(/[:.]/g, '-')}-${o.profileServer}-${keyType}.cpuprofile`);
         fs.mkdirSync(profileDir, { recursive: true });
         fs.copyFileSync(path.join(profDir, file), kept);
-        report.profile = { keyType, concurrency, file: kept, summary: summariseCpuProfile(kept, 15, 'handleCsr') };
+        report.profile = { server: o.profileServer, keyType, concurrency, file: kept, summary: summariseCpuProfile(kept, 15, 'handleCsr') };
       } else {
         report.errors.push('profile: citadel ca wrote no .cpuprofile (did it exit cleanly on SIGTERM?)');
       }
