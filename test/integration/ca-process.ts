@@ -3,52 +3,15 @@
  * older than the sources, spawns the CA on loopback ports it picks itself (:0), reads its JSON logs, and calls it
  * over real gRPC+TLS with src/grpc/client.ts.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { createCaClient } from '../../src/grpc/client.js';
 import { createCsr, generateKeyPair, type KeyType } from '../../src/pki/index.js';
+import { CITADEL_MAIN, REPO_ROOT } from '../support/build.js';
 import type { KeyObject } from 'node:crypto';
 
-const execFileAsync = promisify(execFile);
-export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const MAIN = path.join(REPO, 'dist/src/cli/main.js');
 
-function newestMtime(dir: string): number {
-  let newest = 0;
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(p));
-    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, fs.statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
-/** Compiles the project when dist is missing or older than src (one build at a time across test files). */
-export async function ensureBuilt(): Promise<void> {
-  const lock = path.join(REPO, '.citadel', 'build.lock');
-  fs.mkdirSync(path.dirname(lock), { recursive: true });
-  for (let i = 0; ; i++) {
-    try {
-      fs.mkdirSync(lock);
-      break;
-    } catch {
-      if (i > 600) fs.rmSync(lock, { recursive: true, force: true });
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  try {
-    const built = fs.existsSync(MAIN) ? fs.statSync(path.join(REPO, 'dist/src/cli/ca.js')).mtimeMs : 0;
-    if (built >= newestMtime(path.join(REPO, 'src'))) return;
-    // Type errors elsewhere in the tree still emit JavaScript; only a missing output is fatal.
-    await execFileAsync('npx', ['tsc', '-p', '.'], { cwd: REPO, maxBuffer: 16 << 20 }).catch(() => undefined);
-    if (!fs.existsSync(MAIN)) throw new Error('npx tsc -p . produced no dist/src/cli/main.js');
-  } finally {
-    fs.rmSync(lock, { recursive: true, force: true });
-  }
-}
+export { ensureBuilt } from '../support/build.js';
 
 export interface LogLine {
   level: number;
@@ -74,8 +37,8 @@ export interface CaProcess {
 
 /** Spawns `citadel ca` with `args` (plus loopback :0 addresses unless given). Does not wait for readiness. */
 export function spawnCa(args: readonly string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; stderr: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [MAIN, 'ca', ...args], {
-    cwd: REPO,
+  const child = spawn(process.execPath, [CITADEL_MAIN, 'ca', ...args], {
+    cwd: REPO_ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -100,7 +63,7 @@ const parseLogs = (text: string): LogLine[] =>
 
 /** Starts the CA and waits for its "serving" log line (ports). Throws with its stderr if it exits first. */
 export async function startCa(opts: { kubeconfig: string; namespace: string; cacertsDir?: string; controllers?: boolean; args?: readonly string[] }): Promise<CaProcess> {
-  const cacertsDir = opts.cacertsDir ?? path.join(REPO, '.citadel', 'no-cacerts');
+  const cacertsDir = opts.cacertsDir ?? path.join(REPO_ROOT, '.citadel', 'no-cacerts');
   const args = [
     '--kubeconfig', opts.kubeconfig,
     '--namespace', opts.namespace,

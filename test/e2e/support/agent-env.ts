@@ -2,36 +2,15 @@
  * Pieces for the agent e2e tests: the compiled `citadel` (as users run it), agent processes in a pod root,
  * tiny TCP apps that answer every line with their name, raw TCP clients, and waiting helpers.
  */
-import { execFile } from 'node:child_process';
-import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { freePort } from '../../harness/index.js';
 import { startProcess, type ManagedProcess } from '../../harness/process.js';
+import { CITADEL_MAIN } from '../../support/build.js';
+import { waitFor, type PollOptions } from '../../support/wait.js';
 
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const CITADEL_MAIN = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
-
-/** Compiles the repo when a source file is newer than its output (the tests spawn dist/, as users do). */
-export async function ensureBuilt(): Promise<void> {
-  const stale = (dir: string): boolean =>
-    fs.readdirSync(path.join(REPO_ROOT, dir), { withFileTypes: true }).some((e) => {
-      const rel = path.join(dir, e.name);
-      if (e.isDirectory()) return stale(rel);
-      if (!e.name.endsWith('.ts')) return false;
-      const out = path.join(REPO_ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
-      return !fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(path.join(REPO_ROOT, rel)).mtimeMs;
-    });
-  if (stale('src')) {
-    // Type errors elsewhere in the tree do not stop tsc from emitting.
-    await new Promise<void>((resolve) => {
-      execFile(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: REPO_ROOT, timeout: 240_000 }, () => resolve());
-    });
-  }
-  if (!fs.existsSync(CITADEL_MAIN)) throw new Error(`${CITADEL_MAIN} missing after tsc`);
-}
+export { CITADEL_MAIN, ensureBuilt, REPO_ROOT } from '../../support/build.js';
 
 export interface HttpResult {
   status: number;
@@ -53,20 +32,9 @@ export function httpGet(url: string, timeoutMs = 2000): Promise<HttpResult> {
   });
 }
 
-/** Polls `check` until it returns a truthy value; throws with `what` and `context()` after `timeoutMs`. */
-export async function eventually<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, opts: { timeoutMs?: number; intervalMs?: number; context?: () => string } = {}): Promise<T> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
-  let lastError = '';
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v;
-    } catch (err) {
-      lastError = (err as Error).message;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}${opts.context ? `\n${opts.context()}` : ''}`);
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 200));
-  }
+/** `waitFor` with the e2e defaults: 30 s, polled every 200 ms (processes and Envoys take a while to converge). */
+export function eventually<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, opts: PollOptions = {}): Promise<T> {
+  return waitFor(what, check, { timeoutMs: 30_000, intervalMs: 200, ...opts });
 }
 
 export interface RunningAgent {
@@ -124,6 +92,20 @@ export interface LineApp {
   close(): Promise<void>;
 }
 
+/** Calls `onLine` with each newline-terminated line that arrives on `socket` (without the newline). */
+function onLines(socket: net.Socket, onLine: (line: string) => void): void {
+  let buffered = '';
+  socket.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString('utf8');
+    let i;
+    while ((i = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, i);
+      buffered = buffered.slice(i + 1);
+      onLine(line);
+    }
+  });
+}
+
 /** A TCP app that answers every line `x` with `<name>:x`. */
 export async function startLineApp(name: string): Promise<LineApp> {
   let count = 0;
@@ -134,16 +116,9 @@ export async function startLineApp(name: string): Promise<LineApp> {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
-    let buffered = '';
-    socket.on('data', (chunk) => {
-      buffered += chunk.toString('utf8');
-      let i;
-      while ((i = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, i);
-        buffered = buffered.slice(i + 1);
-        lines++;
-        socket.write(`${name}:${line}\n`);
-      }
+    onLines(socket, (line) => {
+      lines++;
+      socket.write(`${name}:${line}\n`);
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -174,7 +149,6 @@ export function connectLines(port: number, timeoutMs = 5000): Promise<LineClient
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     let closed = false;
-    let buffered = '';
     const waiters: Array<{ resolve: (l: string) => void; reject: (e: Error) => void }> = [];
     const failAll = (err: Error) => {
       closed = true;
@@ -205,15 +179,7 @@ export function connectLines(port: number, timeoutMs = 5000): Promise<LineClient
         },
       });
     });
-    socket.on('data', (chunk) => {
-      buffered += chunk.toString('utf8');
-      let i;
-      while ((i = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, i);
-        buffered = buffered.slice(i + 1);
-        waiters.shift()?.resolve(line);
-      }
-    });
+    onLines(socket, (line) => waiters.shift()?.resolve(line));
     socket.on('error', (err) => {
       clearTimeout(timer);
       failAll(err);

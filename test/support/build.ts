@@ -1,0 +1,51 @@
+/**
+ * The compiled `citadel` that integration and e2e tests spawn (as users run it): dist/ is rebuilt when any source
+ * is newer than its output, one build at a time across test files (vitest runs two workers, and two tsc runs
+ * writing dist/ at once can leave a half-written file for the other to spawn).
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CITADEL_MAIN = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+
+/** True when a .ts file under `dir` (relative to the repo) has no output in dist/ or a newer one than it. */
+function stale(dir: string): boolean {
+  return fs.readdirSync(path.join(REPO_ROOT, dir), { withFileTypes: true }).some((e) => {
+    const rel = path.join(dir, e.name);
+    if (e.isDirectory()) return stale(rel);
+    if (!e.name.endsWith('.ts')) return false;
+    const out = path.join(REPO_ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
+    return !fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(path.join(REPO_ROOT, rel)).mtimeMs;
+  });
+}
+
+/**
+ * Compiles the repo when src/ is newer than dist/.
+ * @throws Error when dist/src/cli/main.js is missing afterwards (type errors alone do not stop tsc emitting).
+ */
+export async function ensureBuilt(): Promise<void> {
+  const lock = path.join(REPO_ROOT, '.citadel', 'build.lock');
+  fs.mkdirSync(path.dirname(lock), { recursive: true });
+  for (let i = 0; ; i++) {
+    try {
+      fs.mkdirSync(lock);
+      break;
+    } catch {
+      // A lock older than two minutes was left by a killed run.
+      if (i > 600) fs.rmSync(lock, { recursive: true, force: true });
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  try {
+    if (!stale('src')) return;
+    await new Promise<void>((resolve) => {
+      execFile(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: REPO_ROOT, timeout: 240_000, maxBuffer: 16 << 20 }, () => resolve());
+    });
+    if (!fs.existsSync(CITADEL_MAIN)) throw new Error(`${CITADEL_MAIN} missing after tsc`);
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
+  }
+}
