@@ -35,5 +35,4 @@ export function apiStatus(err: unknown): number | undefined {
 
 export const isNotFound = (err: unknown) => apiStatus(err) === 404;
 export const isConflict = (err: unknown) => apiStatus(err) === 409;
-export const isAlreadyExists = (err: unknown) => apiStatus(err) === 409;
 export const isForbidden = (err: unknown) => apiStatus(err) === 403;
