@@ -288,6 +288,8 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
       const resources = [];
       const removed: string[] = [];
       const versions = new Map<string, string>();
+      /** Every available subscribed name's version, sent or not: the system version covers them all. */
+      const current = new Map<string, string>();
       for (const name of subscribed) {
         const entry = deps.secrets.get(name);
         if (!entry) {
@@ -301,6 +303,7 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
           }
           continue;
         }
+        current.set(name, entry.version);
         if (rejected.get(name) === entry.version) continue;
         if (!mustSend.has(name) && known.get(name) === entry.version) continue;
         resources.push({ name, version: entry.version, resource: entry.resource });
@@ -316,10 +319,7 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
       }
       outstanding.set(nonce, versions);
       if (outstanding.size > 64) outstanding.delete(outstanding.keys().next().value!);
-      const systemVersion = combinedVersion(new Map([...subscribed].flatMap((n) => {
-        const e = deps.secrets.get(n);
-        return e ? [[n, e.version] as const] : [];
-      })));
+      const systemVersion = combinedVersion(current);
       slog.info({ resources: [...versions.keys()], removed, nonce }, 'pushing secrets');
       sink.send({ system_version_info: systemVersion, resources, type_url: SECRET_TYPE_URL, removed_resources: removed, nonce });
     };
