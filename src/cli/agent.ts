@@ -23,7 +23,7 @@ import { createCaClient } from '../grpc/client.js';
 import { startSdsServer } from '../grpc/sds-server.js';
 import { createLogger } from '../log.js';
 import { KEY_TYPES, type KeyType } from '../pki/index.js';
-import { defineCommand } from './command.js';
+import { defineCommand, untilAborted } from './command.js';
 
 /** Istio's file-mounted layout (cert-chain.pem, key.pem, root-cert.pem); also where an istio.<sa> Secret is mounted. */
 export const DEFAULT_FILE_CERTS_DIR = './etc/certs';
@@ -146,11 +146,7 @@ export const agentCommand = defineCommand({
     }
     log.info({ sdsSocket: sds.socketPath, statusPort: status.port, mode: fileDir ? 'file-mounted' : 'ca' }, 'agent running');
 
-    await new Promise<void>((resolve) => {
-      if (io.signal.aborted) return resolve();
-      io.signal.addEventListener('abort', () => resolve(), { once: true });
-    });
-    log.info({ reason: String((io.signal.reason as Error | undefined)?.message ?? io.signal.reason) }, 'shutting down');
+    log.info({ reason: await untilAborted(io.signal) }, 'shutting down');
     await sds.stop();
     unbridge();
     stopSource();

@@ -18,7 +18,7 @@ import { CA_SECRET_NAME, startSelfSigned } from '../ca/self-signed.js';
 import { createCertificateHandler, startMonitoringServer } from '../ca/server.js';
 import { createServingCertManager, serviceDnsNames } from '../ca/serving-cert.js';
 import { systemClock } from '../clock.js';
-import { flag, formatAddress, parse, parseDuration, type ConfigOf, type Flag } from '../config/flags.js';
+import { flag, formatAddress, parse, parseDuration, type ConfigOf } from '../config/flags.js';
 import { parseLabelSelector, SA_SECRETS_MODES, startControllers, type Controllers, type SaSecretsMode } from '../controllers/index.js';
 import { CitadelError } from '../errors.js';
 import { caServiceBinding } from '../grpc/ca-service.js';
@@ -28,7 +28,7 @@ import { canI, createSecretStore, watchSecret, type SecretWatch } from '../kube/
 import { createTokenReviewer } from '../kube/tokenreview.js';
 import { createLogger, type Logger } from '../log.js';
 import { KEY_TYPES, validateTrustDomain, workloadSpiffeId, type KeyType } from '../pki/index.js';
-import { defineCommand } from './command.js';
+import { defineCommand, untilAborted } from './command.js';
 
 /** A duration that may be 0 (meaning "off"). */
 const durationOrZero = (raw: string): number => {
@@ -327,12 +327,9 @@ export const caCommand = defineCommand({
         'citadel ca serving',
       );
 
-      await new Promise<void>((resolve) => {
-        if (io.signal.aborted) return resolve();
-        io.signal.addEventListener('abort', () => resolve(), { once: true });
-      });
+      const reason = await untilAborted(io.signal);
       accepting = false;
-      log.info({ reason: String((io.signal.reason as Error | undefined)?.message ?? 'signal') }, 'shutting down: no new calls, finishing in-flight ones');
+      log.info({ reason }, 'shutting down: no new calls, finishing in-flight ones');
       // Stop accepting first (and wait for in-flight calls), then everything else.
       await server.stop(config.shutdownGrace);
       await cleanup();

@@ -20,6 +20,18 @@ export interface CommandIO {
   readonly signal: AbortSignal;
 }
 
+/**
+ * Resolves once `signal` is aborted (at once when it already is), with the reason's message for the shutdown log
+ * line: servers call this after start-up and then stop what they started.
+ */
+export function untilAborted(signal: AbortSignal): Promise<string> {
+  const reasonText = () => String((signal.reason as Error | undefined)?.message ?? signal.reason ?? 'signal');
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(reasonText());
+    signal.addEventListener('abort', () => resolve(reasonText()), { once: true });
+  });
+}
+
 export function defineCommand<F extends FlagTable>(cmd: Command<F>): Command<F> {
   return cmd;
 }
