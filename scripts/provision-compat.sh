@@ -5,7 +5,9 @@
 # istioclient is cached outside the repo in $CACHE/compat-<hash>/, keyed by a hash of every file under
 # test/compat/go plus the Go version, so a warm run only hashes. A cold build downloads the istio.io/istio
 # module and what it needs (shared with bench/go/istioca through the Go module cache) and prints a
-# heartbeat meanwhile. Prints ISTIOCLIENT=... and ISTIOCA=... on stdout (progress goes to stderr) and
+# heartbeat meanwhile. Measured on the 2-core dev machine (shared, load ~6): istioclient alone from empty
+# module and build caches 2 min 26 s (download 6 s); istioca on top of that 5 min 40 s more (bench's own
+# build, shared caches); warm 0.1 s. Prints ISTIOCLIENT=... and ISTIOCA=... on stdout (progress goes to stderr) and
 # writes them to compat.env there.
 set -euo pipefail
 
