@@ -19,7 +19,7 @@ import { startStatusServer } from '../agent/status-server.js';
 import { createWorkloadSecrets } from '../agent/workload-secrets.js';
 import { systemClock } from '../clock.js';
 import { flag, formatDuration, parse, type ConfigOf } from '../config/flags.js';
-import { createCaClient } from '../grpc/client.js';
+import { createCaClient, hostOfAddress } from '../grpc/client.js';
 import { startSdsServer } from '../grpc/sds-server.js';
 import { createLogger } from '../log.js';
 import { KEY_TYPES, type KeyType } from '../pki/index.js';
@@ -58,14 +58,6 @@ export const agentFlags = {
 };
 
 export type AgentConfig = ConfigOf<typeof agentFlags>;
-
-/** The host part of `host:port` / `[v6]:port`. */
-export function hostOfAddress(address: string): string {
-  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(address);
-  if (bracketed) return bracketed[1]!;
-  const i = address.lastIndexOf(':');
-  return i > 0 ? address.slice(0, i) : address;
-}
 
 export const agentCommand = defineCommand({
   name: 'agent',

@@ -49,7 +49,8 @@ export interface CaClient {
   close(): void;
 }
 
-function hostOf(address: string): string {
+/** The host part of `host:port` / `[v6]:port` (the default server name for a CA address). */
+export function hostOfAddress(address: string): string {
   const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(address);
   if (bracketed) return bracketed[1]!;
   const i = address.lastIndexOf(':');
@@ -74,7 +75,7 @@ export function createCaClient(opts: CaClientOptions): CaClient {
   } catch (err) {
     throw new CitadelError('CONFIG_INVALID', 'cannot use the CA root or client certificate', (err as Error).message, { cause: err });
   }
-  const serverName = opts.serverName ?? hostOf(opts.address);
+  const serverName = opts.serverName ?? hostOfAddress(opts.address);
   const Client = caClientConstructor();
   const client = new Client(opts.address, grpc.credentials.createFromSecureContext(secureContext), {
     // Verify and send SNI for the expected name even when dialling an IP or a different host name.

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { agentFlags, hostOfAddress } from '../../../src/cli/agent.js';
+import { agentFlags } from '../../../src/cli/agent.js';
+import { hostOfAddress } from '../../../src/grpc/client.js';
 import { helpText, parseConfig } from '../../../src/config/flags.js';
 
 describe('citadel agent flags', () => {
