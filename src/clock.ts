@@ -6,6 +6,7 @@ export interface Timer {
   cancel(): void;
 }
 
+/** Time as citadel sees it: the system clock in production, a FakeClock in tests. */
 export interface Clock {
   /** Milliseconds since the epoch. */
   now(): number;

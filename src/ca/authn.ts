@@ -34,6 +34,7 @@ export interface Credentials {
   readonly peerCertificateDer: Buffer | undefined;
 }
 
+/** Turns a call's credentials into a Caller, or refuses (fail closed: no credential that verifies, no identity). */
 export interface Authenticator {
   /**
    * @throws CitadelError UNAUTHENTICATED (message short and safe), UPSTREAM_UNAVAILABLE when the apiserver

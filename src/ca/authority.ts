@@ -24,6 +24,7 @@ export interface WorkloadCertRequest {
   readonly ttlMs: number;
 }
 
+/** The CA as its consumers see it; the Keyring (src/ca/keyring.ts) implements it. */
 export interface CertificateAuthority {
   /** Every trusted root (old and new during a rotation), PEM, concatenated. */
   trustBundlePem(): string;

@@ -49,6 +49,7 @@ function derKey(c: ParsedCertificate): string {
   return k;
 }
 
+/** Current material + retained roots/intermediates; not ready (issueWorkload throws CA_NOT_READY) until the first install(). */
 export class Keyring implements CertificateAuthority {
   private material: CaMaterial | undefined;
   private retainedRoots = new Map<string, Retained>();

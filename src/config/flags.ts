@@ -134,6 +134,10 @@ export const parse = {
 
 const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
+/**
+ * Go-style duration (`90s`, `1h30m`, `0`) to milliseconds.
+ * @throws Error naming the accepted forms (parseConfig adds the flag's name).
+ */
 export function parseDuration(raw: string): number {
   const s = raw.trim();
   if (s === '0') return 0;
@@ -158,6 +162,10 @@ export function formatDuration(ms: number): string {
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
+/**
+ * `host:port`, `[v6]:port`, `:port` (all interfaces) or `unix:/path`.
+ * @throws Error naming the accepted forms, or when the port is above 65535.
+ */
 export function parseAddress(raw: string): ListenAddress {
   if (raw.startsWith('unix:')) {
     const path = raw.slice(5);
@@ -171,6 +179,7 @@ export function parseAddress(raw: string): ListenAddress {
   return { kind: 'tcp', host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
+/** The inverse of parseAddress (IPv6 hosts bracketed); what grpc-js and logs are given. */
 export function formatAddress(a: ListenAddress): string {
   if (a.kind === 'unix') return `unix:${a.path}`;
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;

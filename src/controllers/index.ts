@@ -68,6 +68,7 @@ export interface ControllerDeps {
   readonly retryMaxDelayMs?: number;
 }
 
+/** The running controllers of one CA replica (informers always; reconcilers only while it leads). */
 export interface Controllers {
   /** Stops everything; a leader releases the Lease unless `release` is false (tests use that to simulate a crash). */
   stop(opts?: { release?: boolean }): Promise<void>;

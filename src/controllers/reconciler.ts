@@ -7,6 +7,7 @@ export interface Cache<T> {
   list(namespace?: string): readonly T[];
 }
 
+/** One controller's gather -> decide -> act step per key; the runtime queues keys and retries failures. */
 export interface Reconciler {
   /** Metric label and log name, e.g. "root-configmap". */
   readonly name: string;

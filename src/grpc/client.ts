@@ -37,6 +37,7 @@ export interface CreateCertificateRequest {
   signal?: AbortSignal;
 }
 
+/** One channel to the CA's CreateCertificate; free of @grpc types. */
 export interface CaClient {
   /**
    * Calls CreateCertificate and returns `cert_chain` as sent (leaf first).

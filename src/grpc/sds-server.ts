@@ -118,6 +118,7 @@ export async function prepareSocketPath(path: string): Promise<string> {
   return chosen;
 }
 
+/** A running SDS server on a Unix socket. */
 export interface SdsServer {
   readonly socketPath: string;
   readonly service: SdsService;
