@@ -11,28 +11,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster, type TestCluster } from '../harness/index.js';
+import { ensureBuilt } from '../support/build.js';
 import { CITADEL_MAIN, startDemo, type DemoReport, type RunningDemo } from '../../scripts/demo-run.js';
 import { REPO_ROOT } from '../../scripts/mtls-example.js';
 
 const DEMO_MAIN = path.join(REPO_ROOT, 'dist', 'scripts', 'demo.js');
 
-/** Compiles the repo if a source file is newer than its compiled file (the tests spawn dist/, as users do). */
-async function ensureBuilt(): Promise<void> {
-  const stale = (dir: string): boolean => fs.readdirSync(path.join(REPO_ROOT, dir), { withFileTypes: true }).some((e) => {
-    const rel = path.join(dir, e.name);
-    if (e.isDirectory()) return stale(rel);
-    if (!e.name.endsWith('.ts')) return false;
-    const out = path.join(REPO_ROOT, 'dist', rel.replace(/\.ts$/, '.js'));
-    return !fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(path.join(REPO_ROOT, rel)).mtimeMs;
-  });
-  if (!['src', 'scripts', 'test/harness'].some(stale)) return;
-  // Type errors elsewhere in the tree do not stop tsc from emitting; the files we need are checked below.
-  await new Promise<void>((resolve) => {
-    execFile(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'],
-      { cwd: REPO_ROOT, timeout: 240_000 }, () => resolve());
-  });
-  for (const f of [CITADEL_MAIN, DEMO_MAIN]) if (!fs.existsSync(f)) throw new Error(`${f} missing after tsc`);
-}
+/** The demo script and the harness it starts are compiled too. */
+const DEMO_BUILD = { sources: ['src', 'scripts', 'test/harness'], outputs: [CITADEL_MAIN, DEMO_MAIN] };
 
 function openssl(args: string[], input?: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -50,7 +36,7 @@ describe('deploy/examples/mtls on the real apiserver, with citadel ca and real E
   let report: DemoReport;
 
   beforeAll(async () => {
-    await ensureBuilt();
+    await ensureBuilt(DEMO_BUILD);
     cluster = getCluster();
     workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'citadel-e2e-demo-'));
     // The control plane is shared with other test files, whose CAs manage their own namespaces: keep this CA's
@@ -152,7 +138,7 @@ interface DemoRun {
  * kubectl and openssl runs), so it can tell afterwards whether any outlived it.
  */
 async function runDemoCli(args: string[], interruptWhen?: RegExp): Promise<DemoRun> {
-  await ensureBuilt();
+  await ensureBuilt(DEMO_BUILD);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'citadel-demo-cli-'));
   const child = spawn(process.execPath, [DEMO_MAIN, ...args], {
     cwd: REPO_ROOT, env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'pipe', 'pipe'],

@@ -23,10 +23,13 @@ function stale(dir: string): boolean {
 }
 
 /**
- * Compiles the repo when src/ is newer than dist/.
- * @throws Error when dist/src/cli/main.js is missing afterwards (type errors alone do not stop tsc emitting).
+ * Compiles the repo when a source under `sources` (default src/) is newer than its output.
+ * @throws Error when one of `outputs` (default dist/src/cli/main.js) is missing afterwards (type errors alone do
+ *   not stop tsc emitting).
  */
-export async function ensureBuilt(): Promise<void> {
+export async function ensureBuilt(opts: { sources?: readonly string[]; outputs?: readonly string[] } = {}): Promise<void> {
+  const sources = opts.sources ?? ['src'];
+  const outputs = opts.outputs ?? [CITADEL_MAIN];
   const lock = path.join(REPO_ROOT, '.citadel', 'build.lock');
   fs.mkdirSync(path.dirname(lock), { recursive: true });
   for (let i = 0; ; i++) {
@@ -40,11 +43,11 @@ export async function ensureBuilt(): Promise<void> {
     }
   }
   try {
-    if (!stale('src')) return;
+    if (!sources.some(stale)) return;
     await new Promise<void>((resolve) => {
       execFile(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: REPO_ROOT, timeout: 240_000, maxBuffer: 16 << 20 }, () => resolve());
     });
-    if (!fs.existsSync(CITADEL_MAIN)) throw new Error(`${CITADEL_MAIN} missing after tsc`);
+    for (const f of outputs) if (!fs.existsSync(f)) throw new Error(`${f} missing after tsc`);
   } finally {
     fs.rmSync(lock, { recursive: true, force: true });
   }
