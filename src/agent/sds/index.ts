@@ -4,7 +4,7 @@
  */
 export { SECRET_TYPE_URL } from './xds-types.js';
 export type { SecretAny, DiscoveryRequest, DiscoveryResponse, DeltaDiscoveryRequest, DeltaDiscoveryResponse } from './xds-types.js';
-export { ROOT_SECRET_NAME, WORKLOAD_SECRET_NAME, buildTlsCertificateSecret, buildValidationContextSecret, describeSecret } from './secret-builder.js';
+export { buildTlsCertificateSecret, buildValidationContextSecret, describeSecret } from './secret-builder.js';
 export { SecretStore } from './secret-store.js';
 export type { ResolvedSecret, SecretEntry, SecretListener, SecretResolver, SecretSink, SecretSource } from './secret-store.js';
 export { FILE_CERT_PREFIX, FILE_ROOT_PREFIX, fileSecretResolver, parseFileResourceName } from './file-resolver.js';

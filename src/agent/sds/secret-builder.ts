@@ -6,10 +6,6 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { CitadelError } from '../../errors.js';
 import { SECRET_TYPE_URL, type SecretAny } from './xds-types.js';
 
-/** Resource names Envoy asks for (Istio's). */
-export const WORKLOAD_SECRET_NAME = 'default';
-export const ROOT_SECRET_NAME = 'ROOTCA';
-
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 /**
