@@ -10,10 +10,9 @@ import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPair, issueCaCertificate, issueWorkloadCertificate, parseCertificate, parseCertificates, privateKeyToPem, type ParsedCertificate } from '../../src/pki/index.js';
 import { getCluster, startPod, type TestCluster } from '../harness/index.js';
-import { openssl } from '../harness/openssl.js';
 import { citadelClients } from '../support/citadel-rbac.js';
 import { retryUntilPasses } from '../support/wait.js';
-import { ensureBuilt, makeCsr, metricValue, requestCert, spawnCa, startCa, type CaProcess } from './ca-process.js';
+import { ensureBuilt, makeCsr, metricValue, opensslVerifyChain, requestCert, spawnCa, startCa, type CaProcess } from './ca-process.js';
 
 const TD = 'cluster.local';
 const DAY = 24 * 3600_000;
@@ -61,18 +60,6 @@ function writeDir(dir: string, files: Record<string, string>): void {
     fs.writeFileSync(tmpFile, text);
     fs.renameSync(tmpFile, path.join(dir, name));
   }
-}
-
-async function opensslVerify(chain: readonly string[], bundlePem = chain[chain.length - 1]!): Promise<string> {
-  const dir = fs.mkdtempSync(path.join(tmp, 'verify-'));
-  fs.writeFileSync(path.join(dir, 'leaf.pem'), chain[0]!);
-  fs.writeFileSync(path.join(dir, 'bundle.pem'), bundlePem);
-  const args = ['verify', '-CAfile', path.join(dir, 'bundle.pem')];
-  if (chain.length > 2) {
-    fs.writeFileSync(path.join(dir, 'inter.pem'), chain.slice(1, -1).join(''));
-    args.push('-untrusted', path.join(dir, 'inter.pem'));
-  }
-  return openssl([...args, path.join(dir, 'leaf.pem')]);
 }
 
 /** A namespace with the citadel RBAC, a Pod-bound token for `sa`, and a CSR for it. */
@@ -134,7 +121,7 @@ describe('plugged-in key material', () => {
     expect(chain[1]).toBe(interA.cert.pem);
     expect(chain[2]).toBe(root.cert.pem);
     expect(parseCertificate(chain[0]!).issuer).toBe(interA.cert.subject);
-    expect(await opensslVerify(chain)).toMatch(/OK/);
+    expect(await opensslVerifyChain(chain, tmp)).toMatch(/OK/);
     // No istio-ca-secret is made in plugged mode.
     await expect(cluster.kube().core.readNamespacedSecret({ name: 'istio-ca-secret', namespace: ns })).rejects.toMatchObject({ code: 404 });
 
@@ -153,7 +140,7 @@ describe('plugged-in key material', () => {
     expect(parseCertificate(chain2[0]!).issuer).toBe(interA2.cert.subject);
     expect(chain2[1]).toBe(interA2.cert.pem);
     expect(chain2[2]).toBe(root.cert.pem);
-    expect(await opensslVerify(chain2)).toMatch(/OK/);
+    expect(await opensslVerifyChain(chain2, tmp)).toMatch(/OK/);
     await eventually(async () => expect((await servingCert(ca.grpcPort, ns)).issuer.CN).toBe('Intermediate A2'));
 
     // Invalid material (key of another certificate) is refused: signing continues with A2, the error is counted.
@@ -174,9 +161,9 @@ describe('plugged-in key material', () => {
     const chain3 = await issue(ca, ns, root.pem + rootB.pem);
     const bundleRoots = parseCertificates(chain3[2]!).map((c) => c.subject);
     expect(bundleRoots).toEqual([rootB.cert.subject, root.cert.subject]);
-    expect(await opensslVerify(chain3)).toMatch(/OK/);
+    expect(await opensslVerifyChain(chain3, tmp)).toMatch(/OK/);
     // A leaf issued under the old root verifies against the new bundle.
-    expect(await opensslVerify([chain2[0]!, chain2[1]!, chain3[2]!])).toMatch(/OK/);
+    expect(await opensslVerifyChain([chain2[0]!, chain2[1]!, chain3[2]!], tmp)).toMatch(/OK/);
     // The serving certificate now chains to root B.
     await eventually(async () => expect((await servingCert(ca.grpcPort, ns)).issuer.CN).toBe('Intermediate B1'));
     const m = await ca.metrics();
@@ -197,7 +184,7 @@ describe('plugged-in key material', () => {
     running.push(ca);
     const chain = await issue(ca, ns, root.pem);
     expect(chain.map((c) => parseCertificates(c)[0]!.subject)).toEqual(['', inter1.cert.subject, root.cert.subject]);
-    expect(await opensslVerify(chain)).toMatch(/OK/);
+    expect(await opensslVerifyChain(chain, tmp)).toMatch(/OK/);
 
     const inter2 = await makeIntermediate(root, 'Intermediate S2');
     await core.replaceNamespacedSecret({ name: 'cacerts', namespace: ns, body: { metadata: { name: 'cacerts' }, type: 'kubernetes.io/tls', data: b64(toTls(inter2)) } });
@@ -272,7 +259,7 @@ describe('self-signed root', () => {
     for (const ca of cas) {
       const chain = await issue(ca, ns, root);
       expect(chain[1]).toBe(parseCertificate(root).pem);
-      expect(await opensslVerify(chain)).toMatch(/OK/);
+      expect(await opensslVerifyChain(chain, tmp)).toMatch(/OK/);
     }
     await Promise.all(cas.map((c) => c.stop()));
   });

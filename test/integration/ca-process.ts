@@ -4,9 +4,11 @@
  * over real gRPC+TLS with src/grpc/client.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { createCaClient } from '../../src/grpc/client.js';
 import { createCsr, generateKeyPair, type KeyType } from '../../src/pki/index.js';
+import { openssl } from '../harness/openssl.js';
 import { CITADEL_MAIN, REPO_ROOT } from '../support/build.js';
 import type { KeyObject } from 'node:crypto';
 
@@ -147,4 +149,21 @@ export async function requestCert(opts: {
   } finally {
     client.close();
   }
+}
+
+/**
+ * Checks a CreateCertificate answer ([leaf, intermediates..., root bundle]) with `openssl verify`, independently of
+ * src/pki; the files go to a fresh directory under `tmpDir`. Resolves with openssl's output.
+ * @throws Error with openssl's stderr when the chain does not verify.
+ */
+export async function opensslVerifyChain(chain: readonly string[], tmpDir: string): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(tmpDir, 'verify-'));
+  fs.writeFileSync(path.join(dir, 'leaf.pem'), chain[0]!);
+  fs.writeFileSync(path.join(dir, 'bundle.pem'), chain[chain.length - 1]!);
+  const args = ['verify', '-CAfile', path.join(dir, 'bundle.pem')];
+  if (chain.length > 2) {
+    fs.writeFileSync(path.join(dir, 'inter.pem'), chain.slice(1, -1).join(''));
+    args.push('-untrusted', path.join(dir, 'inter.pem'));
+  }
+  return openssl([...args, path.join(dir, 'leaf.pem')]);
 }

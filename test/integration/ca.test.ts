@@ -11,7 +11,7 @@ import { privateKeyToPem, parseCertificate, parseCertificates } from '../../src/
 import { getCluster, startPod, type TestCluster } from '../harness/index.js';
 import { openssl } from '../harness/openssl.js';
 import { citadelClients } from '../support/citadel-rbac.js';
-import { ensureBuilt, makeCsr, metricValue, requestCert, startCa, type CaProcess } from './ca-process.js';
+import { ensureBuilt, makeCsr, metricValue, opensslVerifyChain, requestCert, startCa, type CaProcess } from './ca-process.js';
 
 const TD = 'cluster.local';
 let cluster: TestCluster;
@@ -34,18 +34,6 @@ async function statusOf(p: Promise<unknown>): Promise<number> {
 }
 
 const STATUS = { INVALID_ARGUMENT: 3, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, UNAUTHENTICATED: 16 };
-
-async function opensslVerify(chain: readonly string[], name: string): Promise<string> {
-  const dir = fs.mkdtempSync(path.join(tmp, `${name}-`));
-  fs.writeFileSync(path.join(dir, 'leaf.pem'), chain[0]!);
-  fs.writeFileSync(path.join(dir, 'bundle.pem'), chain[chain.length - 1]!);
-  const args = ['verify', '-CAfile', path.join(dir, 'bundle.pem')];
-  if (chain.length > 2) {
-    fs.writeFileSync(path.join(dir, 'inter.pem'), chain.slice(1, -1).join(''));
-    args.push('-untrusted', path.join(dir, 'inter.pem'));
-  }
-  return openssl([...args, path.join(dir, 'leaf.pem')]);
-}
 
 /** A JWT with the claims of `template` changed by `edit`, signed RS256 with `key` (kid kept). */
 function resignJwt(template: string, key: KeyObject, edit: (claims: Record<string, unknown>) => void): string {
@@ -102,7 +90,7 @@ describe('citadel ca, self-signed', () => {
       const chain = await requestCert({ port: ca.grpcPort, namespace: ns, rootCaPem: bundle, csr, token });
       expect(chain).toHaveLength(2);
       expect(chain[1]).toBe(bundle);
-      expect(await opensslVerify(chain, 'issue')).toMatch(/leaf\.pem: OK/);
+      expect(await opensslVerifyChain(chain, tmp)).toMatch(/leaf\.pem: OK/);
       const leaf = parseCertificate(chain[0]!);
       expect(leaf.uris).toEqual([id]);
       expect(leaf.dnsNames).toEqual([]);
@@ -127,7 +115,7 @@ describe('citadel ca, self-signed', () => {
       expect(renewedLeaf.uris).toEqual([id]);
       expect(renewedLeaf.serialHex).not.toBe(leaf.serialHex);
       expect(renewedLeaf.notAfter - Date.now()).toBeLessThanOrEqual(3600_000 + 5000);
-      expect(await opensslVerify(renewed, 'renew')).toMatch(/OK/);
+      expect(await opensslVerifyChain(renewed, tmp)).toMatch(/OK/);
       await ca.waitForLog((l) => l.audit === 'certificate-issued' && l.serial === renewedLeaf.serialHex && l.authn === 'client-certificate');
 
       // A client certificate cannot get another identity.
