@@ -17,7 +17,7 @@ import type { Clock, Timer } from '../clock.js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SecretData, SecretStore } from '../kube/secrets.js';
-import { BACKDATE_MS, describeKey, generateKeyPair, issueCaCertificate, keyMatchesCertificate, type KeyType, type ParsedCertificate } from '../pki/index.js';
+import { BACKDATE_MS, describeKey, generateKeyPair, issueCaCertificate, keyMatchesCertificate, type KeyType, type ParsedCertificate, type Signer } from '../pki/index.js';
 import type { Keyring } from './keyring.js';
 import { loadSelfSignedMaterial, type CaMaterial } from './material.js';
 import type { CaMetrics } from './metrics.js';
@@ -134,6 +134,13 @@ export async function startSelfSigned(deps: SelfSignedDeps & { namespace: string
     return true;
   };
 
+  /** The write that makes `root` (same key as `signer`) the signing certificate, publishing `roots`. */
+  const switchTo = async (current: SecretData, signer: Signer, root: { pem: string; serialHex: string; notAfter: number }, roots: readonly { pem: string }[]) => {
+    const ok = await write(current, root, signer.key, roots);
+    if (ok) log.info({ source, oldSerial: signer.cert.serialHex, newSerial: root.serialHex, notAfter: new Date(root.notAfter).toISOString() }, 'rotated the self-signed root (same key)');
+    return ok;
+  };
+
   const rotate = async (): Promise<boolean> => {
     const material = keyring.current();
     if (!material || material.mode !== 'self-signed' || !canWrite()) return false;
@@ -154,19 +161,13 @@ export async function startSelfSigned(deps: SelfSignedDeps & { namespace: string
       // Phase 2: the next root has been in the published bundle long enough; sign with it.
       const publishedAt = next.notBefore + BACKDATE_MS;
       if (now - publishedAt < options.publishDelayMs) return false;
-      const ok = await write(current, next, signer.key, [next, ...valid.filter((r) => !r.der.equals(next.der))]);
-      if (ok) log.info({ source, oldSerial: signer.cert.serialHex, newSerial: next.serialHex, notAfter: new Date(next.notAfter).toISOString() }, 'rotated the self-signed root (same key)');
-      return ok;
+      return switchTo(current, signer, next, [next, ...valid.filter((r) => !r.der.equals(next.der))]);
     }
     if (!due(signer.cert, now)) return false;
     // Phase 1: a new root with the same key and organisation goes into the bundle (the "next" slot) while the
     // current one keeps signing. With no publish delay both phases happen in this one write.
     const issued = issueCaCertificate({ key: signer.key, organization: options.trustDomain, ttlMs: options.rootTtlMs, now });
-    if (options.publishDelayMs <= 0) {
-      const ok = await write(current, issued, signer.key, [issued, ...valid]);
-      if (ok) log.info({ source, oldSerial: signer.cert.serialHex, newSerial: issued.serialHex, notAfter: new Date(issued.notAfter).toISOString() }, 'rotated the self-signed root (same key)');
-      return ok;
-    }
+    if (options.publishDelayMs <= 0) return switchTo(current, signer, issued, [issued, ...valid]);
     const ok = await write(current, signer.cert, signer.key, [signer.cert, issued, ...valid.filter((r) => !r.der.equals(signer.cert.der))]);
     if (ok) log.info({ source, serial: issued.serialHex, signsAfterMs: options.publishDelayMs }, 'published the next self-signed root; it signs once the publish delay has passed');
     return ok;
