@@ -4,7 +4,7 @@
  * absolute numbers drift between runs and machines.
  *
  *   node dist/bench/run.js [--duration 8s] [--warmup 2s] [--concurrency 1,16,128] [--key-types rsa-2048,ecdsa-p256]
- *                          [--servers citadel,citadel-nocache,istio,istio+cache] [--profile] [--profile-server citadel-nocache]
+ *                          [--servers citadel,citadel-nocache,istio,istio+cache] [--no-profile] [--profile-server citadel-nocache]
  *                          [--no-agent] [--sds-streams 1000] [--scale-namespaces 1000] [--quick] [--out bench/results]
  *
  * It builds or reuses the Go programs (scripts/provision-bench.sh), starts the harness control plane
@@ -111,7 +111,7 @@ function parseArgs(argv: string[]): Options {
     concurrency: [1, 16, 128],
     keyTypes: ['rsa-2048', 'ecdsa-p256'],
     servers: ['citadel', 'citadel-nocache', 'istio', 'istio+cache'],
-    profile: false,
+    profile: true,
     profileServer: 'citadel',
     outDir: path.join(ROOT, 'bench', 'results'),
     serviceAccounts: 8,
@@ -137,6 +137,7 @@ function parseArgs(argv: string[]): Options {
       case '--servers': o.servers = next().split(',') as ServerKind[]; break;
       case '--token-cache-ttl': o.tokenCacheTtlMs = parseDuration(next()); break;
       case '--profile': o.profile = true; break;
+      case '--no-profile': o.profile = false; break;
       case '--profile-server': {
         const v = next();
         if (v !== 'citadel' && v !== 'citadel-nocache') throw new Error('--profile-server: citadel or citadel-nocache');
