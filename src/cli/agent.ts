@@ -15,7 +15,7 @@ import { bridgeWorkloadSecrets } from '../agent/sds-bridge.js';
 import { fileSecretResolver } from '../agent/sds/file-resolver.js';
 import { SecretStore } from '../agent/sds/secret-store.js';
 import { createSecretCache } from '../agent/secret-cache.js';
-import { startStatusServer } from '../agent/status-server.js';
+import { startStatusServer } from '../status-server.js';
 import { createWorkloadSecrets } from '../agent/workload-secrets.js';
 import { systemClock } from '../clock.js';
 import { flag, formatDuration, parse, type ConfigOf } from '../config/flags.js';
@@ -120,6 +120,7 @@ export const agentCommand = defineCommand({
       status = await startStatusServer({
         address: config.statusAddress,
         registry: metrics.registry,
+        metricsPaths: ['/metrics', '/stats/prometheus'],
         log: log.child({ component: 'status' }),
         notReadyReason: () => {
           const cert = secrets.certificate();

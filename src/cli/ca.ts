@@ -15,7 +15,7 @@ import { createCaMetrics } from '../ca/metrics.js';
 import { cacertsFromSecret, hasPluggedFiles, readCacertsDir, startDirectorySource, startSecretSource } from '../ca/plugged.js';
 import { createKeyedRateLimiter } from '../ca/rate-limit.js';
 import { CA_SECRET_NAME, startSelfSigned } from '../ca/self-signed.js';
-import { createCertificateHandler, startMonitoringServer } from '../ca/server.js';
+import { createCertificateHandler } from '../ca/server.js';
 import { createServingCertManager, serviceDnsNames } from '../ca/serving-cert.js';
 import { systemClock } from '../clock.js';
 import { flag, formatAddress, parse, parseDuration, type ConfigOf } from '../config/flags.js';
@@ -28,6 +28,7 @@ import { canI, createSecretStore, watchSecret, type SecretWatch } from '../kube/
 import { createTokenReviewer } from '../kube/tokenreview.js';
 import { createLogger, type Logger } from '../log.js';
 import { KEY_TYPES, validateTrustDomain, workloadSpiffeId, type KeyType } from '../pki/index.js';
+import { startStatusServer } from '../status-server.js';
 import { defineCommand, untilAborted } from './command.js';
 
 /** A duration that may be 0 (meaning "off"). */
@@ -225,7 +226,12 @@ export const caCommand = defineCommand({
     try {
       let monitoring;
       try {
-        monitoring = await startMonitoringServer({ address: config.monitoringAddress, registry, ready: () => accepting && keyring.isReady(), log: log.child({ component: 'monitoring' }) });
+        monitoring = await startStatusServer({
+          address: config.monitoringAddress,
+          registry,
+          notReadyReason: () => (!keyring.isReady() ? 'CA key material not loaded' : accepting ? undefined : 'the CSR API is not serving (starting or shutting down)'),
+          log: log.child({ component: 'monitoring' }),
+        });
       } catch (err) {
         throw new CitadelError('CONFIG_INVALID', `invalid configuration: --monitoring-address: cannot listen on ${formatAddress(config.monitoringAddress)}`, (err as Error).message);
       }

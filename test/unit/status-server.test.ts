@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { createAgentMetrics } from '../../../src/agent/metrics.js';
-import { startStatusServer, type StatusServer } from '../../../src/agent/status-server.js';
-import { silentLogger } from '../../../src/log.js';
-import { FakeClock } from '../../support/fake-clock.js';
+import { createAgentMetrics } from '../../src/agent/metrics.js';
+import { startStatusServer, type StatusServer } from '../../src/status-server.js';
+import { silentLogger } from '../../src/log.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 describe('status server', () => {
   let server: StatusServer | undefined;
@@ -14,7 +14,7 @@ describe('status server', () => {
     metrics.setCertExpiry('default', 1_000_000 + 90_000);
     metrics.outgoingRequests.inc({ request_type: 'csr' });
     let reason: string | undefined = 'no workload certificate (default) yet';
-    server = await startStatusServer({ address: { kind: 'tcp', host: '127.0.0.1', port: 0 }, registry: metrics.registry, notReadyReason: () => reason, log: silentLogger });
+    server = await startStatusServer({ address: { kind: 'tcp', host: '127.0.0.1', port: 0 }, registry: metrics.registry, notReadyReason: () => reason, metricsPaths: ['/metrics', '/stats/prometheus'], log: silentLogger });
     const base = `http://127.0.0.1:${server.port}`;
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     const notReady = await fetch(`${base}/readyz`);

@@ -1,12 +1,13 @@
 /**
- * The agent's status port (Istio's :15020): /healthz (the process is up), /readyz (`default` and `ROOTCA` are
- * loaded and the certificate is valid) and /metrics (also at Istio's /stats/prometheus).
+ * A process's status port, shared by `citadel ca` (:15014) and `citadel agent` (Istio's :15020): /healthz (the process
+ * is up), /readyz (200, or 503 with the reason the process gives) and /metrics (the agent also answers Istio's
+ * /stats/prometheus).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import type { ListenAddress } from '../config/flags.js';
-import type { Logger } from '../log.js';
+import type { ListenAddress } from './config/flags.js';
+import type { Logger } from './log.js';
 
 export interface StatusServer {
   /** The bound TCP port (useful with port 0). */
@@ -17,8 +18,10 @@ export interface StatusServer {
 export interface StatusServerDeps {
   address: ListenAddress;
   registry: Registry;
-  /** Why the agent is not ready, or undefined when it is. */
+  /** Why the process is not ready, or undefined when it is. */
   notReadyReason(): string | undefined;
+  /** Paths that serve the Prometheus text (default `/metrics`). */
+  metricsPaths?: readonly string[];
   log: Logger;
 }
 
@@ -27,6 +30,7 @@ export interface StatusServerDeps {
  * @throws Error when the address cannot be bound.
  */
 export async function startStatusServer(deps: StatusServerDeps): Promise<StatusServer> {
+  const metricsPaths = deps.metricsPaths ?? ['/metrics'];
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     const send = (code: number, body: string, type = 'text/plain; charset=utf-8') => {
@@ -39,7 +43,7 @@ export async function startStatusServer(deps: StatusServerDeps): Promise<StatusS
       const reason = deps.notReadyReason();
       return reason ? send(503, `not ready: ${reason}\n`) : send(200, 'ready\n');
     }
-    if (url === '/metrics' || url === '/stats/prometheus') {
+    if (metricsPaths.includes(url ?? '')) {
       deps.registry.metrics().then(
         (text) => send(200, text, deps.registry.contentType),
         (err: unknown) => {
