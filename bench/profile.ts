@@ -41,13 +41,15 @@ export interface ProfileSummary {
 
 const CRYPTO_NATIVE = /^(signOneShot|verifyOneShot|createPublicKey|createPrivateKey|Sign|Verify|digest|update|randomBytes|randomFillSync|Hash|KeyObjectHandle|init|exportKey|getAsymmetricKeyDetails|X509Certificate|publicKey|checkPrime|generateKeyPair.*)$/;
 
+const GENERIC = new Set(['other node internals', 'streams/sockets (node)', 'event loop/timers (node)', 'HTTP/1 (node)', 'other JS', 'other']);
+
 /** Categorises one script URL (or a native frame, url ''); undefined means "look at the caller". */
 function categoryOf(frame: CallFrame): string | undefined {
   const { url, functionName } = frame;
   if (functionName === '(garbage collector)') return 'GC';
   if (functionName === '(idle)') return 'idle';
   if (functionName === '(program)') return 'V8/native (unattributed)';
-  if (functionName === '(root)') return 'other';
+  if (functionName === '(root)') return undefined;
   if (!url) return CRYPTO_NATIVE.test(functionName) ? 'crypto (OpenSSL via node:crypto)' : undefined;
   if (url.includes('node:internal/crypto') || url === 'node:crypto') return 'crypto (OpenSSL via node:crypto)';
   if (/\/src\/pki\/(der|x509|oids)\.js/.test(url)) return 'DER/ASN.1 building (src/pki)';
@@ -78,8 +80,12 @@ function whereOf(frame: CallFrame): string {
   return `${file}:${fn}:${frame.lineNumber + 1}${m ? ' (js line)' : ''}`;
 }
 
-/** Reads and summarises one .cpuprofile file. Throws if it is not a V8 CPU profile. */
-export function summariseCpuProfile(file: string, topN = 15): ProfileSummary {
+/**
+ * Reads and summarises one .cpuprofile file. With `windowFunction`, only the samples between the first and
+ * the last one whose stack contains a function of that name count (steady state under load: start-up and
+ * shutdown left out). Throws if the file is not a V8 CPU profile.
+ */
+export function summariseCpuProfile(file: string, topN = 15, windowFunction?: string): ProfileSummary {
   const profile = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
   if (!Array.isArray(profile.nodes) || !Array.isArray(profile.samples)) throw new Error(`${file} is not a V8 CPU profile`);
   const byId = new Map<number, ProfileNode>();
@@ -92,17 +98,42 @@ export function summariseCpuProfile(file: string, topN = 15): ProfileSummary {
   const categoryForNode = (id: number): string => {
     const cached = categoryCache.get(id);
     if (cached) return cached;
+    // The innermost specific category wins; generic ones (node internals, streams, the event loop) only when
+    // no caller says more, so e.g. pino's fs.writeSync counts as logging, not as node internals.
     let cur: ProfileNode | undefined = byId.get(id);
-    let cat: string | undefined;
-    while (cur && !(cat = categoryOf(cur.callFrame))) cur = cur.parent !== undefined ? byId.get(cur.parent) : undefined;
-    const result = cat ?? 'other';
+    let generic: string | undefined;
+    let specific: string | undefined;
+    while (cur && !specific) {
+      const cat = categoryOf(cur.callFrame);
+      if (cat && GENERIC.has(cat)) generic ??= cat;
+      else if (cat) specific = cat;
+      cur = cur.parent !== undefined ? byId.get(cur.parent) : undefined;
+    }
+    const result = specific ?? generic ?? 'other';
     categoryCache.set(id, result);
     return result;
   };
+  let first = 0;
+  let last = profile.samples.length - 1;
+  if (windowFunction) {
+    const inWindow = new Map<number, boolean>();
+    const hasFunction = (id: number): boolean => {
+      const known = inWindow.get(id);
+      if (known !== undefined) return known;
+      const node = byId.get(id);
+      const result = !!node && (node.callFrame.functionName === windowFunction || (node.parent !== undefined && hasFunction(node.parent)));
+      inWindow.set(id, result);
+      return result;
+    };
+    first = profile.samples.findIndex((id) => hasFunction(id));
+    for (last = profile.samples.length - 1; last > first && !hasFunction(profile.samples[last]!); last--);
+    if (first < 0) throw new Error(`${file}: no sample inside ${windowFunction}`);
+  }
   const catMs = new Map<string, number>();
   const selfMs = new Map<number, number>();
   let total = 0;
   profile.samples.forEach((id, i) => {
+    if (i < first || i > last) return;
     const ms = (profile.timeDeltas[i] ?? 0) / 1000;
     total += ms;
     const cat = categoryForNode(id);
