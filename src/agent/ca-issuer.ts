@@ -9,7 +9,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import { CitadelError, toCitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { createCsr, generateKeyPair, parseCertificate, parseCertificates, verifyChain, type KeyType, type ParsedCertificate } from '../pki/index.js';
+import { checkWorkloadSvid, createCsr, generateKeyPair, parseCertificate, parseCertificates, verifyChain, type KeyType, type ParsedCertificate } from '../pki/index.js';
 import { resolveIdentity, type WorkloadIdentity } from './identity.js';
 import { validateCertificateMaterial, type CertificateMaterial } from './material.js';
 import type { AgentMetrics } from './metrics.js';
@@ -201,8 +201,15 @@ function checkResponse(opts: { chain: string[]; key: KeyObject; spiffeId: string
   const responseRootsPem = chain.length > 1 ? chain[chain.length - 1]! : undefined;
   const intermediates = chain.slice(1, chain.length > 1 ? -1 : undefined).flatMap((p) => parseCertificates(p));
   const responseRoots = responseRootsPem ? parseCertificates(responseRootsPem) : [];
-  if (!leaf.uris.includes(opts.spiffeId)) {
-    throw new CitadelError('CERT_INVALID', 'the CA issued a certificate for a different identity', `asked ${opts.spiffeId}, got ${leaf.uris.join(',') || 'no URI SAN'}`);
+  // An X509-SVID carries exactly one URI SAN (checkWorkloadSvid); it must be the identity we asked for.
+  let issuedId: string;
+  try {
+    issuedId = checkWorkloadSvid(leaf);
+  } catch (err) {
+    throw new CitadelError('CERT_INVALID', 'the CA returned a certificate that is not a workload SVID', err instanceof Error ? err.message : String(err), { cause: err });
+  }
+  if (issuedId !== opts.spiffeId) {
+    throw new CitadelError('CERT_INVALID', 'the CA issued a certificate for a different identity', `asked ${opts.spiffeId}, got ${issuedId}`);
   }
   verifyChain({ leaf, intermediates, roots: [...responseRoots, ...opts.rootFileCerts], now: opts.now });
   const certificate = validateCertificateMaterial({ chain: [leaf, ...intermediates], key: opts.key, now: opts.now });

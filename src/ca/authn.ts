@@ -109,8 +109,10 @@ export function createTokenAuthenticator(deps: TokenAuthenticatorDeps): { authen
     const m = SA_USER.exec(result.username ?? '');
     if (!m) throw new AuthnFailure('token is not a ServiceAccount token', `user ${JSON.stringify(result.username)}`);
     if (!result.groups.includes('system:serviceaccounts')) throw new AuthnFailure('token is not a ServiceAccount token', 'group system:serviceaccounts missing');
-    if (result.audiences.length > 0 && !result.audiences.some((a) => deps.audiences.includes(a))) {
-      throw new AuthnFailure('token audience rejected', `audiences ${result.audiences.join(',')}`);
+    // Fail closed: a review that reports none of the audiences we asked for (an empty list means "the
+    // apiserver's own audience") does not prove the token was minted for the CA.
+    if (!result.audiences.some((a) => deps.audiences.includes(a))) {
+      throw new AuthnFailure('token audience rejected', `audiences ${result.audiences.join(',') || '(none reported)'}`);
     }
     const namespace = m[1]!;
     const serviceAccount = m[3]!;

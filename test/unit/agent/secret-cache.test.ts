@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -6,7 +7,7 @@ import { createAgentMetrics } from '../../../src/agent/metrics.js';
 import { backoffDelay, createSecretCache, renewalTime, retryDelay, type SecretCache } from '../../../src/agent/secret-cache.js';
 import { createWorkloadSecrets } from '../../../src/agent/workload-secrets.js';
 import { silentLogger } from '../../../src/log.js';
-import { parseCertificates } from '../../../src/pki/index.js';
+import { parseCertificates, privateKeyToPem } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';
 import { fakeCaClients, fakeToken, makeTestCa, tempDir, unavailable, waitFor, type TestCa } from './support.js';
 
@@ -58,7 +59,7 @@ describe('secret cache with a CA', () => {
   let cache: SecretCache | undefined;
   afterEach(() => cache?.stop());
 
-  async function setup(opts: { failWith?: () => Error | undefined; spiffeIdFor?: (asked: string) => string } = {}) {
+  async function setup(opts: { failWith?: () => Error | undefined; spiffeIdFor?: (asked: string) => string; leafPem?: (csrPem: string, ca: TestCa) => string } = {}) {
     const clock = new FakeClock(Date.UTC(2026, 5, 1));
     let ca: TestCa = await makeTestCa(clock.now());
     const dir = tempDir();
@@ -67,7 +68,7 @@ describe('secret cache with a CA', () => {
     fs.writeFileSync(rootCertPath, ca.rootPem);
     fs.writeFileSync(tokenPath, fakeToken('shop', 'cart'));
     let responseRoot: string | undefined;
-    const fake = fakeCaClients({ ca: () => ca, clock, failWith: opts.failWith, spiffeIdFor: opts.spiffeIdFor, responseRootPem: () => responseRoot });
+    const fake = fakeCaClients({ ca: () => ca, clock, failWith: opts.failWith, spiffeIdFor: opts.spiffeIdFor, leafPem: opts.leafPem, responseRootPem: () => responseRoot });
     const metrics = createAgentMetrics({ clock });
     const secrets = createWorkloadSecrets({ clock, log: silentLogger, metrics });
     const changes: string[] = [];
@@ -196,6 +197,25 @@ describe('secret cache with a CA', () => {
     await t.clock.advance(0);
     await waitFor(() => t.cache.failures() === 1, 'a refused answer');
     expect(t.fake.calls).toHaveLength(1);
+    expect(t.secrets.certificate()).toBeUndefined();
+    expect(await t.metrics.registry.metrics()).toMatch(/error="CERT_ERROR"\} 1/);
+  });
+
+  it('does not publish a leaf with a second URI SAN beside its own SPIFFE ID', async () => {
+    // openssl signs the agent's own CSR with the test CA, adding a second URI SAN (not an X509-SVID).
+    const twoUris = (csrPem: string, ca: TestCa) => {
+      const dir = tempDir('two-uris-');
+      fs.writeFileSync(path.join(dir, 'csr.pem'), csrPem);
+      fs.writeFileSync(path.join(dir, 'ca.pem'), ca.rootPem);
+      fs.writeFileSync(path.join(dir, 'ca-key.pem'), privateKeyToPem(ca.signer.key), { mode: 0o600 });
+      fs.writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=critical,URI:spiffe://cluster.local/ns/shop/sa/cart,URI:spiffe://cluster.local/ns/shop/sa/admin\nbasicConstraints=critical,CA:FALSE\n');
+      execFileSync('openssl', ['x509', '-req', '-in', 'csr.pem', '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-days', '1', '-extfile', 'ext.cnf', '-out', 'leaf.pem'], { cwd: dir, stdio: 'pipe' });
+      return fs.readFileSync(path.join(dir, 'leaf.pem'), 'utf8');
+    };
+    const t = await setup({ leafPem: twoUris });
+    await t.cache.start();
+    await t.clock.advance(0);
+    await waitFor(() => t.cache.failures() === 1, 'a refused answer');
     expect(t.secrets.certificate()).toBeUndefined();
     expect(await t.metrics.registry.metrics()).toMatch(/error="CERT_ERROR"\} 1/);
   });

@@ -50,7 +50,7 @@ export interface CallRecord {
  * A CsrClientFactory whose clients sign with `ca` at `clock.now()`. `failWith()` returning an error makes the
  * call fail. Records every call and every connection.
  */
-export function fakeCaClients(opts: { ca: () => TestCa; clock: Clock; failWith?: () => Error | undefined; maxTtlMs?: number; spiffeIdFor?: (asked: string) => string; responseRootPem?: () => string | undefined }) {
+export function fakeCaClients(opts: { ca: () => TestCa; clock: Clock; failWith?: () => Error | undefined; maxTtlMs?: number; spiffeIdFor?: (asked: string) => string; responseRootPem?: () => string | undefined; leafPem?: (csrPem: string, ca: TestCa) => string }) {
   const calls: CallRecord[] = [];
   const connections: CsrClientCredentials[] = [];
   let closed = 0;
@@ -71,8 +71,8 @@ export function fakeCaClients(opts: { ca: () => TestCa; clock: Clock; failWith?:
         const ca = opts.ca();
         const ttlMs = Math.min(req.validityDurationSeconds * 1000, opts.maxTtlMs ?? Infinity);
         const spiffeId = opts.spiffeIdFor?.(csr.uris[0]!) ?? csr.uris[0]!;
-        const leaf = issueWorkloadCertificate({ signer: ca.signer, publicKey: csr.publicKey, spiffeId, ttlMs, now: opts.clock.now() });
-        return [leaf.pem, opts.responseRootPem?.() ?? ca.rootPem];
+        const leafPem = opts.leafPem?.(req.csr, ca) ?? issueWorkloadCertificate({ signer: ca.signer, publicKey: csr.publicKey, spiffeId, ttlMs, now: opts.clock.now() }).pem;
+        return [leafPem, opts.responseRootPem?.() ?? ca.rootPem];
       },
       close() {
         closed++;

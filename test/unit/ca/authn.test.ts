@@ -100,6 +100,15 @@ describe('token authentication', () => {
     );
   });
 
+  it('refuses a review that reports none of the requested audiences, including an empty list', async () => {
+    const clock = new FakeClock();
+    for (const audiences of [[], ['kubernetes.default.svc']]) {
+      const r = reviewer(() => ({ ...ok('ns', 'sa'), audiences }));
+      const a = createTokenAuthenticator({ reviewer: r.r, audiences: ['istio-ca'], trustDomain: () => TD, clock, cacheTtlMs: 1000 });
+      await expect(a.authenticate('x.y.z')).rejects.toThrow('token audience rejected');
+    }
+  });
+
   it('reads exp without trusting it and fingerprints tokens irreversibly', () => {
     expect(jwtExpiry(jwt({ exp: 100 }))).toBe(100_000);
     expect(jwtExpiry('garbage')).toBeUndefined();
