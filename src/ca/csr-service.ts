@@ -95,11 +95,12 @@ export function createCsrService(deps: CsrServiceDeps): CsrService {
           throw new CitadelError('PERMISSION_DENIED', `impersonation is not supported: the request asks for ${impersonated.slice(0, 200)}, but the caller is ${caller.identity}`);
         }
         const ttlMs = resolveTtl(input.validityDurationSeconds, policy);
-        const csr = parseCsr(input.csr);
-        checkRequestedIdentity(caller, csr);
+        // Before parsing: a caller over its limit must not cost us a CSR signature check either.
         if (deps.rateLimiter && !deps.rateLimiter.tryTake(caller.identity)) {
           throw new CitadelError('RATE_LIMITED', `too many certificate requests for ${caller.identity}; retry later`);
         }
+        const csr = parseCsr(input.csr);
+        checkRequestedIdentity(caller, csr);
         const issued = ca.issueWorkload({ publicKey: csr.publicKey, spiffeId: caller.identity, ttlMs });
         metrics?.successCertIssuanceCount.inc();
         metrics?.signLatency.observe((performance.now() - started) / 1000);

@@ -108,6 +108,8 @@ describe('CSR policy', () => {
     expect(codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('OK');
     expect(codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('OK');
     expect(codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('RATE_LIMITED');
+    // Over the limit, the CSR is not even parsed: garbage gets the same answer, not CSR_INVALID.
+    expect(codeOf(() => svc.handleCsr(caller, { csr: 'not a csr', validityDurationSeconds: 0 }))).toBe('RATE_LIMITED');
     await c.advance(1000);
     expect(codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('OK');
     const other: Caller = { ...caller, identity: `spiffe://${TD}/ns/app/sa/db`, serviceAccount: 'db' };
