@@ -26,14 +26,14 @@ import { runLoadgen, type LoadgenResult } from './loadgen.js';
 import { peakRss, sampleProcess } from './procstat.js';
 import { summariseCpuProfile, type ProfileSummary } from './profile.js';
 import { measureCaAtScale, populate, type CaAtScale } from './scale.js';
-import { startCitadelCa, startIstioCa, type RunningCa } from './servers.js';
+import { startCitadelCa, startIstioCa, startTransportFloor, type RunningCa } from './servers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TRUST_DOMAIN = 'cluster.local';
 const CA_NAMESPACE = 'citadel-system';
 const MAIN_JS = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
 
-type ServerKind = 'citadel' | 'citadel-nocache' | 'istio' | 'istio+cache';
+type ServerKind = 'citadel' | 'citadel-nocache' | 'istio' | 'istio+cache' | 'transport floor';
 /** Each Istio row is compared with the citadel row that caches token reviews the same way. */
 const COUNTERPART: Record<string, ServerKind> = { istio: 'citadel-nocache', 'istio+cache': 'citadel' };
 
@@ -110,7 +110,7 @@ function parseArgs(argv: string[]): Options {
     warmupMs: 2000,
     concurrency: [1, 16, 128],
     keyTypes: ['rsa-2048', 'ecdsa-p256'],
-    servers: ['citadel', 'citadel-nocache', 'istio', 'istio+cache'],
+    servers: ['citadel', 'citadel-nocache', 'istio', 'istio+cache', 'transport floor'],
     profile: true,
     profileServer: 'citadel',
     outDir: path.join(ROOT, 'bench', 'results'),
@@ -134,7 +134,7 @@ function parseArgs(argv: string[]): Options {
       case '--warmup': o.warmupMs = parseDuration(next()); break;
       case '--concurrency': o.concurrency = next().split(',').map(Number); break;
       case '--key-types': o.keyTypes = next().split(',') as BenchKeyType[]; break;
-      case '--servers': o.servers = next().split(',') as ServerKind[]; break;
+      case '--servers': o.servers = next().split(',').map((x) => (x === 'floor' ? 'transport floor' : x)) as ServerKind[]; break;
       case '--token-cache-ttl': o.tokenCacheTtlMs = parseDuration(next()); break;
       case '--profile': o.profile = true; break;
       case '--no-profile': o.profile = false; break;
@@ -158,7 +158,7 @@ function parseArgs(argv: string[]): Options {
     }
   }
   for (const k of o.keyTypes) if (k !== 'rsa-2048' && k !== 'ecdsa-p256') throw new Error(`--key-types: ${k} is not rsa-2048 or ecdsa-p256`);
-  for (const s of o.servers) if (!['citadel', 'citadel-nocache', 'istio', 'istio+cache'].includes(s)) throw new Error(`--servers: unknown ${s}`);
+  for (const s of o.servers) if (!['citadel', 'citadel-nocache', 'istio', 'istio+cache', 'transport floor', 'floor'].includes(s)) throw new Error(`--servers: unknown ${s}`);
   if (o.concurrency.some((c) => !Number.isInteger(c) || c < 1)) throw new Error('--concurrency: positive integers');
   return o;
 }
@@ -285,7 +285,13 @@ async function agentFigures(report: Report, o: Options, ctx: AgentContext, targe
   }
 }
 
-async function startServer(kind: ServerKind, ctx: { material: CaMaterial; cp: ControlPlane; benchEnv: Record<string, string>; logDir: string; o: Options; nodeFlags?: string[] }): Promise<RunningCa> {
+async function startServer(kind: ServerKind, ctx: { material: CaMaterial; cp: ControlPlane; benchEnv: Record<string, string>; logDir: string; o: Options; nodeFlags?: string[]; floorSpiffeId?: string }): Promise<RunningCa> {
+  if (kind === 'transport floor') {
+    return startTransportFloor({
+      node: process.execPath, script: path.join(ROOT, 'dist', 'bench', 'transport-floor.js'),
+      material: ctx.material, spiffeId: ctx.floorSpiffeId!, logDir: ctx.logDir,
+    });
+  }
   if (kind === 'citadel' || kind === 'citadel-nocache') {
     const ca = await startCitadelCa({
       node: process.execPath,
@@ -350,7 +356,7 @@ export function renderMarkdown(rep: Report): string {
   lines.push('|---|---:|---:|---:|');
   for (const b of rep.cryptoBounds) lines.push(`| ${b.keyType} | ${f0(b.signPerSec)} | ${f0(b.verifyPerSec)} | ${f0(b.verifySignPerSec)} |`);
   lines.push('');
-  lines.push('Issuance over gRPC+TLS on loopback with TokenReview authentication. `citadel`: as deployed (successful reviews cached 10 s); `citadel-nocache`: `--token-review-cache-ttl 0`; `istio`: Istio\'s CA server as shipped (no review cache: one TokenReview per request, through istiod\'s 80 QPS kube client); `istio+cache`: the same behind a 10 s review cache of ours. `citadel / istio` compares certs/s (and CA CPU per certificate, lower is better) with the citadel row that caches the same way:');
+  lines.push('Issuance over gRPC+TLS on loopback with TokenReview authentication. `citadel`: as deployed (successful reviews cached 10 s); `citadel-nocache`: `--token-review-cache-ttl 0`; `istio`: Istio\'s CA server as shipped (no review cache: one TokenReview per request, through istiod\'s 80 QPS kube client); `istio+cache`: the same behind a 10 s review cache of ours; `transport floor`: citadel\'s gRPC layer (grpc-js + TLS + proto) answering a constant chain, i.e. what citadel pays before any CA work. `citadel / istio` compares certs/s (and CA CPU per certificate, lower is better) with the citadel row that caches the same way:');
   lines.push('');
   lines.push('| key | clients | server | certs/s | p50 ms | p99 ms | CA CPU s/1k | apiserver CPU s/1k | of raw bound | crypto share of CA CPU | citadel / istio certs/s | citadel / istio CPU | errors |');
   lines.push('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
@@ -442,6 +448,10 @@ async function main(): Promise<number> {
     await cluster.kube().core.createNamespace({ body: { metadata: { name: CA_NAMESPACE } } }).catch(() => undefined);
     const identitiesFile = path.join(workDir, 'identities.json');
     const nIds = await makeIdentities(cluster, o, identitiesFile);
+    // The transport floor answers one constant chain, so its load uses one identity (the first).
+    const floorIdentitiesFile = path.join(workDir, 'identities-floor.json');
+    const firstIdentity = (JSON.parse(fs.readFileSync(identitiesFile, 'utf8')) as { token: string; spiffeId: string }[])[0]!;
+    fs.writeFileSync(floorIdentitiesFile, JSON.stringify([firstIdentity]), { mode: 0o600 });
     say(`${nIds} pod-bound tokens (audience istio-ca) ready`);
     const apiserverPid = cp.apiserver.pid;
     const agentNs = await cluster.createNamespace('bench-agent');
@@ -459,7 +469,7 @@ async function main(): Promise<number> {
       for (const kind of o.servers) {
         let server: RunningCa;
         try {
-          server = await startServer(kind, { material, cp, benchEnv, logDir: workDir, o });
+          server = await startServer(kind, { material, cp, benchEnv, logDir: workDir, o, floorSpiffeId: firstIdentity.spiffeId });
         } catch (err) {
           const msg = `${kind} ${keyType}: could not start: ${(err as Error).message}`;
           say(msg);
@@ -472,7 +482,8 @@ async function main(): Promise<number> {
             try {
               const r = await runLoadgen({
                 binary: benchEnv.LOADGEN!, addr: server.addr, serverName: server.serverName, rootCaFile: server.rootCaFile,
-                identitiesFile, keyType, concurrency: c, durationMs: o.durationMs, warmupMs: o.warmupMs,
+                identitiesFile: kind === 'transport floor' ? floorIdentitiesFile : identitiesFile,
+                keyType, concurrency: c, durationMs: o.durationMs, warmupMs: o.warmupMs,
                 label: `${kind} ${keyType} c${c}`, cpuPids: { ca: server.process.pid, apiserver: apiserverPid },
               });
               const row = toRow(keyType, kind, r, bound, server.process.pid);

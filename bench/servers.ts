@@ -148,3 +148,28 @@ function httpStatus(url: string): Promise<number | undefined> {
     req.on('timeout', () => req.destroy());
   });
 }
+
+export interface TransportFloorOptions {
+  node: string;
+  /** dist/bench/transport-floor.js */
+  script: string;
+  material: CaMaterial;
+  /** The one identity the load will use (the constant answer's leaf carries it). */
+  spiffeId: string;
+  logDir: string;
+}
+
+/** Starts bench/transport-floor (citadel's gRPC layer answering a constant chain) and waits for its ready line. */
+export async function startTransportFloor(o: TransportFloorOptions): Promise<RunningCa> {
+  const [port] = (await freePorts(1)) as [number];
+  const serverName = 'floor.bench.svc';
+  const logPath = path.join(o.logDir, `transport-floor-${o.material.keyType}-${Date.now()}.log`);
+  const proc = await startProcess({
+    name: 'transport floor',
+    command: o.node,
+    logPath,
+    args: [o.script, '--port', String(port), '--cacerts', o.material.dir, '--spiffe-id', o.spiffeId, '--server-name', serverName],
+  });
+  await waitReady(proc, 30_000, async () => fs.readFileSync(logPath, 'utf8').includes('"ready":true'));
+  return { name: 'transport floor', process: proc, addr: `127.0.0.1:${port}`, serverName, rootCaFile: o.material.rootCert, stop: () => proc.stop(5_000) };
+}
