@@ -2,6 +2,8 @@
  * The Kubernetes connection: one KubeConfig and the typed API clients made from it. src/kube is the only
  * importer of @kubernetes/client-node; everything else gets these clients (or narrower functions) passed in.
  */
+import { createHash } from 'node:crypto';
+import https from 'node:https';
 import * as k8s from '@kubernetes/client-node';
 
 export interface KubeClients {
@@ -10,6 +12,8 @@ export interface KubeClients {
   readonly authn: k8s.AuthenticationV1Api;
   readonly authz: k8s.AuthorizationV1Api;
   readonly coordination: k8s.CoordinationV1Api;
+  /** TLS connections opened to the apiserver so far (keep-alive reuses them; see reuseConnections). */
+  connectionsOpened(): number;
 }
 
 /** Loads a kubeconfig file, or the in-cluster ServiceAccount config when `kubeconfigPath` is undefined. */
@@ -17,8 +21,10 @@ export function connectKube(kubeconfigPath: string | undefined): KubeClients {
   const config = new k8s.KubeConfig();
   if (kubeconfigPath) config.loadFromFile(kubeconfigPath);
   else config.loadFromCluster();
+  const connections = reuseConnections(config);
   return {
     config,
+    connectionsOpened: connections.opened,
     core: config.makeApiClient(k8s.CoreV1Api),
     authn: config.makeApiClient(k8s.AuthenticationV1Api),
     authz: config.makeApiClient(k8s.AuthorizationV1Api),
@@ -36,3 +42,35 @@ export function apiStatus(err: unknown): number | undefined {
 export const isNotFound = (err: unknown) => apiStatus(err) === 404;
 export const isConflict = (err: unknown) => apiStatus(err) === 409;
 export const isForbidden = (err: unknown) => apiStatus(err) === 403;
+
+/**
+ * client-node 1.x builds a new https.Agent for every request, so each call (a TokenReview per CSR, say) pays a
+ * fresh TCP + TLS handshake. This replaces its (private) createAgent with one keep-alive agent per distinct TLS
+ * setup; the bearer token travels in headers, not in the agent, so token rotation still works.
+ */
+function reuseConnections(config: k8s.KubeConfig): { opened: () => number } {
+  type CreateAgent = (cluster: k8s.Cluster | null, opts: https.AgentOptions) => https.Agent | unknown;
+  const target = config as unknown as { createAgent?: CreateAgent };
+  const original = target.createAgent?.bind(config);
+  let opened = 0;
+  if (!original) return { opened: () => opened }; // a client-node without this hook: keep its behaviour
+  const agents = new Map<string, https.Agent>();
+  target.createAgent = (cluster, opts) => {
+    if (!cluster || cluster.proxyUrl || !cluster.server.startsWith('https:')) return original(cluster, opts);
+    const key = createHash('sha256');
+    for (const field of ['ca', 'cert', 'key', 'servername', 'rejectUnauthorized'] as const) key.update(`${field}=${String(opts[field] ?? '')};`);
+    const id = key.digest('hex');
+    let agent = agents.get(id);
+    if (!agent) {
+      agent = new https.Agent({ ...opts, keepAlive: true });
+      const connect = agent.createConnection.bind(agent);
+      agent.createConnection = ((...args: Parameters<typeof connect>) => {
+        opened++;
+        return connect(...args);
+      }) as typeof agent.createConnection;
+      agents.set(id, agent);
+    }
+    return agent;
+  };
+  return { opened: () => opened };
+}
