@@ -78,6 +78,9 @@ export async function startProcess(opts: StartProcessOptions): Promise<ManagedPr
     stop(graceMs = 5000) {
       stopping ??= (async () => {
         if (!alive) return;
+        // The child is unref'd so it never holds a run open by itself; while stopping, hold the event loop until
+        // its exit is seen, or a caller with nothing else pending would exit before `await stop()` returns.
+        child.ref();
         killGroup(pid, 'SIGTERM');
         const timer = setTimeout(() => killGroup(pid, 'SIGKILL'), graceMs);
         await exited;
