@@ -7,42 +7,17 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${CITADEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/citadel}"
-say() { printf '[provision-bench] %s\n' "$*" >&2; }
-die() { printf '[provision-bench] error: %s\n' "$*" >&2; exit 1; }
-command -v go >/dev/null 2>&1 || die "go is required: install Go 1.26+ (https://go.dev/doc/install)"
+LOG_TAG=provision-bench
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+need go "install Go 1.26+ (https://go.dev/doc/install)"
 
-hash=$(
-  cd "$ROOT" &&
-    { go version; find bench/go -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print | LC_ALL=C sort |
-      while read -r f; do printf '%s ' "$f"; sha256sum <"$f"; done; } | sha256sum | cut -c1-16
-)
+hash=$(go_sources_hash bench/go)
 dir="$CACHE/bench-$hash"
 mkdir -p "$dir"
 
-# Runs "$@" with a heartbeat every 20 s, so a cold build is never silent.
-with_progress() {
-  local label=$1; shift
-  local start=$SECONDS
-  "$@" &
-  local pid=$!
-  local next=20
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    if kill -0 "$pid" 2>/dev/null && (( SECONDS - start >= next )); then
-      say "$label: still working ($((SECONDS - start))s)"
-      next=$((next + 20))
-    fi
-  done
-  wait "$pid" || die "$label failed"
-  say "$label: done in $((SECONDS - start))s"
-}
 
-build() {
-  local name=$1
-  say "building $name from bench/go/$name (cold: downloads its Go modules first)"
-  (cd "$ROOT/bench/go/$name" && go mod download && go build -trimpath -o "$dir/$name.tmp" . && mv "$dir/$name.tmp" "$dir/$name")
-}
+build() { go_build_program bench/go "$1" "$dir"; }
 
 for name in loadgen istioca; do
   if [ -x "$dir/$name" ]; then

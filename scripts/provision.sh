@@ -11,10 +11,10 @@ ETCD_VERSION=v3.6.16
 ENVOY_VERSION=1.40.0
 GO_MIN=1.26   # the go directive of k8s.io/kubernetes v1.36 and go.etcd.io/etcd/server/v3 v3.6
 
-CACHE="${CITADEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/citadel}"
-say() { printf '[provision] %s\n' "$*" >&2; }
-die() { printf '[provision] error: %s\n' "$*" >&2; exit 1; }
-need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required: $2"; }
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG=provision
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 need python3 "install Python 3.10+ with venv (apt-get install python3 python3-venv)"
 need openssl "install OpenSSL (apt-get install openssl): the test harness makes its certificates with it"
@@ -34,22 +34,6 @@ need_go() {
   die "Go $GO_MIN+ is required to build Kubernetes ${KUBERNETES_VERSION} and etcd ${ETCD_VERSION} (found go$have, GOTOOLCHAIN=local): https://go.dev/doc/install"
 }
 
-# Runs "$@" in the background with a heartbeat every 20 s, so a cold build is never silent; prints its duration.
-with_progress() {
-  local label=$1; shift
-  local start=$SECONDS next=20
-  "$@" &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    if [ $((SECONDS - start)) -ge $next ] && kill -0 "$pid" 2>/dev/null; then
-      say "$label: still working ($((SECONDS - start))s)"
-      next=$((next + 20))
-    fi
-  done
-  wait "$pid" || die "$label failed (see the output above)"
-  say "$label: done in $((SECONDS - start))s"
-}
 
 # --- cache checks: a cached binary counts only if it runs and reports the pinned version ---------------------
 # (Output is captured before matching: with pipefail, `cmd | grep -q` fails when grep exits first.)
