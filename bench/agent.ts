@@ -11,6 +11,7 @@ import http from 'node:http';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { sdsClientConstructor, SECRET_TYPE_URL } from '../src/grpc/protos.js';
+import { sidecarBootstrap } from '../test/e2e/support/bootstrap.js';
 import { startEnvoy } from '../test/harness/envoy.js';
 import { startPod, writeFileAtomic, type SimulatedPod } from '../test/harness/kubelet.js';
 import { freePort } from '../test/harness/ports.js';
@@ -80,57 +81,6 @@ async function newPod(ctx: AgentContext, target: AgentTarget, serviceAccount: st
   return pod;
 }
 
-/** A minimal sidecar bootstrap: SDS over the pod's socket feeding one mTLS listener on a free loopback port. */
-function sidecarBootstrap(socketPath: string, listenPort: number): object {
-  const sds = {
-    resource_api_version: 'V3',
-    initial_fetch_timeout: '0s',
-    api_config_source: {
-      api_type: 'GRPC',
-      transport_api_version: 'V3',
-      grpc_services: [{ envoy_grpc: { cluster_name: 'sds-grpc', retry_policy: { retry_back_off: { base_interval: '0.05s', max_interval: '0.5s' } } } }],
-    },
-  };
-  return {
-    node: { id: 'bench-sidecar', cluster: 'bench' },
-    static_resources: {
-      clusters: [{
-        name: 'sds-grpc',
-        type: 'STATIC',
-        connect_timeout: '1s',
-        typed_extension_protocol_options: {
-          'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
-            '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
-            explicit_http_config: { http2_protocol_options: {} },
-          },
-        },
-        load_assignment: { cluster_name: 'sds-grpc', endpoints: [{ lb_endpoints: [{ endpoint: { address: { pipe: { path: socketPath } } } }] }] },
-      }],
-      listeners: [{
-        name: 'inbound',
-        address: { socket_address: { address: '127.0.0.1', port_value: listenPort } },
-        filter_chains: [{
-          transport_socket: {
-            name: 'envoy.transport_sockets.tls',
-            typed_config: {
-              '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
-              require_client_certificate: true,
-              common_tls_context: {
-                tls_certificate_sds_secret_configs: [{ name: 'default', sds_config: sds }],
-                validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: sds },
-              },
-            },
-          },
-          filters: [{
-            name: 'envoy.filters.network.tcp_proxy',
-            typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: 'inbound', cluster: 'sds-grpc' },
-          }],
-        }],
-      }],
-    },
-  };
-}
-
 /**
  * Measures agent start to first certificate in Envoy for `keyType`, then the agent's RSS. Throws with the
  * agent's log tail if it exits or nothing arrives within `timeoutMs`.
@@ -139,7 +89,13 @@ export async function measureAgentStartup(ctx: AgentContext, target: AgentTarget
   const pod = await newPod(ctx, target, `agent-${keyType}`);
   const spiffeId = `spiffe://${target.trustDomain}/ns/${ctx.namespace}/sa/agent-${keyType}`;
   const listenPort = await freePort();
-  const envoy = await startEnvoy({ bootstrap: sidecarBootstrap(pod.sdsSocketPath, listenPort), name: `bench-${keyType}`, cwd: pod.root });
+  const envoy = await startEnvoy({ bootstrap: sidecarBootstrap({
+    nodeId: `bench-${keyType}`,
+    sdsSocketPath: pod.sdsSocketPath,
+    // Only the certificate matters here; the inbound listener exists so Envoy asks for `default` and ROOTCA.
+    inbound: { port: listenPort, appPort: listenPort, allowedClientIds: [] },
+    sdsRetry: { baseSeconds: 0.05, maxSeconds: 0.5 },
+  }), name: `bench-${keyType}`, cwd: pod.root });
   let agent: RunningAgent | undefined;
   try {
     agent = await startAgent(ctx, pod, target, keyType);
