@@ -12,21 +12,28 @@ export interface KubeClients {
   readonly authn: k8s.AuthenticationV1Api;
   readonly authz: k8s.AuthorizationV1Api;
   readonly coordination: k8s.CoordinationV1Api;
-  /** TLS connections opened to the apiserver so far (keep-alive reuses them; see reuseConnections). */
+  /** TLS connections the TokenReview client (`authn`) opened so far; keep-alive reuses them (reuseConnections). */
   connectionsOpened(): number;
 }
 
 /** Loads a kubeconfig file, or the in-cluster ServiceAccount config when `kubeconfigPath` is undefined. */
 export function connectKube(kubeconfigPath: string | undefined): KubeClients {
-  const config = new k8s.KubeConfig();
-  if (kubeconfigPath) config.loadFromFile(kubeconfigPath);
-  else config.loadFromCluster();
-  const connections = reuseConnections(config);
+  const load = () => {
+    const config = new k8s.KubeConfig();
+    if (kubeconfigPath) config.loadFromFile(kubeconfigPath);
+    else config.loadFromCluster();
+    return config;
+  };
+  const config = load();
+  // TokenReviews (one per uncached CSR) are the hot path: they get keep-alive connections of their own. Watches,
+  // Lease renewals and writes keep client-node's connection per request, so a partition fails them at once.
+  const reviewConfig = load();
+  const connections = reuseConnections(reviewConfig);
   return {
     config,
     connectionsOpened: connections.opened,
     core: config.makeApiClient(k8s.CoreV1Api),
-    authn: config.makeApiClient(k8s.AuthenticationV1Api),
+    authn: reviewConfig.makeApiClient(k8s.AuthenticationV1Api),
     authz: config.makeApiClient(k8s.AuthorizationV1Api),
     coordination: config.makeApiClient(k8s.CoordinationV1Api),
   };
