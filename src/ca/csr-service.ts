@@ -8,11 +8,12 @@
  */
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { parseCsr } from '../pki/index.js';
-import type { CertificateAuthority, IssuedWorkloadCert } from './authority.js';
+import type { CsrAuthority, IssuedWorkloadCert } from './authority.js';
 import type { Caller } from './authn.js';
 import type { CaMetrics } from './metrics.js';
 import type { KeyedRateLimiter } from './rate-limit.js';
+
+export { checkRequestedIdentity } from './sign-job.js';
 
 export interface CsrPolicy {
   /** Used when the request asks for 0 or a negative lifetime (Istio DEFAULT_WORKLOAD_CERT_TTL, 24 h). */
@@ -24,7 +25,7 @@ export interface CsrPolicy {
 }
 
 export interface CsrServiceDeps {
-  readonly ca: CertificateAuthority;
+  readonly ca: CsrAuthority;
   readonly policy: CsrPolicy;
   /** The audit log: one line per issued certificate. */
   readonly log: Logger;
@@ -47,12 +48,12 @@ export interface CallInfo {
 
 export interface CsrService {
   /**
-   * Checks and signs. Counts every refusal in `citadel_server_csr_sign_err_count{error}` and every success in
+   * Checks and signs (parse, verify and sign on a signing worker when the CA has them). Counts every refusal in `citadel_server_csr_sign_err_count{error}` and every success in
    * `citadel_server_success_cert_issuance_count`.
    * @throws CitadelError INPUT_TOO_LARGE, PEM_*, DER_INVALID, CSR_INVALID, SIGNATURE_INVALID, KEY_UNSUPPORTED,
    *   KEY_TOO_WEAK, TTL_INVALID (INVALID_ARGUMENT); PERMISSION_DENIED; RATE_LIMITED; CA_NOT_READY, CERT_GEN_ERROR.
    */
-  handleCsr(caller: Caller, input: CsrInput, call?: CallInfo): IssuedWorkloadCert;
+  handleCsr(caller: Caller, input: CsrInput, call?: CallInfo): Promise<IssuedWorkloadCert>;
 }
 
 /** The requested lifetime in ms, or TTL_INVALID. */
@@ -65,23 +66,10 @@ export function resolveTtl(validityDurationSeconds: number, policy: CsrPolicy): 
   return ms;
 }
 
-/** The identity and SANs a CSR asks for must be exactly the caller's identity (or nothing). */
-export function checkRequestedIdentity(caller: Caller, requested: { uris: readonly string[]; dnsNames: readonly string[]; ipAddresses: readonly string[]; emails: readonly string[] }): void {
-  const others = [
-    ...requested.uris.filter((u) => u !== caller.identity),
-    ...requested.dnsNames.map((d) => `DNS:${d}`),
-    ...requested.ipAddresses.map((ip) => `IP:${ip}`),
-    ...requested.emails.map((e) => `email:${e}`),
-  ];
-  if (others.length === 0) return;
-  const shown = others.slice(0, 3).map((s) => (s.length > 120 ? `${s.slice(0, 120)}...` : s)).join(', ');
-  throw new CitadelError('PERMISSION_DENIED', `the CSR asks for ${shown}${others.length > 3 ? ` and ${others.length - 3} more` : ''}, but the caller is ${caller.identity}`);
-}
-
 export function createCsrService(deps: CsrServiceDeps): CsrService {
   const { ca, policy, log, metrics } = deps;
   return {
-    handleCsr(caller, input, call = {}) {
+    async handleCsr(caller, input, call = {}) {
       const started = performance.now();
       try {
         if (Buffer.byteLength(input.csr, 'utf8') > policy.maxCsrBytes) {
@@ -99,9 +87,7 @@ export function createCsrService(deps: CsrServiceDeps): CsrService {
         if (deps.rateLimiter && !deps.rateLimiter.tryTake(caller.identity)) {
           throw new CitadelError('RATE_LIMITED', `too many certificate requests for ${caller.identity}; retry later`);
         }
-        const csr = parseCsr(input.csr);
-        checkRequestedIdentity(caller, csr);
-        const issued = ca.issueWorkload({ publicKey: csr.publicKey, spiffeId: caller.identity, ttlMs });
+        const issued = await ca.issueFromCsr({ csrPem: input.csr, identity: caller.identity, ttlMs });
         metrics?.successCertIssuanceCount.inc();
         metrics?.signLatency.observe((performance.now() - started) / 1000);
         log.info(
@@ -110,7 +96,7 @@ export function createCsrService(deps: CsrServiceDeps): CsrService {
             identity: caller.identity,
             serial: issued.serialHex,
             notAfter: new Date(issued.notAfter).toISOString(),
-            keyType: csr.key.type,
+            keyType: issued.keyType,
             authn: caller.method,
             peer: call.peerAddress,
             ...(caller.podName ? { pod: caller.podName } : {}),
@@ -118,7 +104,7 @@ export function createCsrService(deps: CsrServiceDeps): CsrService {
           },
           'issued workload certificate',
         );
-        return issued;
+        return { chain: issued.chain, serialHex: issued.serialHex, notBefore: issued.notBefore, notAfter: issued.notAfter };
       } catch (err) {
         // Anything that is not a CitadelError is a bug: count it as CERT_GEN_ERROR and show the caller nothing of it.
         const e = err instanceof CitadelError ? err : new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', err instanceof Error ? err.message : String(err), { cause: err });

@@ -12,12 +12,14 @@
  */
 import { createHash } from 'node:crypto';
 import type { Clock, Timer } from '../clock.js';
-import { CitadelError, isCitadelError } from '../errors.js';
+import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { buildResponseChain, issueWorkloadCertificate, type ParsedCertificate } from '../pki/index.js';
-import type { CertificateAuthority, IssuedWorkloadCert, WorkloadCertRequest } from './authority.js';
+import { buildResponseChain, type ParsedCertificate } from '../pki/index.js';
+import type { CertificateAuthority, CsrAuthority, CsrCertRequest, IssuedFromCsr, IssuedWorkloadCert, WorkloadCertRequest } from './authority.js';
 import type { CaMaterial } from './material.js';
 import type { CaMetrics } from './metrics.js';
+import { issueLeaf, type SignedLeaf } from './sign-job.js';
+import { inlineCsrSigner, type CsrSigner } from './signing-pool.js';
 
 interface Retained {
   readonly cert: ParsedCertificate;
@@ -30,6 +32,8 @@ export interface KeyringDeps {
   /** The longest workload certificate the CA issues; bounds how long a dropped root stays trusted. */
   readonly maxWorkloadTtlMs: number;
   readonly metrics?: CaMetrics;
+  /** Where issueFromCsr checks and signs CSRs; default inline on the calling thread. */
+  readonly csrSigner?: CsrSigner;
 }
 
 /** What the client-certificate authenticator verifies against. */
@@ -50,7 +54,7 @@ function derKey(c: ParsedCertificate): string {
 }
 
 /** Current material + retained roots/intermediates; not ready (issueWorkload throws CA_NOT_READY) until the first install(). */
-export class Keyring implements CertificateAuthority {
+export class Keyring implements CertificateAuthority, CsrAuthority {
   private material: CaMaterial | undefined;
   private retainedRoots = new Map<string, Retained>();
   private retainedIntermediates = new Map<string, Retained>();
@@ -143,24 +147,29 @@ export class Keyring implements CertificateAuthority {
   }
 
   issueWorkload(req: WorkloadCertRequest): IssuedWorkloadCert {
-    const material = this.material;
-    if (!material) throw new CitadelError('CA_NOT_READY', 'CA key material is not loaded yet');
-    const now = this.deps.clock.now();
-    let leaf;
-    try {
-      leaf = issueWorkloadCertificate({
-        signer: material.signer,
-        publicKey: req.publicKey,
-        spiffeId: req.spiffeId,
-        dnsNames: req.dnsNames,
-        ttlMs: req.ttlMs,
-        now,
-      });
-    } catch (err) {
-      if (isCitadelError(err, 'CERT_EXPIRED')) throw new CitadelError('CA_NOT_READY', 'the CA signing certificate has expired', err.detail);
-      if (isCitadelError(err) && err.code !== 'NOT_A_CA' && err.code !== 'KEY_MISMATCH' && err.code !== 'INTERNAL') throw err;
-      throw new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', err instanceof Error ? err.message : String(err), { cause: err });
-    }
+    const material = this.ready();
+    return this.recordIssued(material, issueLeaf(material.signer, req, this.deps.clock.now()));
+  }
+
+  async issueFromCsr(req: CsrCertRequest): Promise<IssuedFromCsr> {
+    const material = this.ready();
+    const signer = this.deps.csrSigner ?? inlineCsrSigner;
+    const leaf = await signer.sign(material.signer, { csrPem: req.csrPem, identity: req.identity, ttlMs: req.ttlMs, now: this.deps.clock.now() });
+    return { ...this.recordIssued(material, leaf), keyType: leaf.keyType };
+  }
+
+  private ready(): CaMaterial {
+    if (!this.material) throw new CitadelError('CA_NOT_READY', 'CA key material is not loaded yet');
+    return this.material;
+  }
+
+  /**
+   * Bookkeeping for a leaf signed by `material` (which may have been replaced while a worker signed): the latest
+   * notAfter under its root, and the response chain through its intermediates to the current bundle (which still
+   * holds a replaced root: it is retained at least the longest workload TTL from the switch, and this leaf's `now`
+   * was read before the switch).
+   */
+  private recordIssued(material: CaMaterial, leaf: SignedLeaf): IssuedWorkloadCert {
     const anchor = derKey(material.anchor);
     if (leaf.notAfter > (this.latestIssued.get(anchor) ?? 0)) this.latestIssued.set(anchor, leaf.notAfter);
     const chain = buildResponseChain(leaf.pem, material.intermediates.map((c) => c.pem), this.trustBundlePem());

@@ -26,7 +26,7 @@ export function createCertificateHandler(deps: CertificateHandlerDeps): CreateCe
     deps.inflight?.add(1);
     try {
       const caller = await deps.authenticator.authenticate({ bearerToken: ctx.bearerToken, peerCertificateDer: ctx.peerCertificateDer });
-      const issued = deps.csrService.handleCsr(caller, { csr: req.csr, validityDurationSeconds: req.validityDurationSeconds, metadata: req.metadata }, { peerAddress: ctx.peerAddress });
+      const issued = await deps.csrService.handleCsr(caller, { csr: req.csr, validityDurationSeconds: req.validityDurationSeconds, metadata: req.metadata }, { peerAddress: ctx.peerAddress });
       return [...issued.chain];
     } finally {
       deps.inflight?.add(-1);

@@ -29,9 +29,9 @@ beforeAll(async () => {
   keyring.install(loadPluggedMaterial(istioFiles(inter, root), 't', NOW));
 });
 
-function codeOf(fn: () => unknown): string {
+async function codeOf(fn: () => unknown): Promise<string> {
   try {
-    fn();
+    await fn();
   } catch (err) {
     return (err as CitadelError).code;
   }
@@ -44,12 +44,12 @@ async function csrFor(id: string) {
 }
 
 describe('CSR policy', () => {
-  it('resolves TTLs as Istio: <= 0 is the default, above the max is an error', () => {
+  it('resolves TTLs as Istio: <= 0 is the default, above the max is an error', async () => {
     expect(resolveTtl(0, POLICY)).toBe(DAY);
     expect(resolveTtl(-5, POLICY)).toBe(DAY);
     expect(resolveTtl(3600, POLICY)).toBe(3600_000);
     expect(resolveTtl(90 * 86400, POLICY)).toBe(90 * DAY);
-    expect(codeOf(() => resolveTtl(90 * 86400 + 1, POLICY))).toBe('TTL_INVALID');
+    expect(await codeOf(() => resolveTtl(90 * 86400 + 1, POLICY))).toBe('TTL_INVALID');
   });
 
   it('allows only the caller identity and names what else was asked for', () => {
@@ -66,7 +66,7 @@ describe('CSR policy', () => {
     const lines: Record<string, unknown>[] = [];
     const log = { info: (o: Record<string, unknown>) => lines.push(o), warn: () => undefined } as unknown as typeof silentLogger;
     const svc = createCsrService({ ca: keyring, policy: POLICY, log, metrics });
-    const issued = svc.handleCsr(caller, { csr: await csrFor(caller.identity), validityDurationSeconds: 0 }, { peerAddress: '10.1.2.3:5555' });
+    const issued = await svc.handleCsr(caller, { csr: await csrFor(caller.identity), validityDurationSeconds: 0 }, { peerAddress: '10.1.2.3:5555' });
     expect(issued.chain).toHaveLength(3);
     const leaf = parseCertificate(issued.chain[0]!);
     expect(leaf.uris).toEqual([caller.identity]);
@@ -78,16 +78,16 @@ describe('CSR policy', () => {
   it('refuses bad input with codes that map to the right gRPC statuses, counting each', async () => {
     const metrics = createCaMetrics();
     const svc = createCsrService({ ca: keyring, policy: POLICY, log: silentLogger, metrics });
-    const call = async (csr: string, ttl = 0) => codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: ttl }));
+    const call = (csr: string, ttl = 0) => codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: ttl }));
     const good = await csrFor(caller.identity);
     expect(await call('garbage')).toBe('PEM_INVALID');
     expect(await call('x'.repeat(20_000))).toBe('INPUT_TOO_LARGE');
     expect(await call(good, 91 * 86400)).toBe('TTL_INVALID');
-    expect(codeOf(() => svc.handleCsr(caller, { csr: '', validityDurationSeconds: 0 }))).toBe('PEM_INVALID');
+    expect(await codeOf(() => svc.handleCsr(caller, { csr: '', validityDurationSeconds: 0 }))).toBe('PEM_INVALID');
     const other = await csrFor(`spiffe://${TD}/ns/app/sa/db`);
     expect(await call(other)).toBe('PERMISSION_DENIED');
-    expect(codeOf(() => svc.handleCsr(caller, { csr: good, validityDurationSeconds: 0, metadata: { ImpersonatedIdentity: `spiffe://${TD}/ns/app/sa/db` } }))).toBe('PERMISSION_DENIED');
-    expect(codeOf(() => svc.handleCsr(caller, { csr: good, validityDurationSeconds: 0, metadata: { ImpersonatedIdentity: '', CertSigner: '' } }))).toBe('OK');
+    expect(await codeOf(() => svc.handleCsr(caller, { csr: good, validityDurationSeconds: 0, metadata: { ImpersonatedIdentity: `spiffe://${TD}/ns/app/sa/db` } }))).toBe('PERMISSION_DENIED');
+    expect(await codeOf(() => svc.handleCsr(caller, { csr: good, validityDurationSeconds: 0, metadata: { ImpersonatedIdentity: '', CertSigner: '' } }))).toBe('OK');
     // RSA-1024, made by openssl because our own code refuses to make it.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csr-'));
     execFileSync('openssl', ['req', '-new', '-newkey', 'rsa:1024', '-nodes', '-keyout', path.join(dir, 'k'), '-out', path.join(dir, 'c'), '-subj', '/', '-addext', `subjectAltName=URI:${caller.identity}`], { stdio: 'ignore' });
@@ -105,16 +105,16 @@ describe('CSR policy', () => {
     const c = new FakeClock(NOW);
     const svc = createCsrService({ ca: keyring, policy: POLICY, log: silentLogger, rateLimiter: createKeyedRateLimiter({ qps: 1, burst: 2, clock: c }) });
     const csr = await csrFor(caller.identity);
-    expect(codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('OK');
-    expect(codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('OK');
-    expect(codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('RATE_LIMITED');
+    expect(await codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('OK');
+    expect(await codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('OK');
+    expect(await codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('RATE_LIMITED');
     // Over the limit, the CSR is not even parsed: garbage gets the same answer, not CSR_INVALID.
-    expect(codeOf(() => svc.handleCsr(caller, { csr: 'not a csr', validityDurationSeconds: 0 }))).toBe('RATE_LIMITED');
+    expect(await codeOf(() => svc.handleCsr(caller, { csr: 'not a csr', validityDurationSeconds: 0 }))).toBe('RATE_LIMITED');
     await c.advance(1000);
-    expect(codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('OK');
+    expect(await codeOf(() => svc.handleCsr(caller, { csr, validityDurationSeconds: 0 }))).toBe('OK');
     const other: Caller = { ...caller, identity: `spiffe://${TD}/ns/app/sa/db`, serviceAccount: 'db' };
     const otherCsr = await csrFor(other.identity);
-    expect(codeOf(() => svc.handleCsr(other, { csr: otherCsr, validityDurationSeconds: 0 }))).toBe('OK');
+    expect(await codeOf(() => svc.handleCsr(other, { csr: otherCsr, validityDurationSeconds: 0 }))).toBe('OK');
   });
 });
 

@@ -1,0 +1,179 @@
+/**
+ * Where CSRs are checked and signed: inline on the main thread, or in a fixed pool of worker threads
+ * (`--signing-workers`). Both run `signCsr` (src/ca/sign-job.ts), so the policy exists once.
+ *
+ * The pool sends each worker the signer (certificate DER + private KeyObject, cloned by postMessage) before the
+ * first job that uses it; a job names its signer, so after a key material switch the next job on every worker signs
+ * with the new key, and a job started just before the switch still signs with the old one (as inline signing would).
+ * A worker that dies fails its in-flight calls with CERT_GEN_ERROR and is replaced.
+ */
+import { Worker } from 'node:worker_threads';
+import { CitadelError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Signer } from '../pki/index.js';
+import { errorFromData, signCsr, type PoolReply, type PoolRequest, type SignCsrJob, type SignCsrResult } from './sign-job.js';
+
+/** Checks and signs CSRs with a given signer. */
+export interface CsrSigner {
+  /**
+   * Runs `signCsr(signer, job)`.
+   * @throws CitadelError what signCsr throws (same codes); CERT_GEN_ERROR when a worker died with the call;
+   *   RATE_LIMITED when the pool's queue is full; CA_NOT_READY once closed.
+   */
+  sign(signer: Signer, job: SignCsrJob): Promise<SignCsrResult>;
+  /** Waits for calls in progress, then stops the workers. */
+  close(): Promise<void>;
+}
+
+/** `--signing-workers 0`: sign on the calling thread. */
+export const inlineCsrSigner: CsrSigner = {
+  sign(signer, job) {
+    try {
+      return Promise.resolve(signCsr(signer, job));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  },
+  close: () => Promise.resolve(),
+};
+
+export interface SigningPoolDeps {
+  /** Number of worker threads, at least 1. */
+  readonly size: number;
+  readonly log: Logger;
+  /** Calls waiting or running over all workers; beyond it sign() fails with RATE_LIMITED. Default 256 per worker. */
+  readonly maxPending?: number;
+  /** The worker script; default the compiled signing-worker.js next to this module. */
+  readonly workerUrl?: URL;
+}
+
+export interface SigningPool extends CsrSigner {
+  readonly size: number;
+  /** Calls waiting or running. */
+  pending(): number;
+}
+
+interface Call {
+  resolve(r: SignCsrResult): void;
+  reject(e: Error): void;
+}
+
+interface Slot {
+  worker: Worker | undefined;
+  /** The signer this worker holds (the last one sent to it). */
+  signerId: number | undefined;
+  calls: Map<number, Call>;
+}
+
+/**
+ * Starts `size` workers. Jobs go to the worker with the fewest calls in flight.
+ * @throws RangeError when size < 1.
+ */
+export function createSigningPool(deps: SigningPoolDeps): SigningPool {
+  if (!Number.isInteger(deps.size) || deps.size < 1) throw new RangeError('a signing pool needs at least one worker');
+  const workerUrl = deps.workerUrl ?? new URL('./signing-worker.js', import.meta.url);
+  const maxPending = deps.maxPending ?? 256 * deps.size;
+  const log = deps.log;
+  const signerIds = new WeakMap<Signer, number>();
+  let nextSignerId = 1;
+  let nextCallId = 1;
+  let inFlight = 0;
+  let closing = false;
+  let closed: Promise<void> | undefined;
+  let drained: (() => void) | undefined;
+  const slots: Slot[] = Array.from({ length: deps.size }, () => ({ worker: undefined, signerId: undefined, calls: new Map() }));
+
+  const settle = () => {
+    inFlight--;
+    if (inFlight === 0) drained?.();
+  };
+
+  const spawn = (slot: Slot): Worker => {
+    const worker = new Worker(workerUrl);
+    slot.worker = worker;
+    slot.signerId = undefined;
+    let online = false;
+    worker.once('online', () => {
+      online = true;
+    });
+    worker.on('message', (reply: PoolReply) => {
+      const call = slot.calls.get(reply.id);
+      if (!call) return;
+      slot.calls.delete(reply.id);
+      settle();
+      if ('result' in reply) call.resolve(reply.result);
+      else call.reject(errorFromData(reply.error));
+    });
+    worker.on('error', (err) => log.error({ err: err.message }, 'signing worker failed'));
+    worker.on('exit', (code) => {
+      if (slot.worker !== worker) return; // terminated by close()
+      slot.worker = undefined;
+      slot.signerId = undefined;
+      const lost = [...slot.calls.values()];
+      slot.calls.clear();
+      if (!closing) log.error({ code, failedCalls: lost.length }, 'signing worker exited; replacing it');
+      for (const call of lost) {
+        settle();
+        call.reject(new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', `signing worker exited with code ${code}`));
+      }
+      // A worker that never came up would fail again at once: start the next one with the next job instead.
+      if (!closing && online) spawn(slot);
+    });
+    return worker;
+  };
+  for (const slot of slots) spawn(slot);
+
+  let rr = 0;
+  const pick = (): Slot => {
+    let best = slots[rr % slots.length]!;
+    for (let i = 1; i < slots.length; i++) {
+      const s = slots[(rr + i) % slots.length]!;
+      if (s.calls.size < best.calls.size) best = s;
+    }
+    rr++;
+    return best;
+  };
+
+  return {
+    size: deps.size,
+    pending: () => inFlight,
+    sign(signer, job) {
+      if (closing) return Promise.reject(new CitadelError('CA_NOT_READY', 'the CA is shutting down'));
+      if (inFlight >= maxPending) return Promise.reject(new CitadelError('RATE_LIMITED', 'the CA is busy; retry later'));
+      const slot = pick();
+      const worker = slot.worker ?? spawn(slot);
+      let signerId = signerIds.get(signer);
+      if (signerId === undefined) {
+        signerId = nextSignerId++;
+        signerIds.set(signer, signerId);
+      }
+      const id = nextCallId++;
+      return new Promise<SignCsrResult>((resolve, reject) => {
+        try {
+          if (slot.signerId !== signerId) {
+            const msg: PoolRequest = { kind: 'signer', signerId, certDer: signer.cert.der, key: signer.key };
+            worker.postMessage(msg);
+            slot.signerId = signerId;
+          }
+          const msg: PoolRequest = { kind: 'job', id, signerId, job };
+          worker.postMessage(msg);
+        } catch (err) {
+          reject(new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', err instanceof Error ? err.message : String(err)));
+          return;
+        }
+        slot.calls.set(id, { resolve, reject });
+        inFlight++;
+      });
+    },
+    close() {
+      closing = true;
+      closed ??= (async () => {
+        if (inFlight > 0) await new Promise<void>((r) => (drained = r));
+        const workers = slots.map((s) => s.worker).filter((w): w is Worker => w !== undefined);
+        for (const s of slots) s.worker = undefined;
+        await Promise.all(workers.map((w) => w.terminate()));
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,14 @@
+/**
+ * A signing worker that can be killed from a test: the real job handler, except that a job whose CSR is the text
+ * `CRASH` ends the thread (exit code 3) instead of being answered. Used by signing-pool.test.ts through its compiled
+ * copy in dist/.
+ */
+import { parentPort } from 'node:worker_threads';
+import { createSignJobHandler, type PoolRequest } from '../../../src/ca/sign-job.js';
+
+const handle = createSignJobHandler();
+parentPort?.on('message', (msg: PoolRequest) => {
+  if (msg.kind === 'job' && msg.job.csrPem === 'CRASH') process.exit(3);
+  const reply = handle(msg);
+  if (reply) parentPort?.postMessage(reply);
+});
