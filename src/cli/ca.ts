@@ -14,6 +14,7 @@ import { Keyring } from '../ca/keyring.js';
 import { createCaMetrics } from '../ca/metrics.js';
 import { cacertsFromSecret, hasPluggedFiles, readCacertsDir, startDirectorySource, startSecretSource } from '../ca/plugged.js';
 import { createKeyedRateLimiter } from '../ca/rate-limit.js';
+import { createSigningPool } from '../ca/signing-pool.js';
 import { CA_SECRET_NAME, startSelfSigned } from '../ca/self-signed.js';
 import { createCertificateHandler } from '../ca/server.js';
 import { createServingCertManager, serviceDnsNames } from '../ca/serving-cert.js';
@@ -65,6 +66,7 @@ export const caFlags = {
   servingCertTtl: flag({ name: 'serving-cert-ttl', env: 'CITADEL_SERVING_CERT_TTL', default: '24h', help: 'Lifetime of the CA serving certificate (re-issued at half-life and on key material changes).', parse: parse.duration }),
   csrRateLimitQps: flag({ name: 'csr-rate-limit-qps', env: 'CITADEL_CSR_RATE_LIMIT_QPS', default: '20', help: 'Certificates per second per identity, sustained (over it: RESOURCE_EXHAUSTED).', parse: parse.number(0.001, 1e6) }),
   csrRateLimitBurst: flag({ name: 'csr-rate-limit-burst', env: 'CITADEL_CSR_RATE_LIMIT_BURST', default: '200', help: 'Certificates per identity allowed in a burst (a Deployment rolling out).', parse: parse.int(1, 1e7) }),
+  signingWorkers: flag({ name: 'signing-workers', env: 'CITADEL_SIGNING_WORKERS', default: '1', help: 'Worker threads that parse, verify and sign CSRs beside the gRPC thread: more certificates/s under concurrent load, a little less for one caller at a time; 0 signs on the main thread.', parse: parse.int(0, 64) }),
   maxRequestBytes: flag({ name: 'max-request-bytes', env: 'CITADEL_MAX_REQUEST_BYTES', default: '65536', help: 'Largest gRPC request (and CSR) accepted, in bytes.', parse: parse.int(4096, 4 << 20) }),
   saSecrets: flag({ name: 'sa-secrets', env: 'CITADEL_SA_SECRETS', default: 'labeled', help: 'ServiceAccount Secrets istio.<sa>: off, labeled (namespaces labelled citadel.io/sa-secrets=enabled) or all.', parse: parse.oneOf<SaSecretsMode>(...SA_SECRETS_MODES) }),
   namespaceSelector: flag({ name: 'namespace-selector', env: 'CITADEL_NAMESPACE_SELECTOR', default: '', help: 'Label selector of the namespaces citadel writes to: istio-ca-root-cert ConfigMaps and ServiceAccount Secrets (empty: all).', parse: parseLabelSelector }),
@@ -209,8 +211,10 @@ export const caCommand = defineCommand({
     const registry = new Registry();
     const metrics = createCaMetrics(registry);
     metrics.ready.set(0);
-    const keyring = new Keyring({ clock, log: log.child({ component: 'keyring' }), maxWorkloadTtlMs: config.maxWorkloadCertTtl, metrics });
-    const cleanups: Array<() => Promise<void> | void> = [() => keyring.close()];
+    const signingPool = config.signingWorkers > 0 ? createSigningPool({ size: config.signingWorkers, log: log.child({ component: 'signing' }) }) : undefined;
+    const keyring = new Keyring({ clock, log: log.child({ component: 'keyring' }), maxWorkloadTtlMs: config.maxWorkloadCertTtl, metrics, csrSigner: signingPool });
+    // Cleanups run in reverse: the pool stops last, after the gRPC server has let in-flight calls finish.
+    const cleanups: Array<() => Promise<void> | void> = [() => signingPool?.close(), () => keyring.close()];
     // Ready once key material is loaded and the CSR API listens; not ready again from the moment shutdown begins.
     let accepting = false;
     const cleanup = async () => {
