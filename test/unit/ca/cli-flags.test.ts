@@ -45,6 +45,8 @@ describe('citadel ca flags', () => {
     expect(() => parseConfig(caFlags, ['--sa-secrets', 'some'], {})).toThrow(/--sa-secrets \(CITADEL_SA_SECRETS\): must be one of off, labeled, all/);
     expect(() => checkCaConfig(parseConfig(caFlags, ['--workload-cert-ttl', '100h', '--max-workload-cert-ttl', '1h'], {}))).toThrow('--workload-cert-ttl: must not exceed --max-workload-cert-ttl');
     expect(() => checkCaConfig(parseConfig(caFlags, ['--lease-renew-deadline', '20s'], {}))).toThrow(/--lease-renew-deadline/);
+    expect(() => parseConfig(caFlags, ['--namespace-selector', 'team in (a'], {})).toThrow(/--namespace-selector \(CITADEL_NAMESPACE_SELECTOR\)/);
+    expect(parseConfig(caFlags, ['--namespace-selector', 'team=a'], {}).namespaceSelector.matches({ team: 'a' })).toBe(true);
     expect(parseConfig(caFlags, ['--token-review-cache-ttl', '0'], {}).tokenReviewCacheTtl).toBe(0);
   });
 });
