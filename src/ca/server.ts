@@ -13,8 +13,8 @@ export interface CertificateHandlerDeps {
   readonly csrService: CsrService;
   readonly metrics?: CaMetrics;
   readonly log: Logger;
-  /** Calls in progress (SIGTERM waits for them). */
-  readonly inflight?: { add(n: number): void };
+  /** Told when each call starts and ends (the signing pool's lone-call detector). */
+  readonly calls?: { started(): void; ended(): void };
 }
 
 /**
@@ -23,13 +23,13 @@ export interface CertificateHandlerDeps {
 export function createCertificateHandler(deps: CertificateHandlerDeps): CreateCertificateHandler {
   return async (req, ctx) => {
     deps.metrics?.csrCount.inc();
-    deps.inflight?.add(1);
+    deps.calls?.started();
     try {
       const caller = await deps.authenticator.authenticate({ bearerToken: ctx.bearerToken, peerCertificateDer: ctx.peerCertificateDer });
       const issued = await deps.csrService.handleCsr(caller, { csr: req.csr, validityDurationSeconds: req.validityDurationSeconds, metadata: req.metadata }, { peerAddress: ctx.peerAddress });
       return [...issued.chain];
     } finally {
-      deps.inflight?.add(-1);
+      deps.calls?.ended();
     }
   };
 }

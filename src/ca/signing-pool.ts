@@ -6,6 +6,11 @@
  * first job that uses it; a job names its signer, so after a key material switch the next job on every worker signs
  * with the new key, and a job started just before the switch still signs with the old one (as inline signing would).
  * A worker that dies fails its in-flight calls with CERT_GEN_ERROR and is replaced.
+ *
+ * A call that has the CA to itself (`signInlineWhen` says so and no job is on a worker) is signed on the calling
+ * thread instead: the hop to a worker and back wakes two sleeping threads, which on a small VM costs about as much
+ * CPU as the signature itself, and buys nothing when no other call is waiting for the main thread. See
+ * createLoneCallDetector for what "alone" means.
  */
 import { Worker } from 'node:worker_threads';
 import { CitadelError } from '../errors.js';
@@ -21,8 +26,32 @@ export interface CsrSigner {
    *   RATE_LIMITED when the pool's queue is full; CA_NOT_READY once closed.
    */
   sign(signer: Signer, job: SignCsrJob): Promise<SignCsrResult>;
-  /** Waits for calls in progress, then stops the workers. */
-  close(): Promise<void>;
+  /**
+   * Waits for calls in progress (up to `deadlineMs`, default 10 s; calls still running then fail with
+   * CERT_GEN_ERROR), then stops the workers.
+   */
+  close(deadlineMs?: number): Promise<void>;
+}
+
+/**
+ * Tells whether the CA serves one call at a time. A call counts as alone when no other call is in progress and none
+ * has overlapped another for `quietMs`. Counting alone is not enough: calls signed inline are never seen to overlap
+ * (the next request waits unread in its socket while the main thread signs), so under load the count would stay at
+ * one and every call would be signed inline; the quiet period keeps the pool in use once calls have overlapped.
+ */
+export function createLoneCallDetector(opts: { quietMs: number; now: () => number }): { started(): void; ended(): void; alone(): boolean } {
+  let inProgress = 0;
+  let lastOverlap = -Infinity;
+  return {
+    started() {
+      inProgress++;
+      if (inProgress > 1) lastOverlap = opts.now();
+    },
+    ended() {
+      inProgress--;
+    },
+    alone: () => inProgress <= 1 && opts.now() - lastOverlap >= opts.quietMs,
+  };
 }
 
 /** `--signing-workers 0`: sign on the calling thread. */
@@ -45,6 +74,8 @@ export interface SigningPoolDeps {
   readonly maxPending?: number;
   /** The worker script; default the compiled signing-worker.js next to this module. */
   readonly workerUrl?: URL;
+  /** True when the caller is alone (e.g. the only CSR call in progress): then sign inline if no job is on a worker. */
+  readonly signInlineWhen?: () => boolean;
 }
 
 export interface SigningPool extends CsrSigner {
@@ -139,6 +170,7 @@ export function createSigningPool(deps: SigningPoolDeps): SigningPool {
     pending: () => inFlight,
     sign(signer, job) {
       if (closing) return Promise.reject(new CitadelError('CA_NOT_READY', 'the CA is shutting down'));
+      if (inFlight === 0 && deps.signInlineWhen?.()) return inlineCsrSigner.sign(signer, job);
       if (inFlight >= maxPending) return Promise.reject(new CitadelError('RATE_LIMITED', 'the CA is busy; retry later'));
       const slot = pick();
       const worker = slot.worker ?? spawn(slot);
@@ -165,12 +197,27 @@ export function createSigningPool(deps: SigningPoolDeps): SigningPool {
         inFlight++;
       });
     },
-    close() {
+    close(deadlineMs = 10_000) {
       closing = true;
       closed ??= (async () => {
-        if (inFlight > 0) await new Promise<void>((r) => (drained = r));
+        if (inFlight > 0) {
+          let timer: NodeJS.Timeout | undefined;
+          await new Promise<void>((resolve) => {
+            drained = resolve;
+            timer = setTimeout(resolve, deadlineMs);
+          });
+          clearTimeout(timer);
+        }
         const workers = slots.map((s) => s.worker).filter((w): w is Worker => w !== undefined);
         for (const s of slots) s.worker = undefined;
+        // What is still running after the deadline is not waited for: its callers hear so.
+        const abandoned = slots.flatMap((s) => [...s.calls.values()]);
+        for (const s of slots) s.calls.clear();
+        if (abandoned.length > 0) log.warn({ calls: abandoned.length, deadlineMs }, 'signing pool closed with calls still running');
+        for (const call of abandoned) {
+          settle();
+          call.reject(new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', 'the CA shut down while signing'));
+        }
         await Promise.all(workers.map((w) => w.terminate()));
       })();
       return closed;

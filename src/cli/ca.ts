@@ -14,7 +14,7 @@ import { Keyring } from '../ca/keyring.js';
 import { createCaMetrics } from '../ca/metrics.js';
 import { cacertsFromSecret, hasPluggedFiles, readCacertsDir, startDirectorySource, startSecretSource } from '../ca/plugged.js';
 import { createKeyedRateLimiter } from '../ca/rate-limit.js';
-import { createSigningPool } from '../ca/signing-pool.js';
+import { createLoneCallDetector, createSigningPool } from '../ca/signing-pool.js';
 import { CA_SECRET_NAME, startSelfSigned } from '../ca/self-signed.js';
 import { createCertificateHandler } from '../ca/server.js';
 import { createServingCertManager, serviceDnsNames } from '../ca/serving-cert.js';
@@ -211,7 +211,11 @@ export const caCommand = defineCommand({
     const registry = new Registry();
     const metrics = createCaMetrics(registry);
     metrics.ready.set(0);
-    const signingPool = config.signingWorkers > 0 ? createSigningPool({ size: config.signingWorkers, log: log.child({ component: 'signing' }) }) : undefined;
+    // A CreateCertificate call that is alone is signed inline (see signing-pool.ts).
+    const csrCalls = createLoneCallDetector({ quietMs: 1_000, now: () => clock.now() });
+    const signingPool = config.signingWorkers > 0
+      ? createSigningPool({ size: config.signingWorkers, log: log.child({ component: 'signing' }), signInlineWhen: csrCalls.alone })
+      : undefined;
     const keyring = new Keyring({ clock, log: log.child({ component: 'keyring' }), maxWorkloadTtlMs: config.maxWorkloadCertTtl, metrics, csrSigner: signingPool });
     // Cleanups run in reverse: the pool stops last, after the gRPC server has let in-flight calls finish.
     const cleanups: Array<() => Promise<void> | void> = [() => signingPool?.close(), () => keyring.close()];
@@ -297,7 +301,7 @@ export const caCommand = defineCommand({
       const server = await startGrpcServer({
         address: formatAddress(config.grpcAddress),
         credentials,
-        services: [caServiceBinding({ createCertificate: createCertificateHandler({ authenticator, csrService, metrics, log: grpcLog }), log: grpcLog })],
+        services: [caServiceBinding({ createCertificate: createCertificateHandler({ authenticator, csrService, metrics, log: grpcLog, calls: csrCalls }), log: grpcLog })],
         maxReceiveMessageBytes: config.maxRequestBytes,
       });
       cleanups.push(() => server.stop(config.shutdownGrace));

@@ -1,6 +1,6 @@
 /**
  * A signing worker that can be killed from a test: the real job handler, except that a job whose CSR is the text
- * `CRASH` ends the thread (exit code 3) instead of being answered. Used by signing-pool.test.ts through its compiled
+ * `CRASH` ends the thread (exit code 3) instead of being answered, and one whose CSR is `HANG` is never answered. Used by signing-pool.test.ts through its compiled
  * copy in dist/.
  */
 import { parentPort } from 'node:worker_threads';
@@ -9,6 +9,7 @@ import { createSignJobHandler, type PoolRequest } from '../../../src/ca/sign-job
 const handle = createSignJobHandler();
 parentPort?.on('message', (msg: PoolRequest) => {
   if (msg.kind === 'job' && msg.job.csrPem === 'CRASH') process.exit(3);
+  if (msg.kind === 'job' && msg.job.csrPem === 'HANG') return;
   const reply = handle(msg);
   if (reply) parentPort?.postMessage(reply);
 });

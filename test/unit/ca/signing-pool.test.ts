@@ -7,7 +7,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Keyring } from '../../../src/ca/keyring.js';
 import { loadPluggedMaterial } from '../../../src/ca/material.js';
 import type { SignCsrJob } from '../../../src/ca/sign-job.js';
-import { createSigningPool, inlineCsrSigner, type SigningPool } from '../../../src/ca/signing-pool.js';
+import { createLoneCallDetector, createSigningPool, inlineCsrSigner, type SigningPool } from '../../../src/ca/signing-pool.js';
 import { CitadelError } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { createCsr, generateKeyPair, parseCertificate, type KeyType, type Signer } from '../../../src/pki/index.js';
@@ -41,8 +41,8 @@ afterEach(async () => {
   await Promise.all(pools.splice(0).map((p) => p.close()));
 });
 
-function pool(size: number, opts: { crashing?: boolean; maxPending?: number } = {}): SigningPool {
-  const p = createSigningPool({ size, log: silentLogger, workerUrl: pathToFileURL(opts.crashing ? CRASHING_WORKER : WORKER), maxPending: opts.maxPending });
+function pool(size: number, opts: { crashing?: boolean; maxPending?: number; signInlineWhen?: () => boolean } = {}): SigningPool {
+  const p = createSigningPool({ size, log: silentLogger, workerUrl: pathToFileURL(opts.crashing ? CRASHING_WORKER : WORKER), maxPending: opts.maxPending, signInlineWhen: opts.signInlineWhen });
   pools.push(p);
   return p;
 }
@@ -144,6 +144,32 @@ describe('signing pool', () => {
     expect(new Set(await next)).toEqual(new Set([interB.cert.subject]));
   });
 
+  it('signs a call that is alone on the calling thread, and hands it to a worker when the caller is not alone or a worker is busy', async () => {
+    let alone = true;
+    const p = pool(1, { crashing: true, signInlineWhen: () => alone });
+    // Inline, the text CRASH is simply not a PEM CSR; on the worker it ends the thread.
+    expect(await outcome(p.sign(signerOf(interA), job('CRASH')))).toMatchObject({ code: 'PEM_INVALID' });
+    expect(await outcome(p.sign(signerOf(interA), job(csr)))).toBe('OK');
+    alone = false;
+    const hanging = outcome(p.sign(signerOf(interA), job('HANG')));
+    expect(p.pending()).toBe(1);
+    alone = true;
+    // A job is on the worker, so this one joins it there (and kills it, failing both).
+    expect(await outcome(p.sign(signerOf(interA), job('CRASH')))).toMatchObject({ code: 'CERT_GEN_ERROR' });
+    expect(await hanging).toMatchObject({ code: 'CERT_GEN_ERROR' });
+    expect(p.pending()).toBe(0);
+  });
+
+  it('on close, stops waiting for a call that does not finish by the deadline and fails it', async () => {
+    const p = pool(1, { crashing: true });
+    const hanging = outcome(p.sign(signerOf(interA), job('HANG')));
+    const started = Date.now();
+    await p.close(200);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(await hanging).toEqual({ code: 'CERT_GEN_ERROR', message: 'certificate generation failed', grpc: 13, cls: true });
+    expect(p.pending()).toBe(0);
+  });
+
   it('bounds its queue, lets in-flight calls finish on close, then refuses', async () => {
     const p = pool(1, { maxPending: 3 });
     const calls = Array.from({ length: 4 }, () => outcome(p.sign(signerOf(interA), job(csr))));
@@ -153,6 +179,25 @@ describe('signing pool', () => {
     await closed;
     expect(p.pending()).toBe(0);
     expect(() => createSigningPool({ size: 0, log: silentLogger })).toThrow(RangeError);
+  });
+});
+
+describe('createLoneCallDetector', () => {
+  it('calls a call alone only when no other is in progress and none has overlapped for the quiet period', () => {
+    let now = 0;
+    const d = createLoneCallDetector({ quietMs: 1_000, now: () => now });
+    d.started();
+    expect(d.alone()).toBe(true);
+    d.started(); // overlap at t=0
+    expect(d.alone()).toBe(false);
+    d.ended();
+    now = 999;
+    expect(d.alone()).toBe(false);
+    now = 1_000;
+    expect(d.alone()).toBe(true);
+    d.ended();
+    d.started();
+    expect(d.alone()).toBe(true);
   });
 });
 
