@@ -133,6 +133,8 @@ export async function startGrpcServer(opts: {
     // Detect dead peers on long-lived streams (SDS) without waiting for TCP timeouts.
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
+    // Channelz (per-call counters and traces for grpc-js's debug service) is never served here: skip its cost.
+    'grpc.enable_channelz': 0,
   });
   for (const s of opts.services) server.addService(s.definition, s.implementation);
   const address = grpcBindAddress(opts.address);
