@@ -3,8 +3,15 @@
  * thread, synchronously, counted per CPU second): one CSR-signature verify with a workload key plus one certificate signature with
  * the CA key, per certificate. No CA can issue faster than this on one core with OpenSSL's primitives, so
  * the benchmark reports each server's certificates/s as a ratio to it.
+ *
+ * Beside it, what a whole issuance costs on one core without any transport: citadel's own `signCsr` (PEM and DER
+ * parsing, public key import, CSR verify, leaf building and signing; what a signing worker runs per call) and
+ * the same pipeline in Go's crypto/x509, the library Istio's CA signs with (`loadgen -issue-bound`).
  */
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { signCsr } from '../src/ca/sign-job.js';
+import { createCsr, issueCaCertificate, parseCertificate, type Signer } from '../src/pki/index.js';
 
 export type BenchKeyType = 'ecdsa-p256' | 'rsa-2048';
 
@@ -16,6 +23,10 @@ export interface CryptoBound {
   readonly verifyPerSec: number;
   /** One verify plus one sign, per second: the issuance bound. */
   readonly verifySignPerSec: number;
+  /** citadel's signCsr (parse, import, verify, build, sign) per CPU second on one thread. */
+  readonly signCsrPerSec: number;
+  /** Go crypto/x509 CSR parse + verify + CreateCertificate per CPU second (GOMAXPROCS=1); undefined without the loadgen. */
+  readonly goX509PerSec?: number;
 }
 
 function keyPair(type: BenchKeyType): { privateKey: KeyObject; publicKey: KeyObject } {
@@ -47,9 +58,15 @@ function rate(fn: () => void, ms: number): number {
  * Measures the bound for `type` (CA key and workload key of the same type), spending about 3 x `ms`.
  * The signed buffers have the sizes of a real leaf TBS (~600 bytes) and CSR info (~250 bytes).
  */
-export function measureCryptoBound(type: BenchKeyType, ms = 1500): CryptoBound {
+export function measureCryptoBound(type: BenchKeyType, ms = 1500, loadgen?: string): CryptoBound {
   const ca = keyPair(type);
   const workload = keyPair(type);
+  const caCert = issueCaCertificate({ key: ca.privateKey, organization: 'bench', ttlMs: 86_400_000, now: Date.now() });
+  const signer: Signer = { cert: parseCertificate(caCert.der), key: ca.privateKey };
+  const identity = 'spiffe://cluster.local/ns/bench/sa/bound';
+  // Fresh workload keys, as in real traffic (every renewal brings a new key), reused round-robin.
+  const csrs = Array.from({ length: 32 }, () => createCsr({ key: keyPair(type).privateKey, spiffeId: identity }));
+  let next = 0;
   const tbs = Buffer.alloc(620, 0x5a);
   const csrInfo = Buffer.alloc(260, 0xa5);
   const csrSig = sign('sha256', csrInfo, workload.privateKey);
@@ -65,5 +82,12 @@ export function measureCryptoBound(type: BenchKeyType, ms = 1500): CryptoBound {
       doVerify();
       doSign();
     }, ms),
+    signCsrPerSec: rate(() => signCsr(signer, { csrPem: csrs[next++ % csrs.length]!, identity, ttlMs: 86_400_000, now: Date.now() }), ms),
+    ...(loadgen ? { goX509PerSec: goIssueBound(loadgen, type, ms) } : {}),
   };
+}
+
+function goIssueBound(loadgen: string, type: BenchKeyType, ms: number): number {
+  const out = execFileSync(loadgen, ['-issue-bound', '-key-type', type, '-duration', `${ms * 3}ms`], { encoding: 'utf8', timeout: ms * 3 + 60_000 });
+  return (JSON.parse(out.trim()) as { perCpuSec: number }).perCpuSec;
 }

@@ -6,6 +6,7 @@
  *   node dist/bench/run.js [--duration 8s] [--warmup 2s] [--concurrency 1,16,128] [--key-types rsa-2048,ecdsa-p256]
  *                          [--servers citadel,citadel-nocache,istio,istio+cache] [--no-profile] [--profile-server citadel-nocache]
  *                          [--no-agent] [--sds-streams 1000] [--scale-namespaces 1000] [--quick] [--out bench/results]
+ *                          [--ca-args '--signing-workers 0']
  *
  * It builds or reuses the Go programs (scripts/provision-bench.sh), starts the harness control plane
  * (etcd + kube-apiserver), makes ServiceAccounts, Pods and pod-bound tokens (audience istio-ca), writes one
@@ -54,6 +55,8 @@ interface Options {
   /** Namespaces for the at-scale CA figure and the controllers bench (0: skip both). */
   scaleNamespaces: number;
   scaleServiceAccountsPerNamespace: number;
+  /** Extra `citadel ca` flags for every citadel row (to try a setting side by side). */
+  caArgs: string[];
 }
 
 export interface IssuanceRow {
@@ -91,7 +94,7 @@ interface Report {
   caAtScale?: CaAtScale;
   /** Rows printed by bench/controllers.js (the controllers' own bench), when it exists. */
   controllers?: { rows: [string, string][]; exitCode: number | null };
-  profile?: { server: string; keyType: BenchKeyType; concurrency: number; file: string; summary: ProfileSummary };
+  profile?: { server: string; keyType: BenchKeyType; concurrency: number; file: string; summary: ProfileSummary; workers: ProfileSummary[] };
   notMeasured: string[];
   errors: string[];
   wallSeconds: number;
@@ -121,6 +124,7 @@ function parseArgs(argv: string[]): Options {
     sdsStreams: 1000,
     scaleNamespaces: 1000,
     scaleServiceAccountsPerNamespace: 5,
+    caArgs: [],
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -150,6 +154,7 @@ function parseArgs(argv: string[]): Options {
       case '--scale-namespaces': o.scaleNamespaces = Number(next()); break;
       case '--quick': o.durationMs = 3000; o.warmupMs = 1000; break;
       case '--out': o.outDir = path.resolve(next()); break;
+      case '--ca-args': o.caArgs = next().split(/\s+/).filter(Boolean); break;
       case '--help':
         process.stdout.write(fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*?|^ \* ?/gm, ''));
         process.exit(0);
@@ -302,7 +307,7 @@ async function startServer(kind: ServerKind, ctx: { material: CaMaterial; cp: Co
       logDir: ctx.logDir,
       trustDomain: TRUST_DOMAIN,
       nodeFlags: ctx.nodeFlags ?? [],
-      extraArgs: kind === 'citadel-nocache' ? ['--token-review-cache-ttl', '0'] : [],
+      extraArgs: [...(kind === 'citadel-nocache' ? ['--token-review-cache-ttl', '0'] : []), ...ctx.o.caArgs],
     });
     return { ...ca, name: kind };
   }
@@ -350,11 +355,14 @@ export function renderMarkdown(rep: Report): string {
   const lines: string[] = [];
   lines.push(`Measured ${rep.date} on ${m.cpuModel} (${m.cores} cores, ${m.memoryGiB} GiB), Linux ${m.kernel}; Node ${m.node}, OpenSSL ${m.openssl}; ${m.go}; anchor ${m.istioModule}; kube-apiserver ${m.kubernetes}; citadel ${m.citadel}; load average ${m.loadAverage1mAtStart} at start, ${m.loadAverage1mAtEnd} at end. ${f0(rep.options.durationMs / 1000)} s measured per row after ${f0(rep.options.warmupMs / 1000)} s warm-up; ${rep.options.serviceAccounts * rep.options.podsPerServiceAccount} pod-bound tokens over ${rep.options.serviceAccounts} ServiceAccounts; load and CAs share the machine's cores.`);
   lines.push('');
-  lines.push('Raw crypto bound (node:crypto, one core; CA and workload keys of the same type):');
+  lines.push('Raw crypto bound (node:crypto, one core; CA and workload keys of the same type), and a whole issuance without transport on one core: citadel\'s `signCsr` (PEM/DER parsing, key import, CSR verify, leaf building and signing) and the same in Go\'s crypto/x509, the library Istio\'s CA signs with (per CPU second):');
   lines.push('');
-  lines.push('| key type | sign/s | verify/s | verify+sign/s (bound) |');
-  lines.push('|---|---:|---:|---:|');
-  for (const b of rep.cryptoBounds) lines.push(`| ${b.keyType} | ${f0(b.signPerSec)} | ${f0(b.verifyPerSec)} | ${f0(b.verifySignPerSec)} |`);
+  lines.push('| key type | sign/s | verify/s | verify+sign/s (bound) | citadel signCsr/s | Go crypto/x509 parse+verify+create/s | citadel / Go |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|');
+  for (const b of rep.cryptoBounds) {
+    const go = b.goX509PerSec;
+    lines.push(`| ${b.keyType} | ${f0(b.signPerSec)} | ${f0(b.verifyPerSec)} | ${f0(b.verifySignPerSec)} | ${f0(b.signCsrPerSec)} | ${go ? f0(go) : '-'} | ${go ? `${f2(b.signCsrPerSec / go)}x` : '-'} |`);
+  }
   lines.push('');
   lines.push('Issuance over gRPC+TLS on loopback with TokenReview authentication. `citadel`: as deployed (successful reviews cached 10 s); `citadel-nocache`: `--token-review-cache-ttl 0`; `istio`: Istio\'s CA server as shipped (no review cache: one TokenReview per request, through istiod\'s 80 QPS kube client); `istio+cache`: the same behind a 10 s review cache of ours; `transport floor`: citadel\'s gRPC layer (grpc-js + TLS + proto) answering a constant chain, i.e. what citadel pays before any CA work. `citadel / istio` compares certs/s (and CA CPU per certificate, lower is better) with the citadel row that caches the same way:');
   lines.push('');
@@ -403,6 +411,10 @@ export function renderMarkdown(rep: Report): string {
     lines.push('| hottest functions (self time) | category | share |');
     lines.push('|---|---|---:|');
     for (const h of p.hotFunctions.slice(0, 12)) lines.push(`| \`${h.where}\` | ${h.category} | ${pct(h.share)} |`);
+    rep.profile.workers.forEach((w, i) => {
+      lines.push('');
+      lines.push(`Signing worker ${i + 1} (same run, ${f0(w.busyMs)} ms busy): ${w.categories.slice(0, 5).map((c) => `${c.category} ${pct(c.share)}`).join(', ')}.`);
+    });
   }
   if (rep.notMeasured.length) {
     lines.push('');
@@ -434,7 +446,7 @@ async function main(): Promise<number> {
   const report: Report = {
     date: new Date().toISOString(),
     machine: machineInfo(benchEnv, cp),
-    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, profileServer: o.profileServer, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams, scaleNamespaces: o.scaleNamespaces, scaleServiceAccountsPerNamespace: o.scaleServiceAccountsPerNamespace },
+    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, profileServer: o.profileServer, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams, scaleNamespaces: o.scaleNamespaces, scaleServiceAccountsPerNamespace: o.scaleServiceAccountsPerNamespace, caArgs: o.caArgs },
     cryptoBounds: bounds,
     issuance: [],
     ratios: [],
@@ -463,8 +475,8 @@ async function main(): Promise<number> {
     for (const keyType of o.keyTypes) {
       const material = await writeCaMaterial(path.join(workDir, 'ca'), keyType, TRUST_DOMAIN);
       // Measured right before this key type's servers, so machine load drifts as little as possible in between.
-      say(`raw crypto bound for ${keyType} (node:crypto, one core)`);
-      const bound = measureCryptoBound(keyType);
+      say(`raw crypto bound for ${keyType} (node:crypto, one core; then citadel's signCsr and Go's crypto/x509)`);
+      const bound = measureCryptoBound(keyType, 1500, benchEnv.LOADGEN);
       bounds.push(bound);
       for (const kind of o.servers) {
         let server: RunningCa;
@@ -528,14 +540,22 @@ async function main(): Promise<number> {
         await server.stop();
         say(`  citadel ca stopped ${f0(Date.now() - stopping)} ms after SIGTERM (exit ${await server.process.exited})`);
       }
-      const file = fs.readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
-      if (file) {
+      // node writes one profile per thread: CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile, the main thread being 0.
+      const files = fs.readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+      const threadOf = (f: string) => Number(f.split('.')[4]);
+      const mainFile = files.find((f) => threadOf(f) === 0);
+      if (mainFile) {
         // Profiles are large and machine-specific: kept in the cache dir, not in the repo.
         const profileDir = path.join(process.env.CITADEL_CACHE ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'citadel'), 'bench-profiles');
-        const kept = path.join(profileDir, `${report.date.replace(/[:.]/g, '-')}-${o.profileServer}-${keyType}.cpuprofile`);
         fs.mkdirSync(profileDir, { recursive: true });
-        fs.copyFileSync(path.join(profDir, file), kept);
-        report.profile = { server: o.profileServer, keyType, concurrency, file: kept, summary: summariseCpuProfile(kept, 15, 'handleCsr') };
+        const keep = (f: string) => {
+          const kept = path.join(profileDir, `${report.date.replace(/[:.]/g, '-')}-${o.profileServer}-${keyType}-thread${threadOf(f)}.cpuprofile`);
+          fs.copyFileSync(path.join(profDir, f), kept);
+          return kept;
+        };
+        const kept = keep(mainFile);
+        const workers = files.filter((f) => f !== mainFile).map((f) => summariseCpuProfile(keep(f), 15));
+        report.profile = { server: o.profileServer, keyType, concurrency, file: kept, summary: summariseCpuProfile(kept, 15, 'handleCsr'), workers };
       } else {
         report.errors.push('profile: citadel ca wrote no .cpuprofile (did it exit cleanly on SIGTERM?)');
       }
@@ -580,7 +600,7 @@ async function main(): Promise<number> {
   const md = renderMarkdown(report);
   fs.writeFileSync(path.join(o.outDir, 'latest.md'), md);
   process.stdout.write(md);
-  say(`wrote ${path.relative(ROOT, jsonPath)} and bench/results/latest.md in ${f0(report.wallSeconds)} s`);
+  say(`wrote ${path.relative(ROOT, jsonPath)} and ${path.relative(ROOT, path.join(o.outDir, 'latest.md'))} in ${f0(report.wallSeconds)} s`);
   clearInterval(keepAlive);
   return report.errors.length ? 1 : 0;
 }

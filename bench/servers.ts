@@ -75,7 +75,8 @@ export async function startCitadelCa(o: CitadelCaOptions): Promise<RunningCa> {
     addr: `127.0.0.1:${grpcPort}`,
     serverName: `citadel.${o.namespace}.svc`,
     rootCaFile: o.material.rootCert,
-    stop: () => proc.stop(10_000),
+    // Longer than citadel's own --shutdown-grace (10 s), so a slow drain is seen as such and not cut by SIGKILL.
+    stop: () => proc.stop(15_000),
   };
 }
 

@@ -113,7 +113,15 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request deadline")
 	flag.StringVar(&o.label, "label", "", "free text copied into the JSON output")
 	flag.StringVar(&o.cpuPids, "cpu-pids", "", "comma-separated name=pid pairs whose CPU time over the measured phase is reported")
+	bound := flag.Bool("issue-bound", false, "instead of load: measure crypto/x509 CSR parse+verify+create per CPU second on one core for -key-type over -duration, and print it as JSON")
 	flag.Parse()
+	if *bound {
+		if err := issueBound(o.keyType, o.duration); err != nil {
+			fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
 		os.Exit(1)
@@ -262,23 +270,25 @@ func prepareCsrs(ids []*identity, keyType string, pool int) error {
 	return nil
 }
 
-func makeCsr(keyType, spiffeID string) (string, error) {
-	var key crypto.Signer
-	var err error
+func newKey(keyType string) (crypto.Signer, error) {
 	switch keyType {
 	case "ecdsa-p256":
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	case "ecdsa-p384":
-		key, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	case "rsa-2048":
-		key, err = rsa.GenerateKey(rand.Reader, 2048)
+		return rsa.GenerateKey(rand.Reader, 2048)
 	case "rsa-3072":
-		key, err = rsa.GenerateKey(rand.Reader, 3072)
+		return rsa.GenerateKey(rand.Reader, 3072)
 	case "rsa-4096":
-		key, err = rsa.GenerateKey(rand.Reader, 4096)
+		return rsa.GenerateKey(rand.Reader, 4096)
 	default:
-		return "", fmt.Errorf("unknown -key-type %q", keyType)
+		return nil, fmt.Errorf("unknown -key-type %q", keyType)
 	}
+}
+
+func makeCsr(keyType, spiffeID string) (string, error) {
+	key, err := newKey(keyType)
 	if err != nil {
 		return "", err
 	}
