@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { Clock } from '../clock.js';
 import { toCitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { watchFiles, type FileContents, type FileWatcher } from './file-watch.js';
+import { watchFiles, type FileContents, type FileWatcher } from '../file-watch.js';
 import { mergeTrustBundles, ROOT_CA_RESOURCE, validateCertificateMaterial, WORKLOAD_CERT_RESOURCE } from './material.js';
 import type { AgentMetrics } from './metrics.js';
 import type { WorkloadSecretsPublisher } from './workload-secrets.js';

@@ -13,7 +13,7 @@ import type { Clock, Timer } from '../clock.js';
 import { toCitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CaIssuer } from './ca-issuer.js';
-import { watchFiles, type FileWatcher } from './file-watch.js';
+import { watchFiles, type FileWatcher } from '../file-watch.js';
 import { mergeTrustBundles } from './material.js';
 import type { AgentMetrics } from './metrics.js';
 import type { WorkloadSecretsPublisher } from './workload-secrets.js';

@@ -6,8 +6,9 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Clock, Timer } from '../clock.js';
+import type { Clock } from '../clock.js';
 import { CitadelError } from '../errors.js';
+import { watchFiles } from '../file-watch.js';
 import type { Logger } from '../log.js';
 import type { SecretData, SecretWatch } from '../kube/secrets.js';
 import type { Keyring } from './keyring.js';
@@ -70,8 +71,9 @@ function tryReload(deps: PluggedSourceDeps, files: MaterialFiles, source: string
 }
 
 /**
- * Loads the plugged-in files of `dir` and installs them, then watches the directory (fs.watch with a 100 ms
- * debounce, as Istio, plus polling every `pollIntervalMs` as a backstop for file systems without events).
+ * Loads the plugged-in files of `dir` and installs them, then follows them (src/file-watch.ts: fs.watch with a
+ * 100 ms debounce, as Istio, plus polling every `pollIntervalMs` for file systems without events). A file that
+ * cannot be read counts as missing, so the set is refused and the previous material stays in use.
  * @throws CitadelError CA_MATERIAL_INVALID when the initial set is invalid or incomplete.
  */
 export function startDirectorySource(deps: PluggedSourceDeps & { dir: string; pollIntervalMs: number }): MaterialSource {
@@ -79,50 +81,26 @@ export function startDirectorySource(deps: PluggedSourceDeps & { dir: string; po
   const initial = readCacertsDir(deps.dir);
   deps.keyring.install(loadPluggedMaterial(initial, source, deps.clock.now()));
   let lastDigest = filesDigest(initial);
-  let stopped = false;
-  let pollTimer: Timer | undefined;
-  let debounce: Timer | undefined;
-
-  const check = () => {
-    if (stopped) return;
-    let files: MaterialFiles;
-    try {
-      files = readCacertsDir(deps.dir);
-    } catch (err) {
-      deps.metrics?.keyMaterialReloadErrors.inc();
-      deps.log.error({ source, reason: (err as Error).message }, 'cannot read CA key material; still signing with the previous material');
-      return;
-    }
-    const digest = filesDigest(files);
-    if (digest === lastDigest) return;
-    lastDigest = digest;
-    deps.log.info({ source }, 'CA key material files changed; validating');
-    tryReload(deps, files, source);
-  };
-  const poll = () => {
-    pollTimer = deps.clock.setTimer(() => {
-      check();
-      if (!stopped) poll();
-    }, deps.pollIntervalMs);
-  };
-  poll();
-  let watcher: fs.FSWatcher | undefined;
-  try {
-    watcher = fs.watch(deps.dir, { persistent: false }, () => {
-      debounce?.cancel();
-      debounce = deps.clock.setTimer(check, 100);
-    });
-    watcher.on('error', () => undefined);
-  } catch {
-    watcher = undefined; // polling still covers it
-  }
+  const watcher = watchFiles({
+    paths: CACERTS_FILES.map((name) => path.join(deps.dir, name)),
+    clock: deps.clock,
+    log: deps.log,
+    pollMs: deps.pollIntervalMs,
+    onChange(contents) {
+      const files: Record<string, string> = {};
+      for (const [file, text] of contents) if (text !== undefined) files[path.basename(file)] = text;
+      const digest = filesDigest(files);
+      if (digest === lastDigest) return;
+      lastDigest = digest;
+      deps.log.info({ source }, 'CA key material files changed; validating');
+      tryReload(deps, files, source);
+    },
+  });
+  void watcher.checkNow();
   return {
     description: source,
     async stop() {
-      stopped = true;
-      pollTimer?.cancel();
-      debounce?.cancel();
-      watcher?.close();
+      watcher.close();
     },
   };
 }

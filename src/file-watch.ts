@@ -7,8 +7,8 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Clock, Timer } from '../clock.js';
-import type { Logger } from '../log.js';
+import type { Clock, Timer } from './clock.js';
+import type { Logger } from './log.js';
 
 /** Contents by path; undefined when the file is missing or unreadable. */
 export type FileContents = ReadonlyMap<string, string | undefined>;
