@@ -13,8 +13,40 @@ export interface CertificateHandlerDeps {
   readonly csrService: CsrService;
   readonly metrics?: CaMetrics;
   readonly log: Logger;
-  /** Told when each call starts and ends (the signing pool's lone-call detector). */
+  /** Told when each call starts and ends (see createCallTracker). */
   readonly calls?: { started(): void; ended(): void };
+}
+
+export interface CallTracker {
+  started(): void;
+  ended(): void;
+  /** Calls between arrival and answer. */
+  inProgress(): number;
+  /** True when a call has the CA to itself: no other in progress, and none has overlapped another for `quietMs`. */
+  alone(): boolean;
+}
+
+/**
+ * Counts CreateCertificate calls in progress, for shutdown (wait for calls, not for idle connections) and for the
+ * signing pool (a call alone is signed inline). Counting alone would not tell "alone": calls signed inline are never
+ * seen to overlap (the next request waits unread in its socket while the main thread signs), so under load the
+ * count would stay at one and every call would be signed inline; the quiet period keeps the pool in use once calls
+ * have overlapped.
+ */
+export function createCallTracker(opts: { quietMs: number; now: () => number }): CallTracker {
+  let inProgress = 0;
+  let lastOverlap = -Infinity;
+  return {
+    started() {
+      inProgress++;
+      if (inProgress > 1) lastOverlap = opts.now();
+    },
+    ended() {
+      inProgress--;
+    },
+    inProgress: () => inProgress,
+    alone: () => inProgress <= 1 && opts.now() - lastOverlap >= opts.quietMs,
+  };
 }
 
 /**

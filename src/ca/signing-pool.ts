@@ -10,7 +10,7 @@
  * A call that has the CA to itself (`signInlineWhen` says so and no job is on a worker) is signed on the calling
  * thread instead: the hop to a worker and back wakes two sleeping threads, which on a small VM costs about as much
  * CPU as the signature itself, and buys nothing when no other call is waiting for the main thread. See
- * createLoneCallDetector for what "alone" means.
+ * createCallTracker (src/ca/server.ts) for what "alone" means.
  */
 import { Worker } from 'node:worker_threads';
 import { CitadelError } from '../errors.js';
@@ -31,27 +31,6 @@ export interface CsrSigner {
    * CERT_GEN_ERROR), then stops the workers.
    */
   close(deadlineMs?: number): Promise<void>;
-}
-
-/**
- * Tells whether the CA serves one call at a time. A call counts as alone when no other call is in progress and none
- * has overlapped another for `quietMs`. Counting alone is not enough: calls signed inline are never seen to overlap
- * (the next request waits unread in its socket while the main thread signs), so under load the count would stay at
- * one and every call would be signed inline; the quiet period keeps the pool in use once calls have overlapped.
- */
-export function createLoneCallDetector(opts: { quietMs: number; now: () => number }): { started(): void; ended(): void; alone(): boolean } {
-  let inProgress = 0;
-  let lastOverlap = -Infinity;
-  return {
-    started() {
-      inProgress++;
-      if (inProgress > 1) lastOverlap = opts.now();
-    },
-    ended() {
-      inProgress--;
-    },
-    alone: () => inProgress <= 1 && opts.now() - lastOverlap >= opts.quietMs,
-  };
 }
 
 /** `--signing-workers 0`: sign on the calling thread. */

@@ -14,9 +14,9 @@ import { Keyring } from '../ca/keyring.js';
 import { createCaMetrics } from '../ca/metrics.js';
 import { cacertsFromSecret, hasPluggedFiles, readCacertsDir, startDirectorySource, startSecretSource } from '../ca/plugged.js';
 import { createKeyedRateLimiter } from '../ca/rate-limit.js';
-import { createLoneCallDetector, createSigningPool } from '../ca/signing-pool.js';
+import { createSigningPool } from '../ca/signing-pool.js';
 import { CA_SECRET_NAME, startSelfSigned } from '../ca/self-signed.js';
-import { createCertificateHandler } from '../ca/server.js';
+import { createCallTracker, createCertificateHandler } from '../ca/server.js';
 import { createServingCertManager, serviceDnsNames } from '../ca/serving-cert.js';
 import { systemClock } from '../clock.js';
 import { flag, formatAddress, parse, parseDuration, type ConfigOf } from '../config/flags.js';
@@ -211,8 +211,8 @@ export const caCommand = defineCommand({
     const registry = new Registry();
     const metrics = createCaMetrics(registry);
     metrics.ready.set(0);
-    // A CreateCertificate call that is alone is signed inline (see signing-pool.ts).
-    const csrCalls = createLoneCallDetector({ quietMs: 1_000, now: () => clock.now() });
+    // CreateCertificate calls in progress: a call alone is signed inline; shutdown waits for calls only.
+    const csrCalls = createCallTracker({ quietMs: 1_000, now: () => clock.now() });
     const signingPool = config.signingWorkers > 0
       ? createSigningPool({ size: config.signingWorkers, log: log.child({ component: 'signing' }), signInlineWhen: csrCalls.alone })
       : undefined;
@@ -304,7 +304,9 @@ export const caCommand = defineCommand({
         services: [caServiceBinding({ createCertificate: createCertificateHandler({ authenticator, csrService, metrics, log: grpcLog, calls: csrCalls }), log: grpcLog })],
         maxReceiveMessageBytes: config.maxRequestBytes,
       });
-      cleanups.push(() => server.stop(config.shutdownGrace));
+      cleanups.push(async () => {
+        await server.stop(config.shutdownGrace, csrCalls.inProgress);
+      });
       accepting = true;
 
       if (config.controllers) {
@@ -345,7 +347,9 @@ export const caCommand = defineCommand({
       accepting = false;
       log.info({ reason }, 'shutting down: no new calls, finishing in-flight ones');
       // Stop accepting first (and wait for in-flight calls), then everything else.
-      await server.stop(config.shutdownGrace);
+      if (!(await server.stop(config.shutdownGrace, csrCalls.inProgress))) {
+        log.warn({ shutdownGraceMs: config.shutdownGrace }, 'calls still running after --shutdown-grace were cancelled');
+      }
       await cleanup();
       log.info('stopped');
       return 0;

@@ -102,9 +102,12 @@ export interface RunningServer {
   readonly address: string;
   /**
    * Stops accepting calls, lets in-flight calls finish for up to `graceMs`, then cancels whatever is left.
+   * grpc-js also waits for every open connection, even an idle one that never spoke HTTP/2; with
+   * `callsInProgress`, the wait ends as soon as no call is left (seen twice, 50 ms apart), and the idle
+   * connections are closed. Resolves true when everything finished in time, false when calls were cancelled.
    * Idempotent.
    */
-  stop(graceMs?: number): Promise<void>;
+  stop(graceMs?: number, callsInProgress?: () => number): Promise<boolean>;
 }
 
 /**
@@ -144,21 +147,30 @@ export async function startGrpcServer(opts: {
       else resolve(boundPort);
     });
   });
-  let stopping: Promise<void> | undefined;
+  let stopping: Promise<boolean> | undefined;
   return {
     port,
     address,
-    stop(graceMs = 5_000) {
-      stopping ??= new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        timer.unref();
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
+    stop(graceMs = 5_000, callsInProgress) {
+      stopping ??= new Promise<boolean>((resolve) => {
+        let idleChecks = 0;
+        let done = false;
+        const finish = (drained: boolean) => {
+          if (done) return;
+          done = true;
+          clearTimeout(deadline);
+          clearInterval(poll);
+          if (!drained || idleChecks >= 2) server.forceShutdown();
+          resolve(drained);
+        };
+        const deadline = setTimeout(() => finish(false), graceMs);
+        deadline.unref();
+        const poll = setInterval(() => {
+          idleChecks = callsInProgress?.() === 0 ? idleChecks + 1 : 0;
+          if (idleChecks >= 2) finish(true);
+        }, 50);
+        poll.unref();
+        server.tryShutdown(() => finish(true));
       });
       return stopping;
     },

@@ -7,7 +7,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Keyring } from '../../../src/ca/keyring.js';
 import { loadPluggedMaterial } from '../../../src/ca/material.js';
 import type { SignCsrJob } from '../../../src/ca/sign-job.js';
-import { createLoneCallDetector, createSigningPool, inlineCsrSigner, type SigningPool } from '../../../src/ca/signing-pool.js';
+import { createSigningPool, inlineCsrSigner, type SigningPool } from '../../../src/ca/signing-pool.js';
 import { CitadelError } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { createCsr, generateKeyPair, parseCertificate, type KeyType, type Signer } from '../../../src/pki/index.js';
@@ -179,25 +179,6 @@ describe('signing pool', () => {
     await closed;
     expect(p.pending()).toBe(0);
     expect(() => createSigningPool({ size: 0, log: silentLogger })).toThrow(RangeError);
-  });
-});
-
-describe('createLoneCallDetector', () => {
-  it('calls a call alone only when no other is in progress and none has overlapped for the quiet period', () => {
-    let now = 0;
-    const d = createLoneCallDetector({ quietMs: 1_000, now: () => now });
-    d.started();
-    expect(d.alone()).toBe(true);
-    d.started(); // overlap at t=0
-    expect(d.alone()).toBe(false);
-    d.ended();
-    now = 999;
-    expect(d.alone()).toBe(false);
-    now = 1_000;
-    expect(d.alone()).toBe(true);
-    d.ended();
-    d.started();
-    expect(d.alone()).toBe(true);
   });
 });
 
