@@ -3,7 +3,7 @@
  * raw crypto bound, all measured in one run on this machine, so that the ratios mean something even though
  * absolute numbers drift between runs and machines.
  *
- *   node dist/bench/run.js [--duration 8s] [--warmup 2s] [--concurrency 1,16,128] [--key-types rsa-2048,ecdsa-p256]
+ *   node dist/bench/run.js [--duration 6s] [--warmup 1s] [--concurrency 1,16,128] [--key-types rsa-2048,ecdsa-p256]
  *                          [--servers citadel,citadel-nocache,istio,istio+cache] [--no-profile] [--profile-server citadel-nocache]
  *                          [--no-agent] [--sds-streams 1000] [--scale-namespaces 1000] [--quick] [--out bench/results]
  *                          [--ca-args '--signing-workers 0']
@@ -109,8 +109,8 @@ function parseDuration(text: string): number {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    durationMs: 8000,
-    warmupMs: 2000,
+    durationMs: 6000,
+    warmupMs: 1000,
     concurrency: [1, 16, 128],
     keyTypes: ['rsa-2048', 'ecdsa-p256'],
     servers: ['citadel', 'citadel-nocache', 'istio', 'istio+cache', 'transport floor'],
