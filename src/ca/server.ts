@@ -13,8 +13,8 @@ export interface CertificateHandlerDeps {
   readonly csrService: CsrService;
   readonly metrics?: CaMetrics;
   readonly log: Logger;
-  /** Told when each call starts and ends (see createCallTracker). */
-  readonly calls?: { started(): void; ended(): void };
+  /** Told when each call starts and ends. */
+  readonly calls?: Pick<CallTracker, 'started' | 'ended'>;
 }
 
 export interface CallTracker {

@@ -348,7 +348,7 @@ export const caCommand = defineCommand({
       log.info({ reason }, 'shutting down: no new calls, finishing in-flight ones');
       // Stop accepting first (and wait for in-flight calls), then everything else.
       if (!(await server.stop(config.shutdownGrace, csrCalls.inProgress))) {
-        log.warn({ shutdownGraceMs: config.shutdownGrace }, 'calls still running after --shutdown-grace were cancelled');
+        log.warn({ shutdownGraceMs: config.shutdownGrace }, 'calls still running after --shutdown-grace were given up');
       }
       await cleanup();
       log.info('stopped');

@@ -101,11 +101,10 @@ export interface RunningServer {
   /** The address as grpc-js was asked to bind it. */
   readonly address: string;
   /**
-   * Stops accepting calls, lets in-flight calls finish for up to `graceMs`, then cancels whatever is left.
-   * grpc-js also waits for every open connection, even an idle one that never spoke HTTP/2; with
-   * `callsInProgress`, the wait ends as soon as no call is left (seen twice, 50 ms apart), and the idle
-   * connections are closed. Resolves true when everything finished in time, false when calls were cancelled.
-   * Idempotent.
+   * Stops accepting calls and lets in-flight calls finish for up to `graceMs`, then stops waiting for them (a
+   * call on a session grpc-js is already closing runs on until the process exits). grpc-js also waits for every
+   * open connection, even an idle one that never spoke HTTP/2; with `callsInProgress`, the wait ends as soon as no
+   * call is left (seen twice, 50 ms apart). Resolves true when no call was left behind. Idempotent.
    */
   stop(graceMs?: number, callsInProgress?: () => number): Promise<boolean>;
 }
@@ -165,11 +164,12 @@ export async function startGrpcServer(opts: {
         };
         const deadline = setTimeout(() => finish(false), graceMs);
         deadline.unref();
-        const poll = setInterval(() => {
-          idleChecks = callsInProgress?.() === 0 ? idleChecks + 1 : 0;
-          if (idleChecks >= 2) finish(true);
-        }, 50);
-        poll.unref();
+        const poll = callsInProgress
+          ? setInterval(() => {
+              idleChecks = callsInProgress() === 0 ? idleChecks + 1 : 0;
+              if (idleChecks >= 2) finish(true);
+            }, 50).unref()
+          : undefined;
         server.tryShutdown(() => finish(true));
       });
       return stopping;

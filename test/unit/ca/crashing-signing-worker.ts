@@ -1,7 +1,7 @@
 /**
  * A signing worker that can be killed from a test: the real job handler, except that a job whose CSR is the text
- * `CRASH` ends the thread (exit code 3) instead of being answered, and one whose CSR is `HANG` is never answered. Used by signing-pool.test.ts through its compiled
- * copy in dist/.
+ * `CRASH` ends the thread (exit code 3) instead of being answered, and one whose CSR is `HANG` is never answered.
+ * Used by signing-pool.test.ts through its compiled copy in dist/.
  */
 import { parentPort } from 'node:worker_threads';
 import { createSignJobHandler, type PoolRequest } from '../../../src/ca/sign-job.js';
