@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import https from 'node:https';
 import * as k8s from '@kubernetes/client-node';
+import { Agent } from 'undici';
 
 export interface KubeClients {
   readonly config: k8s.KubeConfig;
@@ -27,13 +28,12 @@ export function connectKube(kubeconfigPath: string | undefined): KubeClients {
   const config = load();
   // TokenReviews (one per uncached CSR) are the hot path: they get keep-alive connections of their own. Watches,
   // Lease renewals and writes keep client-node's connection per request, so a partition fails them at once.
-  const reviewConfig = load();
-  const connections = reuseConnections(reviewConfig);
+  const review = keepAliveApiClient(load(), k8s.AuthenticationV1Api);
   return {
     config,
-    connectionsOpened: connections.opened,
+    connectionsOpened: review.connectionsOpened,
     core: config.makeApiClient(k8s.CoreV1Api),
-    authn: reviewConfig.makeApiClient(k8s.AuthenticationV1Api),
+    authn: review.api,
     authz: config.makeApiClient(k8s.AuthorizationV1Api),
     coordination: config.makeApiClient(k8s.CoordinationV1Api),
   };
@@ -51,33 +51,48 @@ export const isConflict = (err: unknown) => apiStatus(err) === 409;
 export const isForbidden = (err: unknown) => apiStatus(err) === 403;
 
 /**
- * client-node 1.x builds a new https.Agent for every request, so each call (a TokenReview per CSR, say) pays a
- * fresh TCP + TLS handshake. This replaces its (private) createAgent with one keep-alive agent per distinct TLS
- * setup; the bearer token travels in headers, not in the agent, so token rotation still works.
+ * client-node builds a new undici dispatcher for every request, so each call (a TokenReview per CSR, say) pays a
+ * fresh TCP + TLS handshake. This API client swaps it, through client-node's public request middleware (which runs
+ * after authentication has been applied), for one keep-alive dispatcher per distinct TLS setup. The bearer token
+ * travels in headers, not in the dispatcher, so token rotation still works; a rotated client certificate gets a
+ * new dispatcher.
  */
-function reuseConnections(config: k8s.KubeConfig): { opened: () => number } {
-  type CreateAgent = (cluster: k8s.Cluster | null, opts: https.AgentOptions) => https.Agent | unknown;
-  const target = config as unknown as { createAgent?: CreateAgent };
-  const original = target.createAgent?.bind(config);
+function keepAliveApiClient<T extends k8s.ApiType>(
+  config: k8s.KubeConfig,
+  apiType: k8s.ApiConstructor<T>,
+): { api: T; connectionsOpened: () => number } {
+  const cluster = config.getCurrentCluster();
+  if (!cluster) throw new Error('the kubeconfig has no current cluster');
+  if (cluster.proxyUrl || !cluster.server.startsWith('https:')) return { api: config.makeApiClient(apiType), connectionsOpened: () => 0 };
+  const dispatchers = new Map<string, Agent>();
   let opened = 0;
-  if (!original) return { opened: () => opened }; // a client-node without this hook: keep its behaviour
-  const agents = new Map<string, https.Agent>();
-  target.createAgent = (cluster, opts) => {
-    if (!cluster || cluster.proxyUrl || !cluster.server.startsWith('https:')) return original(cluster, opts);
+  const dispatcherFor = async (): Promise<Agent> => {
+    const tls: https.RequestOptions = {};
+    await config.applyToHTTPSOptions(tls);
     const key = createHash('sha256');
-    for (const field of ['ca', 'cert', 'key', 'servername', 'rejectUnauthorized'] as const) key.update(`${field}=${String(opts[field] ?? '')};`);
+    for (const field of ['ca', 'cert', 'key', 'servername', 'rejectUnauthorized'] as const) key.update(`${field}=${String(tls[field] ?? '')};`);
     const id = key.digest('hex');
-    let agent = agents.get(id);
-    if (!agent) {
-      agent = new https.Agent({ ...opts, keepAlive: true });
-      const connect = agent.createConnection.bind(agent);
-      agent.createConnection = ((...args: Parameters<typeof connect>) => {
-        opened++;
-        return connect(...args);
-      }) as typeof agent.createConnection;
-      agents.set(id, agent);
+    let dispatcher = dispatchers.get(id);
+    if (!dispatcher) {
+      const { ca, cert, key: privateKey, servername, rejectUnauthorized } = tls;
+      dispatcher = new Agent({ connect: { ca, cert, key: privateKey, servername, rejectUnauthorized, keepAlive: true } });
+      dispatcher.on('connect', () => opened++);
+      dispatchers.set(id, dispatcher);
     }
-    return agent;
+    return dispatcher;
   };
-  return { opened: () => opened };
+  const configuration = k8s.createConfiguration({
+    baseServer: new k8s.ServerConfiguration(cluster.server, {}),
+    authMethods: { default: config },
+    promiseMiddleware: [
+      {
+        pre: async (context) => {
+          context.setDispatcher(await dispatcherFor());
+          return context;
+        },
+        post: async (response) => response,
+      },
+    ],
+  });
+  return { api: new apiType(configuration), connectionsOpened: () => opened };
 }
