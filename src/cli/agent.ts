@@ -23,7 +23,7 @@ import { createCaClient, hostOfAddress } from '../grpc/client.js';
 import { startSdsServer } from '../grpc/sds-server.js';
 import { createLogger } from '../log.js';
 import { KEY_TYPES, type KeyType } from '../pki/index.js';
-import { defineCommand, untilAborted } from './command.js';
+import { defineCommand, RUNTIME, untilAborted } from './command.js';
 
 /** Istio's file-mounted layout (cert-chain.pem, key.pem, root-cert.pem); also where an istio.<sa> Secret is mounted. */
 export const DEFAULT_FILE_CERTS_DIR = './etc/certs';
@@ -137,7 +137,7 @@ export const agentCommand = defineCommand({
       store.close();
       throw err;
     }
-    log.info({ sdsSocket: sds.socketPath, statusPort: status.port, mode: fileDir ? 'file-mounted' : 'ca' }, 'agent running');
+    log.info({ sdsSocket: sds.socketPath, statusPort: status.port, mode: fileDir ? 'file-mounted' : 'ca', runtime: RUNTIME }, 'agent running');
 
     log.info({ reason: await untilAborted(io.signal) }, 'shutting down');
     await sds.stop();

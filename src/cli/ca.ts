@@ -30,7 +30,7 @@ import { createTokenReviewer } from '../kube/tokenreview.js';
 import { createLogger, type Logger } from '../log.js';
 import { KEY_TYPES, validateTrustDomain, workloadSpiffeId, type KeyType } from '../pki/index.js';
 import { startStatusServer } from '../status-server.js';
-import { defineCommand, untilAborted } from './command.js';
+import { defineCommand, RUNTIME, untilAborted } from './command.js';
 
 /** A duration that may be 0 (meaning "off"). */
 const durationOrZero = (raw: string): number => {
@@ -339,6 +339,7 @@ export const caCommand = defineCommand({
           trustDomain: config.trustDomain,
           namespace: config.namespace,
           controllers: config.controllers,
+          runtime: RUNTIME,
         },
         'citadel ca serving',
       );

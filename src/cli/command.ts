@@ -35,3 +35,20 @@ export function untilAborted(signal: AbortSignal): Promise<string> {
 export function defineCommand<F extends FlagTable>(cmd: Command<F>): Command<F> {
   return cmd;
 }
+
+/** Node and OpenSSL versions of this process, in the start-up log line of `ca` and `agent`. */
+export const RUNTIME = { node: process.version, openssl: process.versions.openssl };
+
+/** The oldest Node.js major citadel runs on: 24 is the LTS line with OpenSSL 3.5. */
+export const MIN_NODE_MAJOR = 24;
+
+/** Why `version` (process.version's form, `v24.1.0`) cannot run citadel, or undefined when it can. */
+export function unsupportedRuntime(version: string): string | undefined {
+  const major = Number(/^v(\d+)\./.exec(version)?.[1]);
+  if (major >= MIN_NODE_MAJOR) return undefined;
+  return (
+    `citadel needs Node.js ${MIN_NODE_MAJOR} or newer, and this is ${version}. ` +
+    'In a clone of the repository, `npm ci` installs Node 24 as node_modules/.bin/node and the npm scripts use it; ' +
+    'elsewhere install Node 24 LTS (https://nodejs.org) or use the container images.'
+  );
+}

@@ -7,7 +7,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseConfig, helpText } from '../config/flags.js';
 import { CitadelError } from '../errors.js';
-import type { Command } from './command.js';
+import { unsupportedRuntime, type Command } from './command.js';
 
 export const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
   ca: { summary: 'Run the certificate authority (Istio CSR API, root ConfigMaps, ServiceAccount secrets).', load: async () => (await import('./ca.js')).caCommand as unknown as Command },
@@ -27,6 +27,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(topHelp());
     return name ? 0 : 2;
+  }
+  const tooOld = unsupportedRuntime(process.version);
+  if (tooOld) {
+    process.stderr.write(`citadel: ${tooOld}\n`);
+    return 1;
   }
   const entry = COMMANDS[name];
   if (!entry) {

@@ -140,6 +140,9 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
     expect(metricValue(metrics, 'citadel_agent_sds_active_streams{api="sotw"}')).toBe(2); // default + ROOTCA
     const log = fs.readFileSync(b.agent.proc.logPath, 'utf8');
     expect(log).not.toMatch(/PRIVATE KEY|eyJ[A-Za-z0-9_-]{20,}\./); // no keys, no tokens
+    const running = log.split('\n').find((l) => l.includes('"agent running"'))!;
+    const { node } = (JSON.parse(running) as { runtime: { node: string } }).runtime;
+    expect(Number(node.slice(1).split('.')[0]), 'the agent runs on Node 24+').toBeGreaterThanOrEqual(24);
   });
 
   it('A reaches the server behind B over mTLS', async () => {

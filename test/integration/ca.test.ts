@@ -81,6 +81,12 @@ describe('citadel ca, self-signed', () => {
     expect(ca.logs().filter((l) => l.msg === 'secret watch failed; retrying')).toEqual([]);
   });
 
+  it('runs on Node 24 or later with OpenSSL 3.5 or later (its start-up line says which)', () => {
+    const runtime = ca.logs().find((l) => l.msg === 'citadel ca serving')!.runtime as { node: string; openssl: string };
+    expect(Number(runtime.node.slice(1).split('.')[0])).toBeGreaterThanOrEqual(24);
+    expect(runtime.openssl).toMatch(/^3\.([5-9]|\d\d)\./);
+  });
+
   it("issues a pod's bound token a certificate for exactly its SPIFFE ID, verified by openssl; renews with the client certificate", async () => {
     const pod = await startPod(cluster, { namespace: ns, serviceAccount: 'sleep', watchRootCert: false });
     try {

@@ -85,7 +85,7 @@ describe('Dockerfiles', () => {
         expect(build).toMatch(/npm ci\b/);
         expect(build).toMatch(/tsc -p tsconfig\.json/);
         expect(build).toMatch(/npm prune --omit=dev/);
-        expect(froms[1]!.args).toMatch(/^gcr\.io\/distroless\/nodejs20-debian12:nonroot$/);
+        expect(froms[1]!.args).toMatch(/^gcr\.io\/distroless\/nodejs24-debian12:nonroot$/);
         expect(runtime.some((s) => s.op === 'RUN'), 'no RUN in the runtime stage (it has no shell)').toBe(false);
         const user = runtime.filter((s) => s.op === 'USER').at(-1)?.args;
         expect(user).toMatch(/^[1-9]\d*:[1-9]\d*$/);
