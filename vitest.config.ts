@@ -1,14 +1,21 @@
 import { defineConfig } from 'vitest/config';
 
+// Two projects: `unit` needs nothing but Node; `real` (integration, e2e, compat) runs against one real control
+// plane (etcd + kube-apiserver) that its globalSetup starts once per run, and vitest runs that setup only when the
+// run selects a test file of the project. `npx vitest run --project unit` runs the unit tests alone.
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    // One real control plane (etcd + kube-apiserver) per run; tests isolate themselves by namespace.
-    globalSetup: ['test/harness/global-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Two cores: real apiserver, Envoys and CAs run beside the tests, so keep the worker count low.
     maxWorkers: 2,
     reporters: ['default', ['json', { outputFile: '.citadel/test-results.json' }]],
+    projects: [
+      { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      {
+        extends: true,
+        test: { name: 'real', include: ['test/{integration,e2e,compat}/**/*.test.ts'], globalSetup: ['test/harness/global-setup.ts'] },
+      },
+    ],
   },
 });
