@@ -46,7 +46,8 @@ export const ERROR_TABLE = {
   PERMISSION_DENIED: { grpc: GrpcStatus.PERMISSION_DENIED, metric: 'IDENTITY_MISMATCH' },
   RATE_LIMITED: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, metric: 'RATE_LIMITED' },
   // The CA itself.
-  CA_NOT_READY: { grpc: GrpcStatus.INTERNAL, metric: 'CA_NOT_READY' },
+  // Not ready is a state that passes (material loading, a signing certificate renewing): UNAVAILABLE, so callers retry.
+  CA_NOT_READY: { grpc: GrpcStatus.UNAVAILABLE, metric: 'CA_NOT_READY' },
   CERT_GEN_ERROR: { grpc: GrpcStatus.INTERNAL, metric: 'CERT_GEN_ERROR' },
   CA_MATERIAL_INVALID: { grpc: GrpcStatus.INTERNAL, metric: 'CA_MATERIAL_INVALID' },
   // Configuration and the outside world.

@@ -9,6 +9,8 @@ describe('toGrpcStatus', () => {
     expect(s).toEqual({ code: status.PERMISSION_DENIED, details: 'CSR asks for spiffe://x/ns/a/sa/b' });
     expect(toGrpcStatus(new CitadelError('RATE_LIMITED', 'slow down')).code).toBe(status.RESOURCE_EXHAUSTED);
     expect(toGrpcStatus(new CitadelError('KEY_TOO_WEAK', 'weak')).code).toBe(status.INVALID_ARGUMENT);
+    // A CA that is not ready yet is worth a retry; INTERNAL would say it is broken.
+    expect(toGrpcStatus(new CitadelError('CA_NOT_READY', 'loading')).code).toBe(status.UNAVAILABLE);
   });
   it('hides anything else behind INTERNAL "internal error"', () => {
     expect(toGrpcStatus(new Error('db password is hunter2'))).toEqual({ code: status.INTERNAL, details: 'internal error' });
