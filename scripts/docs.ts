@@ -1,7 +1,7 @@
-// `npm run docs`: regenerates the configuration reference in README.md from the flag tables.
+// `npm run docs`: regenerates the configuration reference (docs/configuration.md) from the flag tables.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { withConfigReference } from '../src/cli/reference.js';
+import { REFERENCE_DOC, withConfigReference } from '../src/cli/reference.js';
 
-const path = new URL('../../README.md', import.meta.url);
+const path = new URL(`../../${REFERENCE_DOC}`, import.meta.url);
 writeFileSync(path, await withConfigReference(readFileSync(path, 'utf8')));
-console.log('README.md configuration reference updated');
+console.log(`${REFERENCE_DOC} updated`);

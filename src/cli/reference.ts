@@ -1,6 +1,6 @@
 /**
- * The configuration reference in README.md is generated from the flag tables, so the docs cannot drift from
- * the code: `npm run docs` rewrites the section between the markers, and a unit test fails when it is stale.
+ * The configuration reference (docs/configuration.md) is generated from the flag tables, so the docs cannot drift
+ * from the code: `npm run docs` rewrites the section between the markers, and a unit test fails when it is stale.
  */
 import { COMMANDS } from './main.js';
 
@@ -17,15 +17,18 @@ export async function configReference(): Promise<string> {
       const def = f.boolean ? '' : f.default === undefined ? '' : f.default === '' ? '(empty)' : `\`${f.default}\``;
       return `| \`--${f.name}\` | ${f.env ? `\`${f.env}\`` : ''} | ${def} | ${cell(f.help)} |`;
     });
-    sections.push(`#### \`citadel ${name}\`\n\n${cmd.summary}\n\n| flag | env | default | meaning |\n|---|---|---|---|\n${rows.join('\n')}`);
+    sections.push(`## \`citadel ${name}\`\n\n${cmd.summary}\n\n| flag | env | default | meaning |\n|---|---|---|---|\n${rows.join('\n')}`);
   }
   return sections.join('\n\n');
 }
 
-/** Returns `readme` with the generated section replaced. */
-export async function withConfigReference(readme: string): Promise<string> {
-  const begin = readme.indexOf(REFERENCE_BEGIN);
-  const end = readme.indexOf(REFERENCE_END);
-  if (begin === -1 || end < begin) throw new Error('README.md has no config-reference markers');
-  return `${readme.slice(0, begin + REFERENCE_BEGIN.length)}\n${await configReference()}\n${readme.slice(end)}`;
+/** The document the reference lives in, relative to the repository root. */
+export const REFERENCE_DOC = 'docs/configuration.md';
+
+/** Returns `doc` with the generated section replaced. */
+export async function withConfigReference(doc: string): Promise<string> {
+  const begin = doc.indexOf(REFERENCE_BEGIN);
+  const end = doc.indexOf(REFERENCE_END);
+  if (begin === -1 || end < begin) throw new Error(`${REFERENCE_DOC} has no config-reference markers`);
+  return `${doc.slice(0, begin + REFERENCE_BEGIN.length)}\n${await configReference()}\n${doc.slice(end)}`;
 }

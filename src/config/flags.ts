@@ -1,6 +1,6 @@
 /**
  * Flags + environment -> one validated, frozen config object. Each program declares its flags once
- * (name, env var, default, parser, help); the same table drives parsing, `--help` and the README reference.
+ * (name, env var, default, parser, help); the same table drives parsing, `--help` and the generated docs/configuration.md.
  * Every error names the flag (and env var) and the reason, so bad config fails at the edge.
  */
 import { CitadelError } from '../errors.js';
