@@ -93,7 +93,7 @@ export function createServingCertManager(deps: ServingCertDeps): ServingCertMana
     }
     running = issueOnce()
       .catch((err: unknown) => {
-        log.error({ err: err instanceof Error ? err.message : String(err) }, 'serving certificate issuance failed; retrying');
+        log.error({ err }, 'serving certificate issuance failed; retrying');
         schedule(deps.retryMs ?? 10_000);
         throw err;
       })

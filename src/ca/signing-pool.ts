@@ -114,7 +114,7 @@ export function createSigningPool(deps: SigningPoolDeps): SigningPool {
       if ('result' in reply) call.resolve(reply.result);
       else call.reject(errorFromData(reply.error));
     });
-    worker.on('error', (err) => log.error({ err: err.message }, 'signing worker failed'));
+    worker.on('error', (err) => log.error({ err }, 'signing worker failed'));
     worker.on('exit', (code) => {
       if (slot.worker !== worker) return; // terminated by close()
       slot.worker = undefined;

@@ -226,7 +226,7 @@ export const caCommand = defineCommand({
         try {
           await fn();
         } catch (err) {
-          log.warn({ err: err instanceof Error ? err.message : String(err) }, 'error while stopping');
+          log.warn({ err }, 'error while stopping');
         }
       }
     };

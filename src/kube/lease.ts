@@ -180,7 +180,7 @@ export function createLeaderElector(opts: LeaderElectionOptions): LeaderElector 
     try {
       return await Promise.race([
         tryAcquireOrRenew().catch((err: unknown) => {
-          log.warn({ err: err instanceof Error ? err.message.split('\n')[0] : String(err) }, 'lease request failed');
+          log.warn({ err }, 'lease request failed');
           return 'failed' as const;
         }),
         timeout,
@@ -243,7 +243,7 @@ export function createLeaderElector(opts: LeaderElectionOptions): LeaderElector 
             log.info('released the lease');
           }
         } catch (err) {
-          log.warn({ err: err instanceof Error ? err.message.split('\n')[0] : String(err) }, 'could not release the lease');
+          log.warn({ err }, 'could not release the lease');
         }
       }
     },

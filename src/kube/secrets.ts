@@ -155,7 +155,7 @@ export function watchSecret(opts: {
     failures++;
     opts.onError?.(err);
     const delay = Math.min(200 * 2 ** Math.min(failures - 1, 10), 30_000);
-    log.warn({ err: err instanceof Error ? err.message : String(err), retryInMs: delay }, 'secret watch failed; retrying');
+    log.warn({ err, retryInMs: delay }, 'secret watch failed; retrying');
     timer = clock.setTimer(() => void cycle(), delay);
   };
 
