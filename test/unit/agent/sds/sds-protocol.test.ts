@@ -18,6 +18,7 @@ import { SECRET_TYPE_URL } from '../../../../src/agent/sds/xds-types.js';
 import { startSdsServer, type SdsServer } from '../../../../src/grpc/sds-server.js';
 import { makeCa, type TestCa } from '../../grpc/tls-fixtures.js';
 import { SdsTestClient, decodeSecret } from './sds-client.js';
+import { waitFor } from '../../../support/wait.js';
 
 const WORKLOAD = 'spiffe://cluster.local/ns/app/sa/web';
 
@@ -190,8 +191,7 @@ describe('SDS over a Unix socket', () => {
     expect(new Set(pushed.map((p) => p.nonce)).size).toBe(holders.length);
     for (const { s } of streams.filter((x) => x.name === 'ROOTCA')) expect(s.responses.length).toBe(0);
     for (const { s } of streams) s.cancel();
-    await new Promise((r) => setTimeout(r, 300));
-    expect(server.service.activeStreams).toBe(0);
+    await waitFor('every cancelled stream released', () => server.service.activeStreams === 0, { timeoutMs: 10_000 });
   });
 
   it('refuses a mismatched key or an expired certificate before anything is sent', async () => {
