@@ -15,3 +15,5 @@ export { BACKDATE_MS, issueCaCertificate, issueWorkloadCertificate, keyIdentifie
 export type { IssueCaOptions, IssueWorkloadOptions, IssuedCertificate, Signer } from './issue.js';
 export { MAX_CHAIN_LENGTH, buildResponseChain, checkWorkloadSvid, verifyChain } from './chain.js';
 export type { VerifyChainOptions } from './chain.js';
+export { CRL_REASONS, checkCrlSet, crlSignProblem, isCrlSignedBy, issueCrl, normaliseSerial, parseCrls } from './crl.js';
+export type { CrlEntry, CrlReason, IssueCrlOptions, IssuedCrl, ParsedCrl } from './crl.js';

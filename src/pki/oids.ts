@@ -28,6 +28,8 @@ export const OID = {
   nameConstraints: '2.5.29.30',
   authorityKeyIdentifier: '2.5.29.35',
   extKeyUsage: '2.5.29.37',
+  crlNumber: '2.5.29.20',
+  crlReason: '2.5.29.21',
   // Extended key usages
   serverAuth: '1.3.6.1.5.5.7.3.1',
   clientAuth: '1.3.6.1.5.5.7.3.2',
