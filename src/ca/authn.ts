@@ -164,7 +164,7 @@ export function createTokenAuthenticator(deps: TokenAuthenticatorDeps): { authen
  * Client certificate -> its SPIFFE ID, when it chains (now) to the CA's current trust bundle through the CA's
  * intermediates, is a valid X.509-SVID, and names a workload in our trust domain.
  */
-export function authenticateClientCertificate(der: Buffer, material: VerificationMaterial, trustDomain: string, now: number): Caller {
+export function authenticateClientCertificate(der: Buffer, material: VerificationMaterial, trustDomain: string, now: number, serialRevoked?: (serialHex: string) => string | undefined): Caller {
   let leaf;
   try {
     leaf = parseCertificate(der);
@@ -176,6 +176,8 @@ export function authenticateClientCertificate(der: Buffer, material: Verificatio
   } catch (err) {
     throw new AuthnFailure('client certificate rejected', `does not verify: ${(err as Error).message}`);
   }
+  const revoked = serialRevoked?.(leaf.serialHex);
+  if (revoked) throw new AuthnFailure('client certificate rejected', revoked);
   let id: string;
   try {
     id = checkWorkloadSvid(leaf);
@@ -191,6 +193,8 @@ export function authenticateClientCertificate(der: Buffer, material: Verificatio
 export interface AuthenticatorDeps {
   readonly token: { authenticate(token: string): Promise<Caller> };
   readonly verificationMaterial: () => VerificationMaterial;
+  /** Why a client certificate's serial is revoked, or undefined (src/ca/revocation.ts). */
+  readonly serialRevoked?: (serialHex: string) => string | undefined;
   readonly trustDomain: () => string;
   readonly clock: Clock;
   readonly log: Logger;
@@ -207,7 +211,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       const failures: AuthnFailure[] = [];
       if (creds.peerCertificateDer) {
         try {
-          return authenticateClientCertificate(creds.peerCertificateDer, deps.verificationMaterial(), deps.trustDomain(), deps.clock.now());
+          return authenticateClientCertificate(creds.peerCertificateDer, deps.verificationMaterial(), deps.trustDomain(), deps.clock.now(), deps.serialRevoked);
         } catch (err) {
           if (!(err instanceof AuthnFailure)) throw err;
           failures.push(err);

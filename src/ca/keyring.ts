@@ -36,6 +36,13 @@ export interface KeyringDeps {
   readonly csrSigner?: CsrSigner;
 }
 
+/** Consulted on every issuance (src/ca/revocation.ts): refuses revoked identities, learns what was issued. */
+export interface IssuanceGuard {
+  /** @throws CitadelError PERMISSION_DENIED naming the revocation. */
+  check(spiffeId: string): void;
+  recordIssued(spiffeId: string, serialHex: string, notAfter: number): void;
+}
+
 /** What the client-certificate authenticator verifies against. */
 export interface VerificationMaterial {
   readonly roots: readonly ParsedCertificate[];
@@ -63,6 +70,7 @@ export class Keyring implements CertificateAuthority, CsrAuthority {
   private listeners = new Set<() => void>();
   private bundleCache: { pem: string; roots: ParsedCertificate[] } | undefined;
   private pruneTimer: Timer | undefined;
+  private guard: IssuanceGuard | undefined;
   private readonly log: Logger;
 
   constructor(private readonly deps: KeyringDeps) {
@@ -146,16 +154,23 @@ export class Keyring implements CertificateAuthority, CsrAuthority {
     return () => this.listeners.delete(listener);
   }
 
+  /** Installs the guard every later issuance goes through. */
+  setIssuanceGuard(guard: IssuanceGuard | undefined): void {
+    this.guard = guard;
+  }
+
   issueWorkload(req: WorkloadCertRequest): IssuedWorkloadCert {
     const material = this.ready();
-    return this.recordIssued(material, issueLeaf(material.signer, req, this.deps.clock.now()));
+    this.guard?.check(req.spiffeId);
+    return this.recordIssued(material, req.spiffeId, issueLeaf(material.signer, req, this.deps.clock.now()));
   }
 
   async issueFromCsr(req: CsrCertRequest): Promise<IssuedFromCsr> {
     const material = this.ready();
+    this.guard?.check(req.identity);
     const signer = this.deps.csrSigner ?? inlineCsrSigner;
     const leaf = await signer.sign(material.signer, { csrPem: req.csrPem, identity: req.identity, ttlMs: req.ttlMs, now: this.deps.clock.now() });
-    return { ...this.recordIssued(material, leaf), keyType: leaf.keyType };
+    return { ...this.recordIssued(material, req.identity, leaf), keyType: leaf.keyType };
   }
 
   private ready(): CaMaterial {
@@ -169,7 +184,8 @@ export class Keyring implements CertificateAuthority, CsrAuthority {
    * holds a replaced root: it is retained at least the longest workload TTL from the switch, and this leaf's `now`
    * was read before the switch).
    */
-  private recordIssued(material: CaMaterial, leaf: SignedLeaf): IssuedWorkloadCert {
+  private recordIssued(material: CaMaterial, spiffeId: string, leaf: SignedLeaf): IssuedWorkloadCert {
+    this.guard?.recordIssued(spiffeId, leaf.serialHex, leaf.notAfter);
     const anchor = derKey(material.anchor);
     if (leaf.notAfter > (this.latestIssued.get(anchor) ?? 0)) this.latestIssued.set(anchor, leaf.notAfter);
     const chain = buildResponseChain(leaf.pem, material.intermediates.map((c) => c.pem), this.trustBundlePem());

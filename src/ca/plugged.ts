@@ -51,7 +51,15 @@ export interface PluggedSourceDeps {
   readonly clock: Clock;
   readonly log: Logger;
   readonly metrics?: CaMetrics;
+  /**
+   * Gets `ca-crl.pem` (undefined when absent) after the material it belongs to is installed, at start and on every
+   * change of it. Judged on its own (src/ca/revocation.ts): a bad CRL never stops the key material.
+   */
+  readonly onCrl?: (text: string | undefined, source: string) => void;
 }
+
+/** Istio's optional CRL file beside the plugged-in key material. */
+export const CA_CRL_FILE = 'ca-crl.pem';
 
 /** A running reload loop. */
 export interface MaterialSource {
@@ -81,19 +89,27 @@ export function startDirectorySource(deps: PluggedSourceDeps & { dir: string; po
   const initial = readCacertsDir(deps.dir);
   deps.keyring.install(loadPluggedMaterial(initial, source, deps.clock.now()));
   let lastDigest = filesDigest(initial);
+  const crlPath = path.join(deps.dir, CA_CRL_FILE);
+  let lastCrl: string | undefined;
   const watcher = watchFiles({
-    paths: CACERTS_FILES.map((name) => path.join(deps.dir, name)),
+    paths: [...CACERTS_FILES.map((name) => path.join(deps.dir, name)), crlPath],
     clock: deps.clock,
     log: deps.log,
     pollMs: deps.pollIntervalMs,
     onChange(contents) {
       const files: Record<string, string> = {};
-      for (const [file, text] of contents) if (text !== undefined) files[path.basename(file)] = text;
+      for (const [file, text] of contents) if (text !== undefined && file !== crlPath) files[path.basename(file)] = text;
       const digest = filesDigest(files);
-      if (digest === lastDigest) return;
-      lastDigest = digest;
-      deps.log.info({ source }, 'CA key material files changed; validating');
-      tryReload(deps, files, source);
+      if (digest !== lastDigest) {
+        lastDigest = digest;
+        deps.log.info({ source }, 'CA key material files changed; validating');
+        tryReload(deps, files, source);
+      }
+      const crl = contents.get(crlPath);
+      if (crl !== lastCrl) {
+        lastCrl = crl;
+        deps.onCrl?.(crl, source);
+      }
     },
   });
   void watcher.checkNow();
@@ -115,6 +131,8 @@ export function startSecretSource(deps: PluggedSourceDeps & { initial: SecretDat
   const initialFiles = cacertsFromSecret(deps.initial);
   deps.keyring.install(loadPluggedMaterial(initialFiles, source, deps.clock.now()));
   let lastDigest = filesDigest(initialFiles);
+  let lastCrl = deps.initial.data[CA_CRL_FILE];
+  deps.onCrl?.(lastCrl, source);
   return {
     description: source,
     onSecret(secret) {
@@ -124,10 +142,16 @@ export function startSecretSource(deps: PluggedSourceDeps & { initial: SecretDat
       }
       const files = cacertsFromSecret(secret);
       const digest = filesDigest(files);
-      if (digest === lastDigest) return;
-      lastDigest = digest;
-      deps.log.info({ source, resourceVersion: secret.resourceVersion }, 'cacerts Secret changed; validating');
-      tryReload(deps, files, source);
+      if (digest !== lastDigest) {
+        lastDigest = digest;
+        deps.log.info({ source, resourceVersion: secret.resourceVersion }, 'cacerts Secret changed; validating');
+        tryReload(deps, files, source);
+      }
+      const crl = secret.data[CA_CRL_FILE];
+      if (crl !== lastCrl) {
+        lastCrl = crl;
+        deps.onCrl?.(crl, source);
+      }
     },
     attach(watch) {
       return { description: source, stop: () => watch.stop() };

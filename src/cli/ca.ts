@@ -14,6 +14,8 @@ import { Keyring } from '../ca/keyring.js';
 import { createCaMetrics } from '../ca/metrics.js';
 import { cacertsFromSecret, hasPluggedFiles, readCacertsDir, startDirectorySource, startSecretSource } from '../ca/plugged.js';
 import { createKeyedRateLimiter } from '../ca/rate-limit.js';
+import { REVOCATIONS_KEY, REVOCATIONS_SECRET_NAME } from '../ca/revocation-list.js';
+import { createRevocationMetrics, Revocations } from '../ca/revocation.js';
 import { createSigningPool } from '../ca/signing-pool.js';
 import { CA_SECRET_NAME, startSelfSigned } from '../ca/self-signed.js';
 import { createCallTracker, createCertificateHandler } from '../ca/server.js';
@@ -76,6 +78,7 @@ export const caFlags = {
   leaseDuration: flag({ name: 'lease-duration', env: 'CITADEL_LEASE_DURATION', default: '15s', help: 'Leader Lease duration (a dead leader is replaced after about this long).', parse: parse.duration }),
   leaseRenewDeadline: flag({ name: 'lease-renew-deadline', env: 'CITADEL_LEASE_RENEW_DEADLINE', default: '10s', help: 'A leader that cannot renew for this long stops writing.', parse: parse.duration }),
   leaseRetryPeriod: flag({ name: 'lease-retry-period', env: 'CITADEL_LEASE_RETRY_PERIOD', default: '2s', help: 'How often candidates try and the leader renews.', parse: parse.duration }),
+  crlValidity: flag({ name: 'crl-validity', env: 'CITADEL_CRL_VALIDITY', default: '24h', help: 'nextUpdate - thisUpdate of the CRLs the CA signs; they are re-signed at half of it. Envoy refuses every handshake once a CRL has expired.', parse: parse.duration }),
   shutdownGrace: flag({ name: 'shutdown-grace', env: 'CITADEL_SHUTDOWN_GRACE', default: '10s', help: 'On SIGTERM, how long in-flight calls may take to finish.', parse: parse.duration }),
   logLevel: flag({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
 };
@@ -131,8 +134,10 @@ async function startKeyMaterial(opts: {
   log: Logger;
   metrics: ReturnType<typeof createCaMetrics>;
   canWrite: () => boolean;
+  revocations: Revocations;
 }): Promise<MaterialHandle> {
   const { config, kube, keyring, metrics } = opts;
+  const onCrl = (text: string | undefined, source: string) => void opts.revocations.setOperatorCrl(text, source);
   const clock = systemClock;
   const log = opts.log.child({ component: 'keyring' });
   const secrets = createSecretStore(kube, config.namespace);
@@ -151,7 +156,7 @@ async function startKeyMaterial(opts: {
 
   const cacerts = await readSecret(CACERTS_SECRET_NAME);
   if (cacerts && hasPluggedFiles(cacertsFromSecret(cacerts))) {
-    const src = startSecretSource({ keyring, clock, log, metrics, initial: cacerts });
+    const src = startSecretSource({ keyring, clock, log, metrics, initial: cacerts, onCrl });
     const w = watch(CACERTS_SECRET_NAME, src.onSecret);
     await w.start();
     const current = w.current();
@@ -160,7 +165,7 @@ async function startKeyMaterial(opts: {
   }
   const files = readCacertsDir(config.cacertsDir);
   if (hasPluggedFiles(files)) {
-    return startDirectorySource({ keyring, clock, log, metrics, dir: config.cacertsDir, pollIntervalMs: config.cacertsPollInterval });
+    return startDirectorySource({ keyring, clock, log, metrics, onCrl, dir: config.cacertsDir, pollIntervalMs: config.cacertsPollInterval });
   }
   let source;
   try {
@@ -253,9 +258,27 @@ export const caCommand = defineCommand({
       }
       await checkTokenReviewPermission(kube);
 
+      // Revocation: refusals at issuance (every replica) and the CRLs the leader publishes.
+      const revocations = new Revocations({ keyring, clock, log: log.child({ component: 'revocation' }), metrics: createRevocationMetrics(registry), validityMs: config.crlValidity });
+      keyring.setIssuanceGuard(revocations.guard);
+      cleanups.push(() => revocations.close());
+
       let controllers: Controllers | undefined;
-      const material = await startKeyMaterial({ config, kube, keyring, log, metrics, canWrite: () => !config.controllers || (controllers?.isLeader() ?? false) });
+      const material = await startKeyMaterial({ config, kube, keyring, log, metrics, revocations, canWrite: () => !config.controllers || (controllers?.isLeader() ?? false) });
       cleanups.push(() => material.stop());
+
+      const revocationList = watchSecret({
+        kube,
+        namespace: config.namespace,
+        name: REVOCATIONS_SECRET_NAME,
+        clock,
+        log,
+        onChange: (s) => void revocations.setRevocationList(s?.data[REVOCATIONS_KEY], `secret ${config.namespace}/${REVOCATIONS_SECRET_NAME}`),
+      });
+      await revocationList.start();
+      const listNow = revocationList.current();
+      if (listNow) revocations.setRevocationList(listNow.data[REVOCATIONS_KEY], `secret ${config.namespace}/${REVOCATIONS_SECRET_NAME}`);
+      cleanups.push(() => revocationList.stop());
 
       // The serving certificate, swapped into the TLS credentials on every re-issue.
       const tls: { credentials?: ReloadableServerCredentials } = {};
@@ -285,6 +308,7 @@ export const caCommand = defineCommand({
       const authenticator = createAuthenticator({
         token: tokenAuthn,
         verificationMaterial: () => keyring.verificationMaterial(),
+        serialRevoked: (serial) => revocations.serialRevoked(serial),
         trustDomain,
         clock,
         log: log.child({ component: 'authn' }),
@@ -313,6 +337,7 @@ export const caCommand = defineCommand({
         controllers = startControllers({
           kube,
           ca: keyring,
+          crl: revocations,
           clock,
           log,
           registry,

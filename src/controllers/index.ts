@@ -17,7 +17,7 @@ import type { KeyType } from '../pki/index.js';
 import { createControllerMetrics } from './metrics.js';
 import { RetryLater, runWorkers, WorkQueue } from './queue.js';
 import type { Reconciler } from './reconciler.js';
-import { createRootConfigMapReconciler } from './root-configmap-controller.js';
+import { createContentConfigMapReconciler, createRootConfigMapReconciler } from './root-configmap-controller.js';
 import { DEFAULT_EXCLUDED_NAMESPACES, ROOT_CONFIGMAP_NAME } from './root-configmap.js';
 import { createSaSecretReconciler, keyOfSecret, saKey } from './sa-secret-controller.js';
 import { SA_SECRET_TYPE, type SaSecretsMode } from './sa-secrets.js';
@@ -32,6 +32,8 @@ export const DEFAULT_LEASE_NAME = 'citadel-leader';
 export interface ControllerDeps {
   readonly kube: KubeClients;
   readonly ca: CertificateAuthority;
+  /** When given, its CRLs are published as `istio-ca-crl` (key `ca-crl.pem`) wherever the root ConfigMap goes. */
+  readonly crl?: CrlSource;
   readonly clock: Clock;
   readonly log: Logger;
   /** Metrics are registered here (the CA's /metrics registry). */
@@ -67,6 +69,16 @@ export interface ControllerDeps {
   readonly retryBaseDelayMs?: number;
   readonly retryMaxDelayMs?: number;
 }
+
+/** The CRL set to publish (src/ca/revocation.ts implements it). */
+export interface CrlSource {
+  /** PEM CRLs, "" for none, undefined while there is nothing to publish yet. */
+  crlPem(): string | undefined;
+  onChange(listener: () => void): () => void;
+}
+
+/** Istio's names for the CRL ConfigMap. */
+export const CRL_CONFIGMAP = { name: 'istio-ca-crl', key: 'ca-crl.pem', what: 'the published CRLs' } as const;
 
 /** The running controllers of one CA replica (informers always; reconcilers only while it leads). */
 export interface Controllers {
@@ -123,16 +135,32 @@ export function startControllers(deps: ControllerDeps): Controllers {
   const enqueue = (controller: string, key: string | undefined) => {
     if (key) term?.queues.get(controller)?.add(key);
   };
-  const enqueueAll = () => {
+  const enqueueAll = (only?: Reconciler) => {
     if (!term) return;
-    for (const r of reconcilers) for (const key of r.allKeys()) enqueue(r.name, key);
+    for (const r of only ? [only] : reconcilers) for (const key of r.allKeys()) enqueue(r.name, key);
   };
 
-  const nsName = (o: { metadata?: { name?: string } }) => o.metadata?.name;
-  namespaces.on('add', (ns) => enqueue(rootConfigMaps.name, nsName(ns)));
-  namespaces.on('update', (ns) => enqueue(rootConfigMaps.name, nsName(ns)));
-  for (const event of ['add', 'update', 'delete'] as const) {
-    configMaps.on(event, (cm) => enqueue(rootConfigMaps.name, cm.metadata?.namespace));
+  /** Per-namespace ConfigMap controllers: namespace events and their ConfigMap's events queue the namespace. */
+  const perNamespace = (r: Reconciler, cms: Informer<{ metadata?: { namespace?: string } }>) => {
+    const nsName = (o: { metadata?: { name?: string } }) => o.metadata?.name;
+    namespaces.on('add', (ns) => enqueue(r.name, nsName(ns)));
+    namespaces.on('update', (ns) => enqueue(r.name, nsName(ns)));
+    for (const event of ['add', 'update', 'delete'] as const) cms.on(event, (cm) => enqueue(r.name, cm.metadata?.namespace));
+  };
+  perNamespace(rootConfigMaps, configMaps);
+
+  let unsubscribeCrl = () => {};
+  if (deps.crl) {
+    const crl = deps.crl;
+    const crlConfigMaps = namedConfigMapInformer(deps.kube, CRL_CONFIGMAP.name, informerCommon);
+    informers.push(crlConfigMaps);
+    const crlReconciler = createContentConfigMapReconciler({ controller: 'crl-configmap', spec: CRL_CONFIGMAP, content: () => crl.crlPem(), namespaces, configMaps: crlConfigMaps, filter, writer, log, metrics });
+    reconcilers.push(crlReconciler);
+    perNamespace(crlReconciler, crlConfigMaps);
+    unsubscribeCrl = crl.onChange(() => {
+      if (term) log.info('CRLs changed; updating every istio-ca-crl');
+      enqueueAll(crlReconciler);
+    });
   }
 
   if (mode !== 'off') {
@@ -270,6 +298,7 @@ export function startControllers(deps: ControllerDeps): Controllers {
       await elector.stop(opts);
       await lastTerm?.done;
       unsubscribeCa();
+      unsubscribeCrl();
       await Promise.all(informers.map((i) => i.stop()));
     },
     isLeader: () => elector.isLeader(),

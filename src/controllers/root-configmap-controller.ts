@@ -1,6 +1,7 @@
 /**
- * Keeps `istio-ca-root-cert` right in every selected namespace. Key: the namespace name.
- * Triggers: namespace added/updated, the ConfigMap added/updated/deleted, trust bundle change, resync.
+ * Keeps a published ConfigMap right in every selected namespace: `istio-ca-root-cert` (the trust bundle) and
+ * `istio-ca-crl` (the CRLs). Key: the namespace name.
+ * Triggers: namespace added/updated, the ConfigMap added/updated/deleted, a change of the content, resync.
  */
 import type { CertificateAuthority } from '../ca/authority.js';
 import type { Logger } from '../log.js';
@@ -9,7 +10,7 @@ import type { ControllerMetrics } from './metrics.js';
 import type { ConfigMapObject, NamespaceObject } from './objects.js';
 import { RetryLater } from './queue.js';
 import type { Cache, Reconciler } from './reconciler.js';
-import { decideRootConfigMap, ROOT_CONFIGMAP_NAME, type NamespaceFilter, type RootConfigMapDecision } from './root-configmap.js';
+import { decidePublishedConfigMap, decideRootConfigMap, ROOT_CONFIGMAP, type NamespaceFilter, type PublishedConfigMap, type RootConfigMapDecision } from './root-configmap.js';
 
 export const ROOT_CONFIGMAP_CONTROLLER = 'root-configmap';
 
@@ -23,46 +24,63 @@ export interface RootConfigMapDeps {
   readonly metrics: ControllerMetrics;
 }
 
-export function createRootConfigMapReconciler(deps: RootConfigMapDeps): Reconciler {
-  const log = deps.log.child({ controller: ROOT_CONFIGMAP_CONTROLLER });
-  const decide = (namespace: string, configMap: ConfigMapObject | undefined): RootConfigMapDecision =>
-    decideRootConfigMap({
-      namespaceName: namespace,
-      namespace: deps.namespaces.get(namespace),
-      configMap,
-      bundlePem: deps.ca.trustBundlePem(),
-      filter: deps.filter,
-    });
+export interface PublishedConfigMapDeps extends Omit<RootConfigMapDeps, 'ca'> {
+  /** Metric label and log name. */
+  readonly controller: string;
+  readonly spec: PublishedConfigMap;
+  /** The decision for one namespace given its cached or live ConfigMap. */
+  readonly decide: (input: { namespaceName: string; namespace: NamespaceObject | undefined; configMap: ConfigMapObject | undefined; filter: NamespaceFilter }) => RootConfigMapDecision;
+}
 
-  const record = (action: string, outcome: string) => deps.metrics.writes.inc({ controller: ROOT_CONFIGMAP_CONTROLLER, action, outcome });
+export function createRootConfigMapReconciler(deps: RootConfigMapDeps): Reconciler {
+  return createPublishedConfigMapReconciler({
+    ...deps,
+    controller: ROOT_CONFIGMAP_CONTROLLER,
+    spec: ROOT_CONFIGMAP,
+    decide: (input) => decideRootConfigMap({ ...input, bundlePem: deps.ca.trustBundlePem() }),
+  });
+}
+
+/** The same reconciler for any published ConfigMap whose content comes from `content()`. */
+export function createContentConfigMapReconciler(deps: Omit<PublishedConfigMapDeps, 'decide'> & { content: () => string | undefined }): Reconciler {
+  return createPublishedConfigMapReconciler({ ...deps, decide: (input) => decidePublishedConfigMap({ ...input, spec: deps.spec, content: deps.content() }) });
+}
+
+function createPublishedConfigMapReconciler(deps: PublishedConfigMapDeps): Reconciler {
+  const { controller, spec } = deps;
+  const log = deps.log.child({ controller });
+  const decide = (namespace: string, configMap: ConfigMapObject | undefined): RootConfigMapDecision =>
+    deps.decide({ namespaceName: namespace, namespace: deps.namespaces.get(namespace), configMap, filter: deps.filter });
+
+  const record = (action: string, outcome: string) => deps.metrics.writes.inc({ controller, action, outcome });
 
   return {
-    name: ROOT_CONFIGMAP_CONTROLLER,
+    name: controller,
     allKeys: () => deps.namespaces.list().map((ns) => ns.metadata?.name).filter((n): n is string => !!n),
     async reconcile(namespace, signal) {
-      let decision = decide(namespace, deps.configMaps.get(ROOT_CONFIGMAP_NAME, namespace));
+      let decision = decide(namespace, deps.configMaps.get(spec.name, namespace));
       if (decision.action === 'none') return;
-      const fields = { namespace, configMap: ROOT_CONFIGMAP_NAME, reason: decision.reason };
+      const fields = { namespace, configMap: spec.name, reason: decision.reason };
       if (decision.action === 'create') {
         const outcome = await deps.writer.createConfigMap(decision.desired, signal);
         record('create', outcome);
         if (outcome === 'created') {
-          log.info({ ...fields, action: 'create' }, 'created root ConfigMap');
+          log.info({ ...fields, action: 'create' }, `created ${spec.name}`);
           return;
         }
         if (outcome !== 'exists') {
-          log.debug({ ...fields, outcome }, 'root ConfigMap not created');
+          log.debug({ ...fields, outcome }, `${spec.name} not created`);
           return;
         }
         // The cache has not seen it yet (or someone else made it): decide again on the live object.
-        decision = decide(namespace, await deps.writer.readConfigMap(namespace, ROOT_CONFIGMAP_NAME, signal));
+        decision = decide(namespace, await deps.writer.readConfigMap(namespace, spec.name, signal));
         if (decision.action === 'none') return;
-        if (decision.action === 'create') throw new RetryLater(`root ConfigMap in ${namespace} existed, then vanished`);
+        if (decision.action === 'create') throw new RetryLater(`${spec.name} in ${namespace} existed, then vanished`);
       }
       const outcome = await deps.writer.updateConfigMap(decision.desired, signal);
       record('update', outcome);
-      if (outcome !== 'updated') throw new RetryLater(`root ConfigMap in ${namespace}: update ${outcome}`);
-      log.info({ namespace, configMap: ROOT_CONFIGMAP_NAME, reason: decision.reason, action: 'update' }, 'updated root ConfigMap');
+      if (outcome !== 'updated') throw new RetryLater(`${spec.name} in ${namespace}: update ${outcome}`);
+      log.info({ ...fields, reason: decision.reason, action: 'update' }, `updated ${spec.name}`);
     },
   };
 }

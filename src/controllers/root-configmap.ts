@@ -1,6 +1,7 @@
 /**
- * The root-certificate ConfigMap decision: given what the caches hold for one namespace and the CA's current
- * trust bundle, what single write (if any) makes `istio-ca-root-cert` right. Pure: no I/O, no clock.
+ * The decision for a ConfigMap the CA publishes into every namespace (`istio-ca-root-cert`, `istio-ca-crl`): given
+ * what the caches hold for one namespace and the content to publish, what single write (if any) makes it right.
+ * Pure: no I/O, no clock.
  */
 import { namespaceSkipReason, type NamespaceFilter } from './namespaces.js';
 import { MANAGED_BY_LABEL, MANAGED_BY_VALUE, type ConfigMapObject, type NamespaceObject } from './objects.js';
@@ -11,6 +12,26 @@ export { DEFAULT_EXCLUDED_NAMESPACES, namespaceSkipReason, type NamespaceFilter 
 export const ROOT_CONFIGMAP_NAME = 'istio-ca-root-cert';
 export const ROOT_CERT_KEY = 'root-cert.pem';
 export const ISTIO_CONFIG_LABEL = 'istio.io/config';
+
+/** A ConfigMap published into every managed namespace: its name and the one key citadel owns in it. */
+export interface PublishedConfigMap {
+  readonly name: string;
+  readonly key: string;
+  /** What the content is, for reasons and logs ("the trust bundle"). */
+  readonly what: string;
+}
+
+export const ROOT_CONFIGMAP: PublishedConfigMap = { name: ROOT_CONFIGMAP_NAME, key: ROOT_CERT_KEY, what: 'the trust bundle' };
+
+export interface PublishedConfigMapInput {
+  readonly namespaceName: string;
+  readonly namespace: NamespaceObject | undefined;
+  readonly configMap: ConfigMapObject | undefined;
+  readonly spec: PublishedConfigMap;
+  /** What the key must hold; undefined when there is nothing to publish yet ("" is content: e.g. no CRL). */
+  readonly content: string | undefined;
+  readonly filter: NamespaceFilter;
+}
 
 export interface RootConfigMapInput {
   readonly namespaceName: string;
@@ -33,24 +54,31 @@ const REQUIRED_LABELS: Readonly<Record<string, string>> = { [ISTIO_CONFIG_LABEL]
  * than be lost. A namespace leaving the selector keeps its ConfigMap (as in Istio).
  */
 export function decideRootConfigMap(input: RootConfigMapInput): RootConfigMapDecision {
+  if (input.bundlePem.trim() === '' && !namespaceSkipReason(input.namespaceName, input.namespace, input.filter)) return { action: 'none', reason: 'no trust bundle loaded yet' };
+  return decidePublishedConfigMap({ ...input, spec: ROOT_CONFIGMAP, content: input.bundlePem });
+}
+
+/** decideRootConfigMap for any published ConfigMap. */
+export function decidePublishedConfigMap(input: PublishedConfigMapInput): RootConfigMapDecision {
+  const { spec, content } = input;
   const skip = namespaceSkipReason(input.namespaceName, input.namespace, input.filter);
   if (skip) return { action: 'none', reason: skip };
-  if (input.bundlePem.trim() === '') return { action: 'none', reason: 'no trust bundle loaded yet' };
+  if (content === undefined) return { action: 'none', reason: 'nothing to publish yet' };
   const cm = input.configMap;
   if (!cm) {
     return {
       action: 'create',
       reason: 'ConfigMap missing',
       desired: {
-        metadata: { name: ROOT_CONFIGMAP_NAME, namespace: input.namespaceName, labels: { ...REQUIRED_LABELS } },
-        data: { [ROOT_CERT_KEY]: input.bundlePem },
+        metadata: { name: spec.name, namespace: input.namespaceName, labels: { ...REQUIRED_LABELS } },
+        data: { [spec.key]: content },
       },
     };
   }
   const reasons: string[] = [];
-  const current = cm.data?.[ROOT_CERT_KEY];
-  if (current === undefined) reasons.push(`${ROOT_CERT_KEY} missing`);
-  else if (current !== input.bundlePem) reasons.push(`${ROOT_CERT_KEY} differs from the trust bundle`);
+  const current = cm.data?.[spec.key];
+  if (current === undefined) reasons.push(`${spec.key} missing`);
+  else if (current !== content) reasons.push(`${spec.key} differs from ${spec.what}`);
   const labels = cm.metadata?.labels ?? {};
   const wrongLabels = Object.entries(REQUIRED_LABELS).filter(([k, v]) => labels[k] !== v).map(([k]) => k);
   if (wrongLabels.length > 0) reasons.push(`label ${wrongLabels.join(', ')} missing or wrong`);
@@ -60,8 +88,8 @@ export function decideRootConfigMap(input: RootConfigMapInput): RootConfigMapDec
     reason: reasons.join('; '),
     desired: {
       ...cm,
-      metadata: { ...cm.metadata, name: ROOT_CONFIGMAP_NAME, namespace: input.namespaceName, labels: { ...labels, ...REQUIRED_LABELS } },
-      data: { ...cm.data, [ROOT_CERT_KEY]: input.bundlePem },
+      metadata: { ...cm.metadata, name: spec.name, namespace: input.namespaceName, labels: { ...labels, ...REQUIRED_LABELS } },
+      data: { ...cm.data, [spec.key]: content },
     },
   };
 }

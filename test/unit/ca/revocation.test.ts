@@ -1,0 +1,204 @@
+import { Registry } from 'prom-client';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Keyring } from '../../../src/ca/keyring.js';
+import { loadPluggedMaterial, loadSelfSignedMaterial } from '../../../src/ca/material.js';
+import { parseRevocationList } from '../../../src/ca/revocation-list.js';
+import { createRevocationMetrics, Revocations } from '../../../src/ca/revocation.js';
+import { isCitadelError } from '../../../src/errors.js';
+import { silentLogger } from '../../../src/log.js';
+import { generateKeyPair, issueCrl, parseCrls } from '../../../src/pki/index.js';
+import { FakeClock } from '../../support/fake-clock.js';
+import { openssl, scratch } from '../pki/openssl.js';
+import { DAY, istioFiles, makeIntermediate, makeRoot, TD, type TestCa } from './fixtures.js';
+
+const START = Date.UTC(2026, 5, 1);
+const HOUR = 3600_000;
+const WEB = `spiffe://${TD}/ns/default/sa/web`;
+const API = `spiffe://${TD}/ns/default/sa/api`;
+const tmp = scratch();
+
+let root: TestCa;
+let inter: TestCa;
+let inter2: TestCa;
+beforeAll(async () => {
+  root = await makeRoot('Root', START - DAY, 3650 * DAY);
+  inter = await makeIntermediate(root, 'Inter', START - DAY, 1000 * DAY);
+  inter2 = await makeIntermediate(root, 'Inter 2', START - DAY, 1000 * DAY);
+});
+
+function setup(kind: 'self-signed' | 'plugged') {
+  const clock = new FakeClock(START);
+  const keyring = new Keyring({ clock, log: silentLogger, maxWorkloadTtlMs: 90 * DAY });
+  keyring.install(kind === 'self-signed'
+    ? loadSelfSignedMaterial({ 'ca-cert.pem': root.pem, 'ca-key.pem': root.keyPem }, 'test', START)
+    : loadPluggedMaterial(istioFiles(inter, root), 'test', START));
+  const registry = new Registry();
+  const metrics = createRevocationMetrics(registry);
+  const rev = new Revocations({ keyring, clock, log: silentLogger, metrics, validityMs: DAY });
+  keyring.setIssuanceGuard(rev.guard);
+  let changes = 0;
+  rev.onChange(() => changes++);
+  const metric = async (name: string) => (await registry.getSingleMetric(name)!.get()).values.reduce((n, v) => n + v.value, 0);
+  return { clock, keyring, rev, metric, changes: () => changes };
+}
+
+async function leaf(keyring: Keyring, id = WEB) {
+  const { publicKey } = await generateKeyPair('ecdsa-p256');
+  return keyring.issueWorkload({ publicKey, spiffeId: id, ttlMs: DAY });
+}
+
+/** openssl verify -crl_check_all of a chain against the CRL set, at `at` (ms). */
+function verifyWithCrls(chain: readonly string[], crlPem: string, at: number) {
+  const leafFile = tmp.file(`leaf-${Math.random()}.pem`, chain[0]!);
+  const untrusted = chain.slice(1, -1).join('');
+  const args = ['verify', '-crl_check_all', '-attime', String(Math.floor(at / 1000)), '-CAfile', tmp.file(`root-${Math.random()}.pem`, chain[chain.length - 1]!), '-CRLfile', tmp.file(`crl-${Math.random()}.pem`, crlPem)];
+  if (untrusted) args.push('-untrusted', tmp.file(`u-${Math.random()}.pem`, untrusted));
+  return openssl([...args, leafFile]);
+}
+
+describe('parseRevocationList', () => {
+  it('reads serials, SPIFFE IDs, reasons and times; names the bad line', () => {
+    expect(parseRevocationList('# comment\n0A:BC keyCompromise\n\nspiffe://cluster.local/ns/a/sa/b superseded 2026-01-02T03:04:05Z # why\n')).toEqual([
+      { target: { kind: 'serial', serialHex: '0abc' }, reason: 'keyCompromise', line: 2 },
+      { target: { kind: 'spiffe-id', id: 'spiffe://cluster.local/ns/a/sa/b' }, reason: 'superseded', revokedAt: Date.UTC(2026, 0, 2, 3, 4, 5), line: 4 },
+    ]);
+    expect(() => parseRevocationList('abc\nnot-a-serial\n')).toThrow(/line 2/);
+    expect(() => parseRevocationList('spiffe://cluster.local/foo\n')).toThrow(/line 1: .*not a workload SPIFFE ID/);
+    expect(() => parseRevocationList('abc because\n')).toThrow(/neither a reason/);
+  });
+});
+
+describe('Revocations, self-signed', () => {
+  it('publishes nothing until something is revoked, then one CRL openssl accepts; un-revoking clears it', async () => {
+    const { keyring, rev, metric, changes } = setup('self-signed');
+    expect(rev.crlPem()).toBe('');
+    const baseline = changes();
+    const bad = await leaf(keyring);
+    const good = await leaf(keyring, API);
+    expect(rev.setRevocationList(`${bad.serialHex} keyCompromise\n`)).toBe(true);
+    const pem = rev.crlPem()!;
+    const [crl] = parseCrls(pem);
+    expect(crl!.entries.map((e) => e.serialHex)).toEqual([bad.serialHex]);
+    expect(crl!.issuer).toBe(root.cert.subject);
+    expect(crl!.authorityKeyId).toEqual(root.cert.subjectKeyId);
+    expect(openssl(['crl', '-noout', '-verify', '-CAfile', tmp.file('root.pem', root.pem)], pem).ok).toBe(true);
+    const refused = verifyWithCrls(bad.chain, pem, START + 60_000);
+    expect(refused.ok).toBe(false);
+    expect(refused.out).toMatch(/certificate revoked/);
+    expect(verifyWithCrls(good.chain, pem, START + 60_000).ok).toBe(true);
+    expect(await metric('citadel_server_crl_entries')).toBe(1);
+    expect(await metric('citadel_server_crl_next_update_timestamp')).toBe((START + DAY) / 1000);
+    expect(changes()).toBe(baseline + 1);
+
+    rev.setRevocationList('');
+    expect(rev.crlPem()).toBe('');
+    expect(await metric('citadel_server_crl_entries')).toBe(0);
+  });
+
+  it('refuses a revoked SPIFFE ID new certificates, lists what this replica issued to it, and lets it back after un-revoking', async () => {
+    const { keyring, rev, metric } = setup('self-signed');
+    const earlier = await leaf(keyring);
+    rev.setRevocationList(`${WEB} keyCompromise\n`);
+    let err: unknown;
+    try {
+      await leaf(keyring);
+    } catch (e) {
+      err = e;
+    }
+    expect(isCitadelError(err, 'PERMISSION_DENIED')).toBe(true);
+    expect((err as Error).message).toMatch(/spiffe:\/\/cluster.local\/ns\/default\/sa\/web is revoked \(citadel-revocations line 1, keyCompromise\)/);
+    expect(await metric('citadel_server_revoked_refusal_count')).toBe(1);
+    expect(parseCrls(rev.crlPem()!)[0]!.entries).toEqual([{ serialHex: earlier.serialHex, revokedAt: START, reason: 'keyCompromise' }]);
+    await leaf(keyring, API);
+    rev.setRevocationList('');
+    await leaf(keyring);
+  });
+
+  it('re-signs at half the validity with a growing CRL number, so the list never expires while the CA runs', async () => {
+    const { keyring, rev, clock } = setup('self-signed');
+    const l = await leaf(keyring);
+    rev.setRevocationList(`${l.serialHex}\n`);
+    const first = parseCrls(rev.crlPem()!)[0]!;
+    await clock.advance(12 * HOUR - 1);
+    expect(parseCrls(rev.crlPem()!)[0]!.number).toBe(first.number);
+    await clock.advance(1);
+    const second = parseCrls(rev.crlPem()!)[0]!;
+    expect(BigInt(second.number!)).toBeGreaterThan(BigInt(first.number!));
+    expect(second.nextUpdate).toBe(clock.now() + DAY);
+    for (let i = 0; i < 6; i++) await clock.advance(12 * HOUR);
+    const later = parseCrls(rev.crlPem()!)[0]!;
+    expect(later.nextUpdate!).toBeGreaterThan(clock.now());
+    expect(verifyWithCrls(l.chain, rev.crlPem()!, clock.now()).out).toMatch(/certificate revoked/);
+  });
+
+  it('keeps the previous list when a new one does not parse', async () => {
+    const { keyring, rev, metric } = setup('self-signed');
+    const l = await leaf(keyring);
+    rev.setRevocationList(`${l.serialHex}\n`);
+    const before = rev.crlPem();
+    expect(rev.setRevocationList('zz-not-hex\n')).toBe(false);
+    expect(rev.crlPem()).toBe(before);
+    expect(await metric('citadel_server_crl_refused_count')).toBe(1);
+    expect(rev.serialRevoked(l.serialHex)).toMatch(/is revoked/);
+  });
+});
+
+describe('Revocations, plugged-in with an intermediate', () => {
+  const rootCrl = (entries: { serialHex: string; revokedAt: number }[] = [], at = START, validity = 30 * DAY) =>
+    issueCrl({ signer: { cert: root.cert, key: root.key }, number: 1, thisUpdate: at - HOUR, nextUpdate: at + validity, entries }).pem;
+
+  it('signs the intermediate\'s CRL and publishes it with the operator\'s root CRL; openssl refuses exactly the revoked leaf', async () => {
+    const { keyring, rev } = setup('plugged');
+    const bad = await leaf(keyring);
+    const good = await leaf(keyring, API);
+    expect(rev.setOperatorCrl(rootCrl(), 'test')).toBe(true);
+    rev.setRevocationList(`${bad.serialHex}\n`);
+    const crls = parseCrls(rev.crlPem()!);
+    expect(crls.map((c) => c.issuer)).toEqual([inter.cert.subject, root.cert.subject]);
+    expect(verifyWithCrls(bad.chain, rev.crlPem()!, START + 60_000).out).toMatch(/certificate revoked/);
+    const ok = verifyWithCrls(good.chain, rev.crlPem()!, START + 60_000);
+    expect(ok.out).toMatch(/OK/);
+    expect(ok.ok).toBe(true);
+  });
+
+  it('refuses a ca-crl.pem that is garbage, misses a CA, is expired or signed by a stranger, keeping the previous CRLs', async () => {
+    const { keyring, rev, metric } = setup('plugged');
+    const l = await leaf(keyring);
+    rev.setOperatorCrl(rootCrl(), 'test');
+    rev.setRevocationList(`${l.serialHex}\n`);
+    const good = rev.crlPem();
+    const stranger = await makeRoot('Stranger', START - DAY);
+    const cases = [
+      'not a crl',
+      '-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n',
+      issueCrl({ signer: { cert: inter.cert, key: inter.key }, number: 1, thisUpdate: START - HOUR, nextUpdate: START + DAY, entries: [] }).pem,
+      rootCrl([], START - 40 * DAY),
+      issueCrl({ signer: { cert: stranger.cert, key: stranger.key }, number: 1, thisUpdate: START - HOUR, nextUpdate: START + DAY, entries: [] }).pem,
+    ];
+    for (const c of cases) expect(rev.setOperatorCrl(c, 'test'), c.slice(0, 30)).toBe(false);
+    expect(rev.crlPem()).toBe(good);
+    expect(await metric('citadel_server_crl_refused_count')).toBe(cases.length);
+    // Key material rotation is not blocked by any of this.
+    expect(keyring.install(loadPluggedMaterial(istioFiles(inter2, root), 'test', START))).toBe(true);
+  });
+
+  it('removing ca-crl.pem clears the CRLs when nothing is revoked, and publishes none it cannot complete', async () => {
+    const { keyring, rev } = setup('plugged');
+    rev.setOperatorCrl(rootCrl(), 'test');
+    expect(parseCrls(rev.crlPem()!).map((c) => c.issuer)).toEqual([inter.cert.subject, root.cert.subject]);
+    rev.setOperatorCrl(undefined, 'test');
+    expect(rev.crlPem()).toBe('');
+    // In-cluster revocations with an intermediate need the root's CRL: without it nothing (never an incomplete set).
+    const l = await leaf(keyring);
+    rev.setRevocationList(`${l.serialHex}\n`);
+    expect(rev.crlPem()).toBe('');
+    expect(rev.serialRevoked(l.serialHex)).toBeDefined();
+  });
+
+  it('a rotation to another intermediate re-signs for it with the same root CRL', async () => {
+    const { keyring, rev } = setup('plugged');
+    rev.setOperatorCrl(rootCrl(), 'test');
+    keyring.install(loadPluggedMaterial(istioFiles(inter2, root), 'test', START));
+    expect(parseCrls(rev.crlPem()!).map((c) => c.issuer)).toEqual([inter2.cert.subject, root.cert.subject]);
+  });
+});
