@@ -5,7 +5,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { CitadelError } from '../errors.js';
-import { keyMatchesCertificate, parseCertificates, parsePrivateKeyPem, privateKeyToPem, type ParsedCertificate } from '../pki/index.js';
+import { keyMatchesCertificate, parseCertificates, parseCrls, parsePrivateKeyPem, privateKeyToPem, type ParsedCertificate } from '../pki/index.js';
 
 /** Resource names Envoy asks for (Istio's). */
 export const WORKLOAD_CERT_RESOURCE = 'default';
@@ -29,6 +29,25 @@ export interface TrustBundleMaterial {
   readonly count: number;
   /** Earliest expiry in the bundle. */
   readonly notAfter: number;
+}
+
+export interface CrlMaterial {
+  /** PEM CRLs, as the CA published them (istio-ca-crl). */
+  readonly pem: string;
+  readonly count: number;
+  /** Revoked certificates listed, over all CRLs. */
+  readonly entries: number;
+}
+
+/**
+ * Reads the CRL file's text: undefined for an empty file (no CRL, so Envoy checks none).
+ * @throws CitadelError PEM_INVALID / DER_INVALID / CERT_INVALID when it is not a set of CRLs.
+ */
+export function validateCrlMaterial(text: string): CrlMaterial | undefined {
+  if (text.trim() === '') return undefined;
+  const crls = parseCrls(text);
+  if (crls.length === 0) throw new CitadelError('PEM_INVALID', 'the CRL file holds no "X509 CRL" block');
+  return { pem: crls.map((c) => c.pem).join(''), count: crls.length, entries: crls.reduce((n, c) => n + c.entries.length, 0) };
 }
 
 /**

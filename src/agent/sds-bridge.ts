@@ -9,7 +9,7 @@ import type { WorkloadResourceName, WorkloadSecrets } from './workload-secrets.j
 /** The write half of the SDS store that the agent uses (src/agent/sds/secret-store.ts `SecretStore` fits). */
 export interface SdsSecretSink {
   setTlsCertificate(name: string, chainPem: string, keyPem: string): boolean;
-  setValidationContext(name: string, bundlePem: string): boolean;
+  setValidationContext(name: string, bundlePem: string, crlPem?: string): boolean;
 }
 
 /** Copies the current secrets into `sink` and keeps it in step. Returns a function that stops the copying. */
@@ -21,7 +21,7 @@ export function bridgeWorkloadSecrets(deps: { secrets: WorkloadSecrets; sink: Sd
         if (cert) deps.sink.setTlsCertificate(WORKLOAD_CERT_RESOURCE, cert.certificateChainPem, cert.privateKeyPem);
       } else {
         const bundle = deps.secrets.trustBundle();
-        if (bundle) deps.sink.setValidationContext(ROOT_CA_RESOURCE, bundle.trustedCaPem);
+        if (bundle) deps.sink.setValidationContext(ROOT_CA_RESOURCE, bundle.trustedCaPem, deps.secrets.crl()?.pem);
       }
     } catch (err) {
       // Validated before publishing, so this means the two checks disagree; Envoy keeps the previous secret.

@@ -6,7 +6,7 @@
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { AgentMetrics } from './metrics.js';
-import { ROOT_CA_RESOURCE, WORKLOAD_CERT_RESOURCE, type CertificateMaterial, type TrustBundleMaterial } from './material.js';
+import { ROOT_CA_RESOURCE, WORKLOAD_CERT_RESOURCE, type CertificateMaterial, type CrlMaterial, type TrustBundleMaterial } from './material.js';
 
 export type WorkloadResourceName = typeof WORKLOAD_CERT_RESOURCE | typeof ROOT_CA_RESOURCE;
 
@@ -15,6 +15,8 @@ export interface WorkloadSecrets {
   certificate(): CertificateMaterial | undefined;
   /** The trust bundle, once one is known. */
   trustBundle(): TrustBundleMaterial | undefined;
+  /** The CRLs served with the trust bundle (ROOTCA's `crl`), if any. */
+  crl(): CrlMaterial | undefined;
   /** True once both `default` and `ROOTCA` are loaded and the certificate has not expired. */
   ready(): boolean;
   /** Calls `listener` after a resource changed content. Returns an unsubscribe function. */
@@ -26,12 +28,15 @@ export interface WorkloadSecretsPublisher extends WorkloadSecrets {
   publishCertificate(material: CertificateMaterial): void;
   /** Replaces the trust bundle; a no-op when the PEM is identical. */
   publishTrustBundle(material: TrustBundleMaterial): void;
+  /** Replaces the CRLs (undefined: none); a no-op when the PEM is identical. Announced as a ROOTCA change. */
+  publishCrl(material: CrlMaterial | undefined): void;
 }
 
 /** An in-memory store with change notification. */
 export function createWorkloadSecrets(deps: { clock: Clock; log: Logger; metrics?: AgentMetrics }): WorkloadSecretsPublisher {
   let cert: CertificateMaterial | undefined;
   let bundle: TrustBundleMaterial | undefined;
+  let crl: CrlMaterial | undefined;
   const listeners = new Set<(name: WorkloadResourceName) => void>();
   const emit = (name: WorkloadResourceName) => {
     for (const l of [...listeners]) {
@@ -45,6 +50,7 @@ export function createWorkloadSecrets(deps: { clock: Clock; log: Logger; metrics
   return {
     certificate: () => cert,
     trustBundle: () => bundle,
+    crl: () => crl,
     ready: () => cert !== undefined && bundle !== undefined && cert.notAfter > deps.clock.now(),
     onChange(listener) {
       listeners.add(listener);
@@ -62,6 +68,12 @@ export function createWorkloadSecrets(deps: { clock: Clock; log: Logger; metrics
       bundle = material;
       deps.metrics?.setCertExpiry(ROOT_CA_RESOURCE, material.notAfter);
       deps.log.info({ resource: ROOT_CA_RESOURCE, certificates: material.count }, 'trust bundle published');
+      emit(ROOT_CA_RESOURCE);
+    },
+    publishCrl(material) {
+      if (crl?.pem === material?.pem) return;
+      crl = material;
+      deps.log.info({ resource: ROOT_CA_RESOURCE, crls: material?.count ?? 0, entries: material?.entries ?? 0 }, material ? 'CRLs published' : 'CRLs removed');
       emit(ROOT_CA_RESOURCE);
     },
   };

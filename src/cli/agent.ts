@@ -9,6 +9,7 @@
  */
 import path from 'node:path';
 import { createCaIssuer, type CsrClientFactory } from '../agent/ca-issuer.js';
+import { watchCrlFile } from '../agent/crl-file.js';
 import { createFileCertSource, hasMountedCerts } from '../agent/file-certs.js';
 import { createAgentMetrics } from '../agent/metrics.js';
 import { bridgeWorkloadSecrets } from '../agent/sds-bridge.js';
@@ -32,6 +33,7 @@ export const agentFlags = {
   caAddress: flag({ name: 'ca-address', env: 'CA_ADDR', default: 'citadel.citadel-system.svc:15012', help: 'CA gRPC address (host:port), TLS.', parse: parse.string }),
   caServerName: flag({ name: 'ca-server-name', env: 'ISTIOD_SAN', help: 'Name the CA serving certificate must carry (and SNI). Default: the host of --ca-address.', parse: parse.string }),
   rootCert: flag({ name: 'root-cert', default: './var/run/secrets/istio/root-cert.pem', help: 'Root bundle that the CA connection trusts; watched, and merged into ROOTCA.', parse: parse.string }),
+  crlFile: flag({ name: 'crl-file', default: './var/run/secrets/istio/crl/ca-crl.pem', help: 'CRLs (the istio-ca-crl ConfigMap) served as ROOTCA\'s crl; watched. Empty or missing: no CRL checks.', parse: parse.string }),
   tokenFile: flag({ name: 'token-file', default: './var/run/secrets/tokens/istio-token', help: 'ServiceAccount token sent to the CA; re-read on every call.', parse: parse.string }),
   sdsSocket: flag({ name: 'sds-socket', default: './var/run/secrets/workload-spiffe-uds/socket', help: 'Unix socket for Envoy SDS (at most 107 bytes).', parse: parse.string }),
   trustDomain: flag({ name: 'trust-domain', env: 'TRUST_DOMAIN', default: 'cluster.local', help: 'Trust domain of the SPIFFE ID in the CSR.', parse: parse.string }),
@@ -72,12 +74,16 @@ export const agentCommand = defineCommand({
     const metrics = createAgentMetrics({ clock });
     const secrets = createWorkloadSecrets({ clock, log: log.child({ component: 'secrets' }), metrics });
 
+    const crlWatcher = await watchCrlFile({ path: abs(config.crlFile), secrets, clock, log: log.child({ component: 'crl' }), metrics });
     const fileDir = config.fileCerts ?? (hasMountedCerts(abs(DEFAULT_FILE_CERTS_DIR)) ? DEFAULT_FILE_CERTS_DIR : undefined);
     let stopSource: () => void;
     if (fileDir) {
       const source = createFileCertSource({ dir: abs(fileDir), secrets, clock, log: log.child({ component: 'file-certs' }), metrics });
       await source.start();
-      stopSource = () => source.stop();
+      stopSource = () => {
+        source.stop();
+        crlWatcher.close();
+      };
     } else {
       const serverName = config.caServerName ?? hostOfAddress(config.caAddress);
       const clientFactory: CsrClientFactory = (creds) =>
@@ -108,7 +114,10 @@ export const agentCommand = defineCommand({
         'requesting workload certificates from the CA',
       );
       await cache.start();
-      stopSource = () => cache.stop();
+      stopSource = () => {
+        cache.stop();
+        crlWatcher.close();
+      };
     }
 
     const store = new SecretStore({ clock, log: log.child({ component: 'sds-store' }), resolvers: [fileSecretResolver({ clock, log: log.child({ component: 'sds-files' }) })] });

@@ -4,6 +4,7 @@
  */
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { CitadelError } from '../../errors.js';
+import { parseCrls } from '../../pki/index.js';
 import { SECRET_TYPE_URL, type SecretAny } from './xds-types.js';
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
@@ -54,19 +55,24 @@ function parseBlocks(name: string, pem: string, what: string): X509Certificate[]
 }
 
 /**
- * `validation_context` Secret with `trusted_ca` = the bundle (Envoy rejects an empty one). Each certificate is
- * checked with node:crypto rather than src/pki: trust anchors are taken as they are (the OS bundle holds SHA-1
- * self-signed roots that our strict issuer-side parser refuses, and BoringSSL accepts).
- * @throws CitadelError PEM_INVALID (no certificate), CERT_INVALID (a block that does not parse), CERT_EXPIRED (every
- *   certificate expired: nothing could verify against it). Expired roots beside a valid one are kept (rotation).
+ * `validation_context` Secret with `trusted_ca` = the bundle (Envoy rejects an empty one) and, when given, `crl`.
+ * Each certificate is checked with node:crypto rather than src/pki: trust anchors are taken as they are (the OS
+ * bundle holds SHA-1 self-signed roots that our strict issuer-side parser refuses, and BoringSSL accepts). CRLs must
+ * parse (Envoy NACKs a CRL it cannot read, and a non-empty `crl` that holds none fails every handshake).
+ * @throws CitadelError PEM_INVALID (no certificate, or a CRL block that is not one), CERT_INVALID (a block that does
+ *   not parse), DER_INVALID (a CRL that does not parse), CERT_EXPIRED (every certificate expired: nothing could verify
+ *   against it). Expired roots beside a valid one are kept (rotation).
  */
-export function buildValidationContextSecret(name: string, bundlePem: string, now: number): SecretAny {
+export function buildValidationContextSecret(name: string, bundlePem: string, now: number, crlPem?: string): SecretAny {
   const anyValid = parseBlocks(name, bundlePem, 'trust bundle').some((cert) => Date.parse(cert.validTo) > now);
   if (!anyValid) throw new CitadelError('CERT_EXPIRED', `secret ${name}: every certificate in the trust bundle has expired`);
+  const withCrl = crlPem !== undefined && crlPem.trim() !== '';
+  if (withCrl && parseCrls(crlPem).length === 0) throw new CitadelError('PEM_INVALID', `secret ${name}: the CRL text holds no CRL`);
+  const trusted_ca = { inline_bytes: Buffer.from(normalise(bundlePem)) };
   return {
     '@type': SECRET_TYPE_URL,
     name,
-    validation_context: { trusted_ca: { inline_bytes: Buffer.from(normalise(bundlePem)) } },
+    validation_context: withCrl ? { trusted_ca, crl: { inline_bytes: Buffer.from(normalise(crlPem)) } } : { trusted_ca },
   };
 }
 

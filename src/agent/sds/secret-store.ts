@@ -46,8 +46,8 @@ export interface SecretResolver {
 export interface SecretSink {
   /** Validates and stores a `tls_certificate`. @throws CitadelError as buildTlsCertificateSecret (old entry kept). */
   setTlsCertificate(name: string, chainPem: string, keyPem: string): boolean;
-  /** Validates and stores a `validation_context`. @throws CitadelError as buildValidationContextSecret (old entry kept). */
-  setValidationContext(name: string, bundlePem: string): boolean;
+  /** Validates and stores a `validation_context` (with CRLs when given). @throws CitadelError as buildValidationContextSecret (old entry kept). */
+  setValidationContext(name: string, bundlePem: string, crlPem?: string): boolean;
   /** Stores an already-built secret. Returns false when the content is unchanged. */
   set(name: string, resource: SecretAny): boolean;
   /** Forgets a name (Delta streams send it in removed_resources). */
@@ -60,7 +60,10 @@ function fingerprint(resource: SecretAny): string {
   if (resource.tls_certificate) {
     h.update('\0tls\0').update(resource.tls_certificate.certificate_chain.inline_bytes).update('\0').update(resource.tls_certificate.private_key.inline_bytes);
   }
-  if (resource.validation_context) h.update('\0ca\0').update(resource.validation_context.trusted_ca.inline_bytes);
+  if (resource.validation_context) {
+    h.update('\0ca\0').update(resource.validation_context.trusted_ca.inline_bytes);
+    if (resource.validation_context.crl) h.update('\0crl\0').update(resource.validation_context.crl.inline_bytes);
+  }
   return h.digest('hex');
 }
 
@@ -92,8 +95,8 @@ export class SecretStore implements SecretSource, SecretSink {
     return this.set(name, buildTlsCertificateSecret(name, chainPem, keyPem, this.deps.clock.now()));
   }
 
-  setValidationContext(name: string, bundlePem: string): boolean {
-    return this.set(name, buildValidationContextSecret(name, bundlePem, this.deps.clock.now()));
+  setValidationContext(name: string, bundlePem: string, crlPem?: string): boolean {
+    return this.set(name, buildValidationContextSecret(name, bundlePem, this.deps.clock.now(), crlPem));
   }
 
   set(name: string, resource: SecretAny): boolean {

@@ -36,6 +36,8 @@ export interface SecretAny {
   };
   validation_context?: {
     trusted_ca: { inline_bytes: Buffer };
+    /** PEM CRLs; Envoy then checks every CA of a peer's chain against them (CRL_CHECK_ALL). */
+    crl?: { inline_bytes: Buffer };
   };
 }
 
