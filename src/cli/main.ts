@@ -13,6 +13,7 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<Com
   ca: { summary: 'Run the certificate authority (Istio CSR API, root ConfigMaps, ServiceAccount secrets).', load: async () => (await import('./ca.js')).caCommand as unknown as Command },
   agent: { summary: 'Run the workload agent (key + CSR, Envoy SDS over a Unix socket, rotation).', load: async () => (await import('./agent.js')).agentCommand as unknown as Command },
   'pki create-ca': { summary: 'Write a root and an intermediate in the cacerts layout.', load: async () => (await import('./pki.js')).createCaCommand as unknown as Command },
+  'pki revoke': { summary: 'Sign the CRL of a CA kept outside the cluster into ca-crl.pem.', load: async () => (await import('./pki.js')).revokeCommand as unknown as Command },
   'pki inspect': { summary: 'Print subject, SPIFFE IDs, serial, issuer, validity, key type and CA flag of each certificate.', load: async () => (await import('./pki.js')).inspectCommand as unknown as Command },
 };
 

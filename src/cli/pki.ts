@@ -8,8 +8,14 @@ import { systemClock } from '../clock.js';
 import { flag, formatDuration, parse } from '../config/flags.js';
 import { CitadelError } from '../errors.js';
 import {
+  CRL_REASONS,
   KEY_TYPES,
+  crlSignProblem,
   generateKeyPair,
+  isCrlSignedBy,
+  issueCrl,
+  normaliseSerial,
+  parseCrls,
   issueCaCertificate,
   keyMatchesCertificate,
   parseCertificate,
@@ -18,8 +24,11 @@ import {
   privateKeyToPem,
   splitPem,
   validateTrustDomain,
+  type CrlEntry,
+  type CrlReason,
   type KeyType,
   type ParsedCertificate,
+  type ParsedCrl,
 } from '../pki/index.js';
 import { defineCommand } from './command.js';
 
@@ -206,28 +215,100 @@ export function formatCertificate(cert: ParsedCertificate, now: number): string 
     ['Issuer', `${cert.issuer || '(empty)'}${cert.selfSigned ? ' (self-signed)' : ''}`],
     ['Validity', describeValidity(cert, now)],
     ['Key type', cert.key.type],
-    ['CA', cert.isCa ? `yes${cert.pathLen !== undefined ? ` (pathLen ${cert.pathLen})` : ''}` : 'no'],
+    ['CA', cert.isCa ? `yes${cert.pathLen !== undefined ? ` (pathLen ${cert.pathLen})` : ''}, ${crlSignProblem(cert) ? 'may NOT sign CRLs (keyUsage lacks cRLSign)' : 'may sign CRLs'}` : 'no'],
   );
-  return rows.map(([k, v]) => `  ${`${k}:`.padEnd(14)}${v}`).join('\n');
+  return formatRows(rows);
+}
+
+const formatRows = (rows: ReadonlyArray<[string, string]>) => rows.map(([k, v]) => `  ${`${k}:`.padEnd(14)}${v}`).join('\n');
+
+/** The human-readable inspection of one CRL (also used by tests). */
+export function formatCrl(crl: ParsedCrl, now: number): string {
+  const next = crl.nextUpdate === undefined ? '(none: RFC 5280 requires one)' : `${new Date(crl.nextUpdate).toISOString()}${crl.nextUpdate <= now ? ' (EXPIRED: Envoy refuses every handshake through this CA)' : ''}`;
+  const rows: Array<[string, string]> = [
+    ['Issuer', crl.issuer || '(empty)'],
+    ['This update', new Date(crl.thisUpdate).toISOString()],
+    ['Next update', next],
+    ['CRL number', crl.number ?? '(none)'],
+    ['Issuer key', crl.authorityKeyId ? crl.authorityKeyId.toString('hex') : '(no authority key identifier)'],
+    ['Revoked', crl.entries.length === 0 ? 'none' : String(crl.entries.length)],
+  ];
+  for (const e of crl.entries) rows.push(['', `${e.serialHex} at ${new Date(e.revokedAt).toISOString()}${e.reason ? ` (${e.reason})` : ''}`]);
+  return formatRows(rows);
 }
 
 export const inspectCommand = defineCommand({
   name: 'pki inspect',
   usage: 'citadel pki inspect FILE',
-  summary: 'Print subject, SPIFFE IDs, serial, issuer, validity, key type and CA flag of each certificate in FILE.',
+  summary: 'Print subject, SPIFFE IDs, serial, issuer, validity, key type and CA flag of each certificate in FILE, and issuer, updates, number and entries of each CRL.',
   positional: 'file',
   flags: inspectFlags,
   async run(config, io) {
     const path = required(config.file, 'file', 'needs a PEM file (citadel pki inspect FILE)');
     const text = await readText(path, 'file');
-    const certs = within('file', path, () => {
-      const blocks = splitPem(text, 'CERTIFICATE');
-      if (blocks.length === 0) throw new CitadelError('PEM_INVALID', 'no PEM certificate found');
-      return parseCertificates(blocks.join(''));
+    const { certs, crls } = within('file', path, () => {
+      const certBlocks = splitPem(text, 'CERTIFICATE');
+      const crlBlocks = splitPem(text, 'X509 CRL');
+      if (certBlocks.length === 0 && crlBlocks.length === 0) throw new CitadelError('PEM_INVALID', 'no PEM certificate found (nor a CRL)');
+      return { certs: certBlocks.length ? parseCertificates(certBlocks.join('')) : [], crls: parseCrls(crlBlocks.join('')) };
     });
     const now = systemClock.now();
-    const out = certs.map((c, i) => `Certificate ${i + 1} of ${certs.length}\n${formatCertificate(c, now)}\n`);
+    const out = [
+      ...certs.map((c, i) => `Certificate ${i + 1} of ${certs.length}\n${formatCertificate(c, now)}\n`),
+      ...crls.map((c, i) => `CRL ${i + 1} of ${crls.length}\n${formatCrl(c, now)}\n`),
+    ];
     io.stdout.write(out.join('\n'));
     return 0;
   },
 });
+
+const revokeFlags = {
+  caCert: flag({ name: 'ca-cert', help: 'The CA whose CRL to write (e.g. root-cert.pem of a root kept offline).', parse: parse.string }),
+  caKey: flag({ name: 'ca-key', help: 'Its private key (e.g. root-key.pem).', parse: parse.string }),
+  out: flag({ name: 'out', help: 'The CRL file to update (ca-crl.pem): this CA\'s CRL in it is replaced (its entries kept), other CAs\' CRLs are left as they are; created when missing.', parse: parse.string }),
+  serial: flag({ name: 'serial', default: '', help: 'Serials (hex, comma-separated) to add, e.g. a compromised intermediate\'s.', parse: parse.list }),
+  unrevoke: flag({ name: 'unrevoke', default: '', help: 'Serials (hex, comma-separated) to remove.', parse: parse.list }),
+  reason: flag({ name: 'reason', default: 'unspecified', help: `Reason for the added serials (${Object.keys(CRL_REASONS).join(', ')}).`, parse: parse.oneOf<CrlReason>(...(Object.keys(CRL_REASONS) as CrlReason[])) }),
+  validity: flag({ name: 'validity', default: '720h', help: 'nextUpdate - thisUpdate: run this again before then (Envoy refuses every handshake through the CA once its CRL has expired).', parse: parse.duration }),
+};
+
+export const revokeCommand = defineCommand({
+  name: 'pki revoke',
+  usage: 'citadel pki revoke --ca-cert root-cert.pem --ca-key root-key.pem --out ca-crl.pem [--serial HEX,...] [--unrevoke HEX,...] [--reason R] [--validity 720h]',
+  summary: 'Sign (or re-sign) the CRL of a CA kept outside the cluster, e.g. the root of a plugged-in intermediate, into ca-crl.pem for the cacerts Secret.',
+  flags: revokeFlags,
+  async run(config, io) {
+    const certPath = required(config.caCert, 'ca-cert', 'needs the CA certificate file');
+    const keyPath = required(config.caKey, 'ca-key', 'needs the CA private key file');
+    const out = required(config.out, 'out', 'needs the CRL file to write (ca-crl.pem)');
+    const [certText, keyText] = [await readText(certPath, 'ca-cert'), await readText(keyPath, 'ca-key')];
+    const cert = within('ca-cert', certPath, () => parseCertificate(certText));
+    const key = within('ca-key', keyPath, () => parsePrivateKeyPem(keyText));
+    if (!keyMatchesCertificate(key, cert)) throw new CitadelError('KEY_MISMATCH', `--ca-key: ${keyPath} is not the key of ${certPath}`);
+    const problem = crlSignProblem(cert);
+    if (problem) throw new CitadelError('NOT_A_CA', `--ca-cert: ${certPath} may not sign CRLs: ${problem}; reissue the CA with keyUsage cRLSign (citadel pki create-ca does)`);
+    const existingText = (await exists(out)) ? await readText(out, 'out') : '';
+    const existing = within('out', out, () => parseCrls(existingText));
+    const mine = existing.filter((c) => isCrlSignedBy(c, cert));
+    const others = existing.filter((c) => !mine.includes(c));
+    const now = systemClock.now();
+    const entries = new Map<string, CrlEntry>();
+    for (const c of mine) for (const e of c.entries) entries.set(e.serialHex, e);
+    const serials = (list: readonly string[], flagName: string) => list.map((s) => within(flagName, s, () => normaliseSerial(s)));
+    for (const s of serials(config.serial ?? [], 'serial')) if (!entries.has(s)) entries.set(s, { serialHex: s, revokedAt: now, reason: config.reason! });
+    for (const s of serials(config.unrevoke ?? [], 'unrevoke')) entries.delete(s);
+    const lastNumber = mine.reduce((n, c) => (c.number !== undefined && BigInt(c.number) > n ? BigInt(c.number) : n), 0n);
+    const number = Math.max(Number(lastNumber) + 1, Math.floor(now / 1000));
+    const crl = issueCrl({ signer: { cert, key }, number, thisUpdate: now - 2 * 60_000, nextUpdate: now + config.validity!, entries: [...entries.values()] });
+    await writeFile(out, [crl.pem, ...others.map((c) => c.pem)].join(''), { mode: 0o644 });
+    io.stdout.write([
+      `Wrote ${out}: the CRL of "${cert.subject}" (number ${number}, ${entries.size} revoked, next update ${new Date(now + config.validity!).toISOString()})${others.length ? ` and ${others.length} other CA CRL(s) unchanged` : ''}.`,
+      'Put it into the cacerts Secret as ca-crl.pem, e.g.:',
+      `  kubectl -n citadel-system create secret generic cacerts --from-file=... --from-file=ca-crl.pem=${out} --dry-run=client -o yaml | kubectl apply -f -`,
+      `Run this again before the next update (citadel_server_crl_next_update_timestamp alerts on it).`,
+      '',
+    ].join('\n'));
+    return 0;
+  },
+});
+

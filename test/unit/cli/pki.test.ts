@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../../../src/cli/main.js';
-import { generateKeyPair, issueWorkloadCertificate, parseCertificate, parseCertificates, parsePrivateKeyPem, keyMatchesCertificate } from '../../../src/pki/index.js';
+import { generateKeyPair, issueCrl, issueWorkloadCertificate, parseCertificate, parseCertificates, parsePrivateKeyPem, keyMatchesCertificate } from '../../../src/pki/index.js';
 import { openssl, opensslOk } from '../pki/openssl.js';
 
 const base = mkdtempSync(join(tmpdir(), 'citadel-cli-pki-'));
@@ -205,7 +205,8 @@ describe('citadel pki inspect', () => {
     expect(leafOut).toMatch(/Validity:\s+\S+ to \S+ \(\d+ hours left\)/);
     expect(leafOut).toMatch(/Key type:\s+rsa-2048/);
     expect(leafOut).toMatch(/CA:\s+no/);
-    expect(interOut).toMatch(/CA:\s+yes \(pathLen 0\)/);
+    expect(interOut).toMatch(/CA:\s+yes \(pathLen 0\), may sign CRLs/);
+    expect(rootOut).toMatch(/CA:\s+yes, may sign CRLs/);
     expect(interOut).toMatch(/SPIFFE IDs:\s+spiffe:\/\/example.org\n/);
     expect(rootOut).toMatch(/Issuer:\s+O=example.org, CN=Root CA \(self-signed\)/);
     expect(rootOut).toMatch(/Key type:\s+ecdsa-p256/);
@@ -230,5 +231,55 @@ describe('citadel pki inspect', () => {
     const none = await citadel(['pki', 'inspect']);
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/--file: needs a PEM file/);
+  });
+});
+
+describe('citadel pki revoke', () => {
+  it('signs the offline root\'s CRL into ca-crl.pem that openssl verifies, adds and removes serials, keeps other CAs\' CRLs, and inspect reads it', async () => {
+    const dir = freshDir();
+    expect((await citadel(['pki', 'create-ca', '--out', dir])).code).toBe(0);
+    const inter = parseCertificate(read(dir, 'ca-cert.pem'));
+    const crlFile = join(dir, 'ca-crl.pem');
+    const args = ['pki', 'revoke', '--ca-cert', join(dir, 'root-cert.pem'), '--ca-key', join(dir, 'root-key.pem'), '--out', crlFile];
+    const first = await citadel(args);
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/the CRL of "O=cluster.local, CN=Root CA" \(number \d+, 0 revoked/);
+    expect(openssl(['crl', '-noout', '-verify', '-CAfile', join(dir, 'root-cert.pem'), '-in', crlFile]).ok).toBe(true);
+
+    // A foreign CRL already in the file (e.g. the intermediate's) is kept as it is.
+    const interCrl = issueCrl({ signer: { cert: inter, key: parsePrivateKeyPem(read(dir, 'ca-key.pem')) }, number: 1, thisUpdate: Date.now() - 60_000, nextUpdate: Date.now() + 3_600_000, entries: [] }).pem;
+    writeFileSync(crlFile, read(dir, 'ca-crl.pem') + interCrl);
+    expect((await citadel([...args, '--serial', inter.serialHex, '--reason', 'cACompromise'])).code).toBe(0);
+    const text = read(dir, 'ca-crl.pem');
+    expect(text).toContain(interCrl);
+    // The revoked intermediate now fails openssl's full CRL check.
+    const leafFile = join(dir, 'leaf.pem');
+    const { publicKey } = await generateKeyPair('ecdsa-p256');
+    writeFileSync(leafFile, issueWorkloadCertificate({ signer: { cert: inter, key: parsePrivateKeyPem(read(dir, 'ca-key.pem')) }, publicKey, spiffeId: 'spiffe://cluster.local/ns/a/sa/b', ttlMs: 3_600_000, now: Date.now() }).pem);
+    const verify = () => openssl(['verify', '-crl_check_all', '-CAfile', join(dir, 'root-cert.pem'), '-untrusted', join(dir, 'ca-cert.pem'), '-CRLfile', crlFile, leafFile]);
+    expect(verify().out).toMatch(/certificate revoked/);
+
+    const inspected = await citadel(['pki', 'inspect', crlFile]);
+    expect(inspected.code).toBe(0);
+    expect(inspected.stdout).toMatch(/^CRL 1 of 2\n\s+Issuer:\s+O=cluster.local, CN=Root CA\n/);
+    expect(inspected.stdout).toMatch(/Next update:\s+\S+Z\n/);
+    expect(inspected.stdout).toMatch(/CRL number:\s+\d+/);
+    expect(inspected.stdout).toContain(`${inter.serialHex} at `);
+    expect(inspected.stdout).toMatch(/\(cACompromise\)/);
+
+    expect((await citadel([...args, '--unrevoke', inter.serialHex])).code).toBe(0);
+    expect(verify().ok).toBe(true);
+  });
+
+  it('refuses a CA without cRLSign with a clear error, and inspect says so', async () => {
+    const keyFile = join(base, `nocrl-key-${n}.pem`);
+    opensslOk(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', keyFile]);
+    const certFile = join(base, `nocrl-${n}.pem`);
+    opensslOk(['req', '-x509', '-new', '-key', keyFile, '-subj', '/O=legacy', '-days', '30', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign', '-out', certFile]);
+    const r = await citadel(['pki', 'revoke', '--ca-cert', certFile, '--ca-key', keyFile, '--out', join(base, `x-${n}.pem`)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/may not sign CRLs: its keyUsage lacks cRLSign/);
+    expect((await citadel(['pki', 'inspect', certFile])).stdout).toMatch(/CA:\s+yes, may NOT sign CRLs/);
   });
 });
