@@ -12,25 +12,18 @@
  * makes C's Envoy refuse D; A -> C is untouched; a connection A -> B opened before keeps working.
  */
 import { randomBytes } from 'node:crypto';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster, startPod, writeFileAtomic, type SimulatedPod, type TestCluster } from '../harness/index.js';
 import { parseCrls } from '../../src/pki/index.js';
-import { CITADEL_MAIN, connectLines, ensureBuilt, eventually, requestOnce, startAgent, startLineApp, type LineApp, type LineClient } from './support/agent-env.js';
-import { startCa, type RunningCa } from './support/ca.js';
+import { connectLines, ensureBuilt, eventually, requestOnce, startAgent, startLineApp, type LineApp, type LineClient } from './support/agent-env.js';
+import { runCitadel, startCa, type RunningCa } from './support/ca.js';
 import { leafSerials, startSidecar, type Sidecar } from './support/sidecar.js';
 
 const CRL_FILE = 'var/run/secrets/istio/crl/ca-crl.pem';
 /** The issue's bound: from the CRL file changing in the pod to Envoy refusing a new handshake. */
 const BOUND_MS = 5_000;
-
-function citadel(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [CITADEL_MAIN, ...args], (err, stdout, stderr) => (err ? reject(new Error(`citadel ${args.join(' ')}: ${stderr}`)) : resolve(stdout)));
-  });
-}
 
 const sumStat = (stats: Record<string, number>) => Object.values(stats).reduce((n, v) => n + v, 0);
 
@@ -93,7 +86,7 @@ describe('revocation with the real CA, apiserver and Envoys', () => {
     ns = await cluster.createNamespace('revocation', { [key]: value });
     ca = await startCa({ kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, extraArgs: ['--namespace-selector', selector, '--sa-secrets', 'off', '--cacerts-poll-interval', '1s'] });
     // The root's CRL, signed "offline" with its key, beside the plugged-in material (the CA follows the directory).
-    await citadel(['pki', 'revoke', '--ca-cert', path.join(ca.cacertsDir, 'root-cert.pem'), '--ca-key', path.join(ca.cacertsDir, 'root-key.pem'), '--out', path.join(ca.cacertsDir, 'ca-crl.pem')]);
+    await runCitadel(['pki', 'revoke', '--ca-cert', path.join(ca.cacertsDir, 'root-cert.pem'), '--ca-key', path.join(ca.cacertsDir, 'root-key.pem'), '--out', path.join(ca.cacertsDir, 'ca-crl.pem')]);
     const initial = await eventually('istio-ca-crl with the intermediate\'s and the root\'s CRL', async () => {
       const pem = await publishedCrl();
       return pem && parseCrls(pem).length === 2 ? pem : undefined;

@@ -28,7 +28,8 @@ export interface RunningCa {
   start(): Promise<void>;
 }
 
-function run(args: string[]): Promise<void> {
+/** Runs `citadel ARGS` to completion (e.g. the pki tools). */
+export function runCitadel(args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, [CITADEL_MAIN, ...args], (err, _stdout, stderr) => (err ? reject(new Error(`citadel ${args.join(' ')}: ${stderr}`)) : resolve()));
   });
@@ -37,7 +38,7 @@ function run(args: string[]): Promise<void> {
 /** Makes CA material in `workDir/cacerts` and starts the CA in `namespace`; resolves once /readyz is 200. */
 export async function startCa(opts: { kubeconfigPath: string; namespace: string; workDir: string; controllers?: boolean; extraArgs?: readonly string[] }): Promise<RunningCa> {
   const cacertsDir = path.join(opts.workDir, 'cacerts');
-  await run(['pki', 'create-ca', '--out', cacertsDir]);
+  await runCitadel(['pki', 'create-ca', '--out', cacertsDir]);
   const [grpcPort, monPort] = await freePorts(2);
   const grpcAddress = `127.0.0.1:${grpcPort}`;
   const monitoringUrl = `http://127.0.0.1:${monPort}`;
