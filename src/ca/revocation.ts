@@ -24,11 +24,10 @@ import type { Logger } from '../log.js';
 import { BACKDATE_MS, checkCrlSet, crlSignProblem, isCrlSignedBy, issueCrl, parseCrls, type CrlEntry, type ParsedCertificate, type ParsedCrl } from '../pki/index.js';
 import type { Keyring } from './keyring.js';
 import type { CaMaterial } from './material.js';
+import { CA_CRL_FILE } from './plugged.js';
 import { parseRevocationList, REVOCATIONS_SECRET_NAME, type Revocation } from './revocation-list.js';
 
-/** Istio's names: the per-namespace ConfigMap, its key, and the cacerts file it comes from. */
-export const CRL_CONFIGMAP_NAME = 'istio-ca-crl';
-export const CRL_KEY = 'ca-crl.pem';
+const CRL_KEY = CA_CRL_FILE;
 
 export interface RevocationMetrics {
   /** Revoked certificates listed in the published CRLs. */

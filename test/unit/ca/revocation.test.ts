@@ -8,7 +8,7 @@ import { isCitadelError } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { generateKeyPair, issueCrl, parseCrls } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';
-import { openssl, scratch } from '../pki/openssl.js';
+import { openssl, opensslOk, scratch } from '../pki/openssl.js';
 import { DAY, istioFiles, makeIntermediate, makeRoot, TD, type TestCa } from './fixtures.js';
 
 const START = Date.UTC(2026, 5, 1);
@@ -140,6 +140,26 @@ describe('Revocations, self-signed', () => {
     expect(rev.crlPem()).toBe(before);
     expect(await metric('citadel_server_crl_refused_count')).toBe(1);
     expect(rev.serialRevoked(l.serialHex)).toMatch(/is revoked/);
+  });
+});
+
+describe('Revocations, a CA without cRLSign', () => {
+  it('publishes no CRL, says why, counts it, and still refuses the revoked identity', async () => {
+    const keyFile = tmp.file('nocrl-key.pem', root.keyPem);
+    const pem = opensslOk(['req', '-x509', '-new', '-key', keyFile, '-subj', '/O=legacy', '-days', '30', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
+    const clock = new FakeClock(Date.now());
+    const keyring = new Keyring({ clock, log: silentLogger, maxWorkloadTtlMs: 90 * DAY });
+    keyring.install(loadSelfSignedMaterial({ 'ca-cert.pem': pem, 'ca-key.pem': root.keyPem }, 'test', clock.now()));
+    const registry = new Registry();
+    const errors: string[] = [];
+    const log = { ...silentLogger, error: (o: { reason?: string }) => errors.push(o.reason ?? ''), child: () => log } as unknown as typeof silentLogger;
+    const rev = new Revocations({ keyring, clock, log, metrics: createRevocationMetrics(registry) });
+    keyring.setIssuanceGuard(rev.guard);
+    rev.setRevocationList(`${WEB}\nabcd\n`);
+    expect(rev.crlPem()).toBe('');
+    expect(errors.join('\n')).toMatch(/the signing CA "O=legacy" cannot sign CRLs: its keyUsage lacks cRLSign.*reissue it with keyUsage cRLSign/);
+    expect((await registry.getSingleMetric('citadel_server_crl_refused_count')!.get()).values).toEqual([expect.objectContaining({ labels: { source: 'signing' }, value: 1 })]);
+    await expect(leaf(keyring)).rejects.toThrow(/is revoked/);
   });
 });
 

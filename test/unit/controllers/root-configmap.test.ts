@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { CRL_CONFIGMAP } from '../../../src/controllers/index.js';
 import {
+  decidePublishedConfigMap,
   decideRootConfigMap,
   DEFAULT_EXCLUDED_NAMESPACES,
   type NamespaceFilter,
@@ -93,5 +95,28 @@ describe('decideRootConfigMap', () => {
     expect(decideRootConfigMap(input({ filter: selective, configMap: { ...goodCm, data: { 'root-cert.pem': 'old' } } })).action).toBe('none');
     expect(decideRootConfigMap(input({ namespace: undefined }))).toEqual({ action: 'none', reason: 'namespace does not exist' });
     expect(decideRootConfigMap(input({ bundlePem: '' }))).toEqual({ action: 'none', reason: 'no trust bundle loaded yet' });
+  });
+});
+
+describe('decidePublishedConfigMap (istio-ca-crl)', () => {
+  const crlInput = (content: string | undefined, configMap?: { metadata: { name: string; namespace: string; labels: Record<string, string> }; data: Record<string, string> }) =>
+    ({ ...input({ configMap }), spec: CRL_CONFIGMAP, content });
+
+  it('publishes the empty text when there is no CRL (Istio\'s shape), and waits while there is nothing yet', () => {
+    const d = decidePublishedConfigMap(crlInput(''));
+    expect(d.action).toBe('create');
+    if (d.action !== 'create') return;
+    expect(d.desired.metadata?.name).toBe('istio-ca-crl');
+    expect(d.desired.data).toEqual({ 'ca-crl.pem': '' });
+    expect(decidePublishedConfigMap(crlInput(undefined))).toEqual({ action: 'none', reason: 'nothing to publish yet' });
+  });
+
+  it('clears a CRL the CA no longer publishes', () => {
+    const cm = { metadata: { name: 'istio-ca-crl', namespace: 'team-a', labels: { 'istio.io/config': 'true', 'app.kubernetes.io/managed-by': 'citadel' } }, data: { 'ca-crl.pem': 'old CRL' } };
+    const d = decidePublishedConfigMap(crlInput('', cm));
+    expect(d.action).toBe('update');
+    if (d.action !== 'update') return;
+    expect(d.reason).toBe('ca-crl.pem differs from the published CRLs');
+    expect(d.desired.data).toEqual({ 'ca-crl.pem': '' });
   });
 });
