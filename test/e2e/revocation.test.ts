@@ -27,6 +27,49 @@ const BOUND_MS = 5_000;
 
 const sumStat = (stats: Record<string, number>) => Object.values(stats).reduce((n, v) => n + v, 0);
 
+/** The istio-ca-crl ConfigMap's ca-crl.pem in `namespace`. */
+async function readPublishedCrl(cluster: TestCluster, namespace: string): Promise<string | undefined> {
+  try {
+    return (await cluster.kube().core.readNamespacedConfigMap({ name: 'istio-ca-crl', namespace })).data?.['ca-crl.pem'];
+  } catch {
+    return undefined;
+  }
+}
+
+/** What kubelet does for the mounted ConfigMap, for every pod at once; returns when the files changed. */
+function mountCrlIn(pods: readonly SimulatedPod[], pem: string): number {
+  for (const p of pods) {
+    fs.mkdirSync(path.dirname(path.join(p.root, CRL_FILE)), { recursive: true });
+    writeFileAtomic(path.join(p.root, CRL_FILE), pem);
+  }
+  return Date.now();
+}
+
+async function writeRevocations(cluster: TestCluster, caNs: string, text: string): Promise<void> {
+  const body = { metadata: { name: 'citadel-revocations', namespace: caNs }, stringData: { revoked: text } };
+  try {
+    await cluster.kube().core.replaceNamespacedSecret({ name: 'citadel-revocations', namespace: caNs, body });
+  } catch {
+    await cluster.kube().core.createNamespacedSecret({ namespace: caNs, body });
+  }
+}
+
+const serialOf = async (s: Sidecar) => leafSerials(await s.envoy.certs())[0]!;
+
+/** Resolves with ms from `since` until `fn` has held once. */
+async function elapsedUntil(since: number, what: string, fn: () => Promise<boolean>): Promise<number> {
+  await eventually(what, fn, { timeoutMs: 20_000, intervalMs: 50 });
+  return Date.now() - since;
+}
+
+async function works(port: number, expected: string): Promise<boolean> {
+  try {
+    return (await requestOnce(port, 'ping', 2000)) === `${expected}:ping`;
+  } catch {
+    return false;
+  }
+}
+
 describe('revocation with the real CA, apiserver and Envoys', () => {
   let cluster: TestCluster;
   let workDir: string;
@@ -41,40 +84,9 @@ describe('revocation with the real CA, apiserver and Envoys', () => {
   let d: Sidecar;
   let agentArgs: string[];
 
-  /** The istio-ca-crl ConfigMap's ca-crl.pem in the workload namespace. */
-  const publishedCrl = async () => {
-    try {
-      return (await cluster.kube().core.readNamespacedConfigMap({ name: 'istio-ca-crl', namespace: ns })).data?.['ca-crl.pem'];
-    } catch {
-      return undefined;
-    }
-  };
-  /** What kubelet does for the mounted ConfigMap, for every pod at once; returns when the files changed. */
-  const mountCrl = (pem: string) => {
-    for (const p of pods) writeFileAtomic(path.join(p.root, CRL_FILE), pem);
-    return Date.now();
-  };
-  const setRevocations = async (text: string) => {
-    const body = { metadata: { name: 'citadel-revocations', namespace: caNs }, stringData: { revoked: text } };
-    try {
-      await cluster.kube().core.replaceNamespacedSecret({ name: 'citadel-revocations', namespace: caNs, body });
-    } catch {
-      await cluster.kube().core.createNamespacedSecret({ namespace: caNs, body });
-    }
-  };
-  const serialOf = async (s: Sidecar) => leafSerials(await s.envoy.certs())[0]!;
-  /** Resolves with ms from `since` until `fn` has held once. */
-  const elapsedUntil = async (since: number, what: string, fn: () => Promise<boolean>) => {
-    await eventually(what, fn, { timeoutMs: 20_000, intervalMs: 50 });
-    return Date.now() - since;
-  };
-  const works = async (port: number, expected: string) => {
-    try {
-      return (await requestOnce(port, 'ping', 2000)) === `${expected}:ping`;
-    } catch {
-      return false;
-    }
-  };
+  const publishedCrl = () => readPublishedCrl(cluster, ns);
+  const mountCrl = (pem: string) => mountCrlIn(pods, pem);
+  const setRevocations = (text: string) => writeRevocations(cluster, caNs, text);
 
   beforeAll(async () => {
     await ensureBuilt();
@@ -96,8 +108,7 @@ describe('revocation with the real CA, apiserver and Envoys', () => {
       const p = await startPod(cluster, { namespace: ns, serviceAccount, watchRootCert: false });
       pods.push(p);
       writeFileAtomic(p.rootCertPath, ca.rootPem);
-      fs.mkdirSync(path.dirname(path.join(p.root, CRL_FILE)), { recursive: true });
-      writeFileAtomic(path.join(p.root, CRL_FILE), initial);
+      mountCrlIn([p], initial);
       return p;
     };
     const id = (sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
@@ -197,5 +208,70 @@ describe('revocation with the real CA, apiserver and Envoys', () => {
       return (dump.configs[0] as Dumped | undefined)?.secret?.validation_context?.crl === undefined;
     });
     expect(await works(a.outboundPorts[0]!, 'b-app')).toBe(true);
+  });
+});
+
+describe('revocation with a self-signed CA and real Envoys', () => {
+  let cluster: TestCluster;
+  let workDir: string;
+  let ca: RunningCa;
+  let caNs: string;
+  let ns: string;
+  const pods: SimulatedPod[] = [];
+  let app: LineApp;
+  let client: Sidecar;
+  let server: Sidecar;
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    cluster = getCluster();
+    workDir = fs.mkdtempSync('/tmp/cr-');
+    const selector = `citadel-revocation-e2e=${randomBytes(4).toString('hex')}`;
+    const [key, value] = selector.split('=') as [string, string];
+    caNs = await cluster.createNamespace('revocation-ss-ca');
+    ns = await cluster.createNamespace('revocation-ss', { [key]: value });
+    ca = await startCa({ kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, selfSigned: true, extraArgs: ['--namespace-selector', selector, '--sa-secrets', 'off'] });
+    const rootPem = await eventually('istio-ca-root-cert', async () => (await cluster.kube().core.readNamespacedConfigMap({ name: 'istio-ca-root-cert', namespace: ns }).catch(() => undefined))?.data?.['root-cert.pem']);
+    expect(await eventually('istio-ca-crl (empty: nothing revoked)', async () => (await readPublishedCrl(cluster, ns)) === '')).toBe(true);
+    const pod = async (serviceAccount: string) => {
+      const p = await startPod(cluster, { namespace: ns, serviceAccount, watchRootCert: false });
+      pods.push(p);
+      writeFileAtomic(p.rootCertPath, rootPem);
+      mountCrlIn([p], '');
+      return p;
+    };
+    const id = (sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
+    const agentArgs = ['--ca-address', ca.grpcAddress, '--ca-server-name', ca.serverName];
+    const [podClient, podServer] = [await pod('client'), await pod('server')];
+    app = await startLineApp('s-app');
+    server = await startSidecar({ name: 'ss-server', root: podServer.root, logDir: workDir, agentArgs, inbound: { appPort: app.port, allowedClientIds: [id('client')] } });
+    client = await startSidecar({ name: 'ss-client', root: podClient.root, logDir: workDir, agentArgs, outbounds: [{ upstreamPort: server.inboundPort, serverId: id('server') }] });
+  }, 240_000);
+
+  afterAll(async () => {
+    for (const s of [client, server]) await s?.stop();
+    await app?.close();
+    await ca?.stop();
+    for (const p of pods) await p.delete().catch(() => undefined);
+  });
+
+  it('revoking the server\'s SPIFFE ID puts its certificate in the root\'s CRL, and the client\'s Envoy refuses it', async () => {
+    expect(await works(client.outboundPorts[0]!, 's-app')).toBe(true);
+    const serial = await serialOf(server);
+    await writeRevocations(cluster, caNs, `spiffe://cluster.local/ns/${ns}/sa/server keyCompromise\n`);
+    const pem = await eventually('istio-ca-crl listing the server\'s certificate', async () => {
+      const p = await readPublishedCrl(cluster, ns);
+      return p && parseCrls(p).some((c) => c.entries.some((e) => e.serialHex === serial)) ? p : undefined;
+    });
+    expect(parseCrls(pem!)).toHaveLength(1);
+    const refused = await elapsedUntil(mountCrlIn(pods, pem!), 'client refuses the server', async () => !(await works(client.outboundPorts[0]!, 's-app')));
+    console.log(`[revocation e2e] self-signed: CRL file change -> refused by Envoy in ${refused} ms`);
+    expect(refused).toBeLessThanOrEqual(BOUND_MS);
+    expect(sumStat(await client.envoy.stats('^cluster\\.outbound-0\\.ssl\\.fail_verify_error$'))).toBeGreaterThan(0);
+
+    await writeRevocations(cluster, caNs, '');
+    await eventually('istio-ca-crl empty again', async () => (await readPublishedCrl(cluster, ns)) === '');
+    const back = await elapsedUntil(mountCrlIn(pods, ''), 'client reaches the server again', () => works(client.outboundPorts[0]!, 's-app'));
+    expect(back).toBeLessThanOrEqual(BOUND_MS);
   });
 });

@@ -18,7 +18,7 @@ export interface RunningCa {
   /** The name in the CA's serving certificate (citadel.<namespace>.svc): the agents' --ca-server-name. */
   readonly serverName: string;
   readonly monitoringUrl: string;
-  /** PEM of the root (cacerts root-cert.pem). */
+  /** PEM of the root (cacerts root-cert.pem); empty for a self-signed CA (its root is in istio-ca-secret). */
   readonly rootPem: string;
   readonly cacertsDir: string;
   proc: ManagedProcess;
@@ -35,10 +35,13 @@ export function runCitadel(args: string[]): Promise<void> {
   });
 }
 
-/** Makes CA material in `workDir/cacerts` and starts the CA in `namespace`; resolves once /readyz is 200. */
-export async function startCa(opts: { kubeconfigPath: string; namespace: string; workDir: string; controllers?: boolean; extraArgs?: readonly string[] }): Promise<RunningCa> {
+/**
+ * Makes CA material in `workDir/cacerts` (unless `selfSigned`: then the CA makes istio-ca-secret) and starts the CA
+ * in `namespace`; resolves once /readyz is 200.
+ */
+export async function startCa(opts: { kubeconfigPath: string; namespace: string; workDir: string; controllers?: boolean; selfSigned?: boolean; extraArgs?: readonly string[] }): Promise<RunningCa> {
   const cacertsDir = path.join(opts.workDir, 'cacerts');
-  await runCitadel(['pki', 'create-ca', '--out', cacertsDir]);
+  if (!opts.selfSigned) await runCitadel(['pki', 'create-ca', '--out', cacertsDir]);
   const [grpcPort, monPort] = await freePorts(2);
   const grpcAddress = `127.0.0.1:${grpcPort}`;
   const monitoringUrl = `http://127.0.0.1:${monPort}`;
@@ -70,7 +73,7 @@ export async function startCa(opts: { kubeconfigPath: string; namespace: string;
     grpcAddress,
     serverName: `citadel.${opts.namespace}.svc`,
     monitoringUrl,
-    rootPem: fs.readFileSync(path.join(cacertsDir, 'root-cert.pem'), 'utf8'),
+    rootPem: opts.selfSigned ? '' : fs.readFileSync(path.join(cacertsDir, 'root-cert.pem'), 'utf8'),
     cacertsDir,
     proc: await launch(),
     running: () => ca.proc.running(),
