@@ -54,6 +54,22 @@ async function writeRevocations(cluster: TestCluster, caNs: string, text: string
   }
 }
 
+/** A CA in its own namespace whose controllers manage only a fresh workload namespace (--namespace-selector). */
+async function startScopedCa(prefix: string, opts: { selfSigned?: boolean; extraArgs?: string[] }) {
+  await ensureBuilt();
+  const cluster = getCluster();
+  const workDir = fs.mkdtempSync('/tmp/cr-');
+  const selector = `citadel-revocation-e2e=${randomBytes(4).toString('hex')}`;
+  const [key, value] = selector.split('=') as [string, string];
+  const caNs = await cluster.createNamespace(`${prefix}-ca`);
+  const ns = await cluster.createNamespace(prefix, { [key]: value });
+  const ca = await startCa({
+    kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, selfSigned: opts.selfSigned,
+    extraArgs: ['--namespace-selector', selector, '--sa-secrets', 'off', ...(opts.extraArgs ?? [])],
+  });
+  return { cluster, workDir, caNs, ns, ca };
+}
+
 const serialOf = async (s: Sidecar) => leafSerials(await s.envoy.certs())[0]!;
 
 /** Resolves with ms from `since` until `fn` has held once. */
@@ -89,14 +105,7 @@ describe('revocation with the real CA, apiserver and Envoys', () => {
   const setRevocations = (text: string) => writeRevocations(cluster, caNs, text);
 
   beforeAll(async () => {
-    await ensureBuilt();
-    cluster = getCluster();
-    workDir = fs.mkdtempSync('/tmp/cr-');
-    const selector = `citadel-revocation-e2e=${randomBytes(4).toString('hex')}`;
-    const [key, value] = selector.split('=') as [string, string];
-    caNs = await cluster.createNamespace('revocation-ca');
-    ns = await cluster.createNamespace('revocation', { [key]: value });
-    ca = await startCa({ kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, extraArgs: ['--namespace-selector', selector, '--sa-secrets', 'off', '--cacerts-poll-interval', '1s'] });
+    ({ cluster, workDir, caNs, ns, ca } = await startScopedCa('revocation', { extraArgs: ['--cacerts-poll-interval', '1s'] }));
     // The root's CRL, signed "offline" with its key, beside the plugged-in material (the CA follows the directory).
     await runCitadel(['pki', 'revoke', '--ca-cert', path.join(ca.cacertsDir, 'root-cert.pem'), '--ca-key', path.join(ca.cacertsDir, 'root-key.pem'), '--out', path.join(ca.cacertsDir, 'ca-crl.pem')]);
     const initial = await eventually('istio-ca-crl with the intermediate\'s and the root\'s CRL', async () => {
@@ -223,14 +232,7 @@ describe('revocation with a self-signed CA and real Envoys', () => {
   let server: Sidecar;
 
   beforeAll(async () => {
-    await ensureBuilt();
-    cluster = getCluster();
-    workDir = fs.mkdtempSync('/tmp/cr-');
-    const selector = `citadel-revocation-e2e=${randomBytes(4).toString('hex')}`;
-    const [key, value] = selector.split('=') as [string, string];
-    caNs = await cluster.createNamespace('revocation-ss-ca');
-    ns = await cluster.createNamespace('revocation-ss', { [key]: value });
-    ca = await startCa({ kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, selfSigned: true, extraArgs: ['--namespace-selector', selector, '--sa-secrets', 'off'] });
+    ({ cluster, workDir, caNs, ns, ca } = await startScopedCa('revocation-ss', { selfSigned: true }));
     const rootPem = await eventually('istio-ca-root-cert', async () => (await cluster.kube().core.readNamespacedConfigMap({ name: 'istio-ca-root-cert', namespace: ns }).catch(() => undefined))?.data?.['root-cert.pem']);
     expect(await eventually('istio-ca-crl (empty: nothing revoked)', async () => (await readPublishedCrl(cluster, ns)) === '')).toBe(true);
     const pod = async (serviceAccount: string) => {
