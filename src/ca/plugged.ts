@@ -30,7 +30,7 @@ export function readCacertsDir(dir: string): MaterialFiles {
   return out;
 }
 
-/** The plugged-in keys of a Secret's data (other keys, such as `istio-generated` or `ca-crl.pem`, are ignored). */
+/** The plugged-in keys of a Secret's data (`ca-crl.pem` goes to `onCrl`; other keys, such as `istio-generated`, are ignored). */
 export function cacertsFromSecret(secret: SecretData): MaterialFiles {
   const out: Record<string, string> = {};
   for (const name of CACERTS_FILES) if (secret.data[name] !== undefined) out[name] = secret.data[name]!;
