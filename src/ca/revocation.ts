@@ -10,8 +10,9 @@
  * - The revocation list (src/ca/revocation-list.ts): serials and SPIFFE IDs, in any key-material mode.
  *
  * Output: one CRL signed here by the signing CA (the operator's entries for it, every listed serial, and the
- * serials this replica issued to revoked SPIFFE IDs), followed by the operator's CRLs for the other CAs, so every CA
- * of the chain has exactly one CRL (Envoy's CRL_CHECK_ALL refuses every handshake through a CA without one). When
+ * serials this replica issued to revoked SPIFFE IDs), the same for earlier signing CAs the keyring still trusts after
+ * a plugged-in switch, followed by the operator's CRLs for the other CAs (the chain's, and those of CAs the bundle
+ * still trusts from earlier material), so every CA of the chain has exactly one CRL (Envoy's CRL_CHECK_ALL refuses every handshake through a CA without one). When
  * nothing is revoked and there is no ca-crl.pem the output is empty: Envoy then checks no CRL at all, so a CA
  * outage can never turn into expired CRLs failing every handshake. Our CRL carries a CRL Number (seconds since the
  * epoch at signing, bumped if needed, so it grows across replicas and restarts) and the Authority Key Identifier,
@@ -21,7 +22,7 @@ import { Gauge, Counter, type Registry } from 'prom-client';
 import type { Clock, Timer } from '../clock.js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { BACKDATE_MS, checkCrlSet, crlSignProblem, isCrlSignedBy, issueCrl, parseCrls, type CrlEntry, type ParsedCertificate, type ParsedCrl } from '../pki/index.js';
+import { BACKDATE_MS, checkCrlSet, crlSignProblem, isCrlSignedBy, issueCrl, parseCrls, type CrlEntry, type ParsedCertificate, type ParsedCrl, type Signer } from '../pki/index.js';
 import type { Keyring } from './keyring.js';
 import type { CaMaterial } from './material.js';
 import { CA_CRL_FILE } from './plugged.js';
@@ -76,6 +77,13 @@ export function chainCas(m: CaMaterial): ParsedCertificate[] {
 
 export class Revocations {
   private operator: OperatorCrls | undefined;
+  /** The material the published set was last computed for. */
+  private material: CaMaterial | undefined;
+  /**
+   * Signing CAs of earlier material whose certificates are still trusted (retained by the keyring): their CRLs keep
+   * being signed so that chains through them still pass Envoy's CRL check after a plugged-in switch.
+   */
+  private previousSigners: Signer[] = [];
   private list: readonly Revocation[] = [];
   /** When this process first saw each list entry (its revocationDate when the line gives none). */
   private firstSeen = new Map<string, number>();
@@ -197,12 +205,28 @@ export class Revocations {
     const others = crls.filter((c) => !forSigner.includes(c));
     const now = this.deps.clock.now();
     if (forSigner.length) checkCrlSet(forSigner, [signer], now);
-    const otherCas = chainCas(material).filter((c) => !c.der.equals(signer.der));
-    checkCrlSet(others, otherCas, now);
+    const chain = chainCas(material);
+    const otherCas = chain.filter((c) => !c.der.equals(signer.der));
+    const forChain = others.filter((c) => otherCas.some((ca) => isCrlSignedBy(c, ca)));
+    checkCrlSet(forChain, otherCas, now);
+    // CRLs of CAs the bundle still trusts from earlier material (a root or intermediate being rotated out).
+    const { roots, intermediates } = this.deps.keyring.verificationMaterial();
+    const earlier = [...roots, ...intermediates].filter((c) => !chain.some((x) => x.der.equals(c.der)));
+    for (const crl of others.filter((c) => !forChain.includes(c))) {
+      const ca = earlier.find((c) => isCrlSignedBy(crl, c));
+      if (!ca) throw new CitadelError('CERT_INVALID', `invalid CRL: the CRL issued by "${crl.issuer}" is not signed by any CA of the chain or the trust bundle`);
+      checkCrlSet([crl], [ca], now);
+    }
     return { text, source, forSigner, others };
   }
 
   private onMaterialChange(): void {
+    const prev = this.material?.signer;
+    const next = this.deps.keyring.current()?.signer;
+    // A self-signed rotation keeps subject and key: the new root's CRL covers the old root's certificates as well.
+    if (prev && next && !prev.cert.der.equals(next.cert.der) && !(prev.cert.subjectDer.equals(next.cert.subjectDer) && prev.cert.spki.equals(next.cert.spki))) {
+      this.previousSigners.push(prev);
+    }
     if (this.operator) {
       try {
         this.operator = this.validateOperator(this.operator.text, this.operator.source);
@@ -242,6 +266,7 @@ export class Revocations {
   private refresh(why: string): void {
     const material = this.deps.keyring.current();
     if (!material) return;
+    this.material = material;
     this.timer?.cancel();
     this.timer = undefined;
     const now = this.deps.clock.now();
@@ -252,7 +277,7 @@ export class Revocations {
     if (entries.length > 0 || this.operator) {
       try {
         const ours = this.signOwn(material, entries, now);
-        crls = [ours, ...(this.operator?.others ?? [])];
+        crls = [ours, ...this.signPrevious(entries, now), ...(this.operator?.others ?? [])];
         pem = crls.map((c) => c.pem).join('');
         this.timer = this.deps.clock.setTimer(() => this.refresh('re-signing before nextUpdate'), this.validityMs / 2);
       } catch (err) {
@@ -293,6 +318,14 @@ export class Revocations {
     this.lastNumber = number;
     const issued = issueCrl({ signer, number, thisUpdate: now - BACKDATE_MS, nextUpdate: now + this.validityMs, entries });
     return parseCrls(issued.pem)[0]!;
+  }
+
+  /** CRLs of earlier signing CAs the keyring still trusts (same entries: a serial of another CA matches nothing). */
+  private signPrevious(entries: CrlEntry[], now: number): ParsedCrl[] {
+    const { intermediates, roots } = this.deps.keyring.verificationMaterial();
+    const trusted = [...intermediates, ...roots];
+    this.previousSigners = this.previousSigners.filter((s) => s.cert.notAfter > now && trusted.some((c) => c.der.equals(s.cert.der)) && !crlSignProblem(s.cert));
+    return this.previousSigners.map((signer) => parseCrls(issueCrl({ signer, number: this.lastNumber, thisUpdate: now - BACKDATE_MS, nextUpdate: now + this.validityMs, entries }).pem)[0]!);
   }
 
   private pruneIssued(now: number): void {

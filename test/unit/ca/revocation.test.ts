@@ -215,10 +215,33 @@ describe('Revocations, plugged-in with an intermediate', () => {
     expect(rev.serialRevoked(l.serialHex)).toBeDefined();
   });
 
-  it('a rotation to another intermediate re-signs for it with the same root CRL', async () => {
-    const { keyring, rev } = setup('plugged');
+  it('a switch to another root keeps both chains checkable: the old signer\'s CRL is still signed, the old root\'s CRL accepted', async () => {
+    const { keyring, rev, clock } = setup('plugged');
+    const rootB = await makeRoot('Root B', START - DAY, 3650 * DAY);
+    const interB = await makeIntermediate(rootB, 'Inter B', START - DAY, 1000 * DAY);
+    rev.setOperatorCrl(rootCrl(), 'test');
+    const oldLeaf = await leaf(keyring);
+    keyring.install(loadPluggedMaterial(istioFiles(interB, rootB), 'test', START));
+    const rootBCrl = issueCrl({ signer: { cert: rootB.cert, key: rootB.key }, number: 1, thisUpdate: START - HOUR, nextUpdate: START + 30 * DAY, entries: [] }).pem;
+    expect(rev.setOperatorCrl(rootBCrl + rootCrl(), 'test')).toBe(true);
+    const newLeaf = await leaf(keyring, API);
+    rev.setRevocationList(`${oldLeaf.serialHex}\n`);
+    expect(parseCrls(rev.crlPem()!).map((c) => c.issuer)).toEqual([interB.cert.subject, inter.cert.subject, rootB.cert.subject, root.cert.subject]);
+    const at = clock.now() + 60_000;
+    expect(verifyWithCrls(oldLeaf.chain.slice(0, 2).concat(root.pem), rev.crlPem()!, at).out).toMatch(/certificate revoked/);
+    const ok = verifyWithCrls(newLeaf.chain, rev.crlPem()!, at);
+    expect(ok.out).toMatch(/OK/);
+    expect(ok.ok).toBe(true);
+  });
+
+  it('a rotation to another intermediate signs for it, keeps signing for the old one while it is retained, with the same root CRL', async () => {
+    const { keyring, rev, clock } = setup('plugged');
     rev.setOperatorCrl(rootCrl(), 'test');
     keyring.install(loadPluggedMaterial(istioFiles(inter2, root), 'test', START));
+    expect(parseCrls(rev.crlPem()!).map((c) => c.issuer)).toEqual([inter2.cert.subject, inter.cert.subject, root.cert.subject]);
+    // The keyring drops the old intermediate after the longest workload lifetime; so does the CRL set.
+    await clock.advance(91 * DAY);
+    rev.setRevocationList('# touch\n');
     expect(parseCrls(rev.crlPem()!).map((c) => c.issuer)).toEqual([inter2.cert.subject, root.cert.subject]);
   });
 });
