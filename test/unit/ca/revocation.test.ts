@@ -202,6 +202,17 @@ describe('Revocations, plugged-in with an intermediate', () => {
     expect(keyring.install(loadPluggedMaterial(istioFiles(inter2, root), 'test', START))).toBe(true);
   });
 
+  it('carries the entries of an operator CRL for the signing CA into the CRL it signs', () => {
+    const { rev } = setup('plugged');
+    const interCrl = issueCrl({ signer: { cert: inter.cert, key: inter.key }, number: 5, thisUpdate: START - HOUR, nextUpdate: START + DAY, entries: [{ serialHex: 'abcd', revokedAt: START - HOUR, reason: 'superseded' }] }).pem;
+    expect(rev.setOperatorCrl(interCrl + rootCrl(), 'test')).toBe(true);
+    const [ours, rootOne] = parseCrls(rev.crlPem()!);
+    expect(ours!.issuer).toBe(inter.cert.subject);
+    expect(ours!.entries).toEqual([{ serialHex: 'abcd', revokedAt: START - HOUR, reason: 'superseded' }]);
+    expect(BigInt(ours!.number!)).toBeGreaterThan(5n);
+    expect(rootOne!.issuer).toBe(root.cert.subject);
+  });
+
   it('removing ca-crl.pem clears the CRLs when nothing is revoked, and publishes none it cannot complete', async () => {
     const { keyring, rev } = setup('plugged');
     rev.setOperatorCrl(rootCrl(), 'test');
