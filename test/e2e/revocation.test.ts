@@ -58,7 +58,7 @@ async function writeRevocations(cluster: TestCluster, caNs: string, text: string
 async function startScopedCa(prefix: string, opts: { selfSigned?: boolean; extraArgs?: string[] }) {
   await ensureBuilt();
   const cluster = getCluster();
-  const workDir = fs.mkdtempSync('/tmp/cr-');
+  const workDir = fs.mkdtempSync('/tmp/crl-e2e-');
   const selector = `citadel-revocation-e2e=${randomBytes(4).toString('hex')}`;
   const [key, value] = selector.split('=') as [string, string];
   const caNs = await cluster.createNamespace(`${prefix}-ca`);
