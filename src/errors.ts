@@ -35,6 +35,10 @@ export const ERROR_TABLE = {
   KEY_TOO_WEAK: { grpc: GrpcStatus.INVALID_ARGUMENT, metric: 'CSR_ERROR' },
   SPIFFE_ID_INVALID: { grpc: GrpcStatus.INVALID_ARGUMENT, metric: 'CSR_ERROR' },
   TTL_INVALID: { grpc: GrpcStatus.INVALID_ARGUMENT, metric: 'TTL_ERROR' },
+  /** A request that breaks its protocol's rules (Workload API: no security header, no audience). */
+  REQUEST_INVALID: { grpc: GrpcStatus.INVALID_ARGUMENT, metric: 'REQUEST_ERROR' },
+  /** A JWT-SVID or SPIFFE bundle that does not validate. */
+  JWT_INVALID: { grpc: GrpcStatus.INVALID_ARGUMENT, metric: 'JWT_ERROR' },
   // Certificates and chains that do not hold together.
   CERT_INVALID: { grpc: GrpcStatus.INVALID_ARGUMENT, metric: 'CERT_ERROR' },
   CHAIN_INVALID: { grpc: GrpcStatus.FAILED_PRECONDITION, metric: 'CHAIN_ERROR' },
@@ -45,6 +49,8 @@ export const ERROR_TABLE = {
   UNAUTHENTICATED: { grpc: GrpcStatus.UNAUTHENTICATED, metric: 'AUTHN_ERROR' },
   PERMISSION_DENIED: { grpc: GrpcStatus.PERMISSION_DENIED, metric: 'IDENTITY_MISMATCH' },
   RATE_LIMITED: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, metric: 'RATE_LIMITED' },
+  /** The Workload API has no identity for the caller yet (the spec's PermissionDenied; clients retry). */
+  NO_IDENTITY: { grpc: GrpcStatus.PERMISSION_DENIED, metric: 'NO_IDENTITY' },
   // The CA itself.
   // Not ready is a state that passes (material loading, a signing certificate renewing): UNAVAILABLE, so callers retry.
   CA_NOT_READY: { grpc: GrpcStatus.UNAVAILABLE, metric: 'CA_NOT_READY' },

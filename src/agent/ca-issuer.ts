@@ -17,6 +17,8 @@ import type { AgentMetrics } from './metrics.js';
 /** The CA client as the agent uses it (src/grpc/client.ts `CaClient` fits). */
 export interface CsrClient {
   createCertificate(req: { csr: string; validityDurationSeconds: number; bearerToken?: string; signal?: AbortSignal }): Promise<string[]>;
+  /** citadel's JWT-SVID RPC (absent on clients that only speak Istio's API). */
+  createJwtSvid?(req: { audience: readonly string[]; validityDurationSeconds: number; bearerToken?: string; signal?: AbortSignal }): Promise<string>;
   close(): void;
 }
 
@@ -65,12 +67,18 @@ export interface CaIssuer {
    *   KEY_MISMATCH / CERT_EXPIRED (the CA's answer does not hold together).
    */
   issue(signal?: AbortSignal): Promise<IssuedWorkloadCertificate>;
+  /**
+   * Asks the CA for a JWT-SVID for `audience`, authenticated as issue() is (token, else mTLS). Returns the
+   * token as sent; the caller checks it. @throws as issue(), and INTERNAL when the client has no JWT RPC.
+   */
+  mintJwtSvid(audience: readonly string[], ttlMs: number, signal?: AbortSignal): Promise<string>;
   /** Drops the current connection; the next call builds a new one (and re-reads the root file). */
   resetConnection(): void;
   close(): void;
 }
 
 const REQUEST_TYPE = 'csr';
+const JWT_REQUEST_TYPE = 'jwt-svid';
 
 async function readOptional(path: string): Promise<string | undefined> {
   try {
@@ -103,7 +111,8 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
   // Set once the request is on its way: failures before that (no root file, no token) are not outgoing failures.
   let sent = false;
 
-  const issueOnce = async (signal?: AbortSignal): Promise<IssuedWorkloadCertificate> => {
+  /** Reads the root file and token now and picks the credentials (token, else mTLS with the current certificate). */
+  const prepare = async () => {
     let rootFile: string | undefined;
     try {
       rootFile = await readOptional(deps.rootCertPath);
@@ -145,10 +154,13 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
       creds = { rootCaPem: rootFile, clientCertChainPem: current.certificateChainPem, clientKeyPem: current.privateKeyPem };
       connKey = `mtls|${current.serialHex}|${rootFile}`;
     }
+    return { rootFileCerts, token, identity, client: connect(creds, connKey) };
+  };
 
+  const issueOnce = async (signal?: AbortSignal): Promise<IssuedWorkloadCertificate> => {
+    const { rootFileCerts, token, identity, client: cl } = await prepare();
     const { privateKey } = await generateKeyPair(deps.keyType);
     const csr = createCsr({ key: privateKey, spiffeId: identity.spiffeId });
-    const cl = connect(creds, connKey);
 
     deps.metrics?.outgoingRequests.inc({ request_type: REQUEST_TYPE });
     sent = true;
@@ -181,6 +193,19 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
       } catch (err) {
         const e = toCitadelError(err);
         if (sent) deps.metrics?.failedOutgoingRequests.inc({ request_type: REQUEST_TYPE, error: e.metricLabel });
+        resetConnection();
+        throw e;
+      }
+    },
+    async mintJwtSvid(audience, ttlMs, signal) {
+      try {
+        const { token, client: cl } = await prepare();
+        if (!cl.createJwtSvid) throw new CitadelError('INTERNAL', 'this CA client cannot ask for JWT-SVIDs');
+        deps.metrics?.outgoingRequests.inc({ request_type: JWT_REQUEST_TYPE });
+        return await cl.createJwtSvid({ audience, validityDurationSeconds: Math.max(1, Math.round(ttlMs / 1000)), ...(token ? { bearerToken: token } : {}), ...(signal ? { signal } : {}) });
+      } catch (err) {
+        const e = toCitadelError(err);
+        deps.metrics?.failedOutgoingRequests.inc({ request_type: JWT_REQUEST_TYPE, error: e.metricLabel });
         resetConnection();
         throw e;
       }

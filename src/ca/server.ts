@@ -2,9 +2,12 @@
  * The Istio CSR API handler: authenticate, call the CSR policy, let src/grpc map errors. (The monitoring port is
  * src/status-server.ts, shared with the agent.)
  */
+import { toCitadelError } from '../errors.js';
 import type { CreateCertificateHandler } from '../grpc/ca-service.js';
+import type { CreateJwtSvidHandler } from '../grpc/jwt-svid-service.js';
 import type { Logger } from '../log.js';
-import type { Authenticator } from './authn.js';
+import type { Authenticator, Caller } from './authn.js';
+import type { JwtSvidRequest } from './jwt-svid.js';
 import type { CsrService } from './csr-service.js';
 import type { CaMetrics } from './metrics.js';
 
@@ -62,6 +65,24 @@ export function createCertificateHandler(deps: CertificateHandlerDeps): CreateCe
       return [...issued.chain];
     } finally {
       deps.calls?.ended();
+    }
+  };
+}
+
+/**
+ * CreateJwtSvid: authenticate exactly as CreateCertificate (client certificate, else token), then mint for the
+ * caller's own identity. Refusals are logged and counted under `citadel_server_csr_sign_err_count{error}`.
+ */
+export function createJwtSvidHandler(deps: { authenticator: Authenticator; mint: (caller: Caller, req: JwtSvidRequest) => { token: string }; metrics?: CaMetrics; log: Logger }): CreateJwtSvidHandler {
+  return async (req, ctx) => {
+    const caller = await deps.authenticator.authenticate({ bearerToken: ctx.bearerToken, peerCertificateDer: ctx.peerCertificateDer });
+    try {
+      return deps.mint(caller, req).token;
+    } catch (err) {
+      const e = toCitadelError(err, 'CERT_GEN_ERROR');
+      deps.metrics?.csrSignErrCount.inc({ error: e.metricLabel });
+      deps.log.warn({ identity: caller.identity, peer: ctx.peerAddress, code: e.code, reason: e.message }, 'JWT-SVID request refused');
+      throw e;
     }
   };
 }

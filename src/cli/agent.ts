@@ -12,6 +12,9 @@ import { createCaIssuer, type CsrClientFactory } from '../agent/ca-issuer.js';
 import { watchCrlFile } from '../agent/crl-file.js';
 import { createFileCertSource, hasMountedCerts } from '../agent/file-certs.js';
 import { createAgentMetrics } from '../agent/metrics.js';
+import { watchJwtBundle } from '../agent/workload-api/jwt-bundle.js';
+import { createJwtSvidCache, type JwtSvidMinter } from '../agent/workload-api/jwt-cache.js';
+import { createWorkloadApi } from '../agent/workload-api/service.js';
 import { bridgeWorkloadSecrets } from '../agent/sds-bridge.js';
 import { fileSecretResolver } from '../agent/sds/file-resolver.js';
 import { SecretStore } from '../agent/sds/secret-store.js';
@@ -22,6 +25,8 @@ import { systemClock } from '../clock.js';
 import { flag, formatDuration, parse, type ConfigOf } from '../config/flags.js';
 import { createCaClient, hostOfAddress } from '../grpc/client.js';
 import { startSdsServer } from '../grpc/sds-server.js';
+import { workloadApiServiceBinding, type WorkloadApiBinding } from '../grpc/workload-api-server.js';
+import { CitadelError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { KEY_TYPES, type KeyType } from '../pki/index.js';
 import { defineCommand, RUNTIME, untilAborted } from './command.js';
@@ -55,6 +60,9 @@ export const agentFlags = {
     help: `Serve cert-chain.pem, key.pem and root-cert.pem from this directory instead of using the CA. Default: ${DEFAULT_FILE_CERTS_DIR} when all three exist there.`,
     parse: parse.string,
   }),
+  workloadApi: flag({ name: 'workload-api', env: 'CITADEL_WORKLOAD_API', default: 'true', help: 'Serve the SPIFFE Workload API on the SDS socket (applications set SPIFFE_ENDPOINT_SOCKET=unix://<socket>).', parse: parse.bool }),
+  spiffeBundle: flag({ name: 'spiffe-bundle', default: './var/run/secrets/istio/spiffe-bundle.json', help: 'SPIFFE bundle the CA publishes in istio-ca-root-cert (its JWT-SVID keys validate tokens); watched.', parse: parse.string }),
+  jwtSvidTtl: flag({ name: 'jwt-svid-ttl', env: 'CITADEL_JWT_SVID_TTL', default: '5m', help: 'Lifetime asked for JWT-SVIDs (the CA caps it); a cached token is reused for half of it.', parse: parse.duration }),
   clusterId: flag({ name: 'cluster-id', env: 'ISTIO_META_CLUSTER_ID', help: 'Sent to the CA as the ClusterID header.', parse: parse.string }),
   logLevel: flag({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
 };
@@ -77,6 +85,9 @@ export const agentCommand = defineCommand({
     const crlWatcher = await watchCrlFile({ path: abs(config.crlFile), secrets, clock, log: log.child({ component: 'crl' }), metrics });
     const fileDir = config.fileCerts ?? (hasMountedCerts(abs(DEFAULT_FILE_CERTS_DIR)) ? DEFAULT_FILE_CERTS_DIR : undefined);
     let stopSource: () => void;
+    let minter: JwtSvidMinter = {
+      mintJwtSvid: () => Promise.reject(new CitadelError('UPSTREAM_UNAVAILABLE', 'JWT-SVIDs come from the CA; this agent serves mounted certificates')),
+    };
     if (fileDir) {
       const source = createFileCertSource({ dir: abs(fileDir), secrets, clock, log: log.child({ component: 'file-certs' }), metrics });
       await source.start();
@@ -108,6 +119,7 @@ export const agentCommand = defineCommand({
         metrics,
         currentCertificate: () => secrets.certificate(),
       });
+      minter = issuer;
       const cache = createSecretCache({ issuer, secrets, rootCertPath: abs(config.rootCert), graceRatio: config.graceRatio, clock, log: log.child({ component: 'rotation' }), metrics });
       log.info(
         { caAddress: config.caAddress, serverName, trustDomain: config.trustDomain, certTtl: formatDuration(config.certTtl), graceRatio: config.graceRatio, keyType: config.keyType },
@@ -124,8 +136,21 @@ export const agentCommand = defineCommand({
     const unbridge = bridgeWorkloadSecrets({ secrets, sink: store, log: log.child({ component: 'sds-bridge' }) });
     let sds;
     let status;
+    let workloadApi: WorkloadApiBinding | undefined;
+    let jwtBundle;
     try {
-      sds = await startSdsServer({ socketPath: config.sdsSocket, store, log, clock, registry: metrics.registry });
+      if (config.workloadApi) {
+        jwtBundle = await watchJwtBundle({ path: abs(config.spiffeBundle), clock, log: log.child({ component: 'jwt-bundle' }) });
+        const api = createWorkloadApi({
+          secrets,
+          jwtSvids: createJwtSvidCache({ minter, ttlMs: config.jwtSvidTtl, clock, log: log.child({ component: 'jwt-svids' }) }),
+          jwtBundle,
+          trustDomain: config.trustDomain,
+          clock,
+        });
+        workloadApi = workloadApiServiceBinding({ api, log: log.child({ component: 'workload-api' }) });
+      }
+      sds = await startSdsServer({ socketPath: config.sdsSocket, store, log, clock, registry: metrics.registry, ...(workloadApi ? { extraServices: [workloadApi] } : {}) });
       status = await startStatusServer({
         address: config.statusAddress,
         registry: metrics.registry,
@@ -142,13 +167,17 @@ export const agentCommand = defineCommand({
     } catch (err) {
       unbridge();
       stopSource();
+      workloadApi?.close();
+      jwtBundle?.close();
       await sds?.stop();
       store.close();
       throw err;
     }
-    log.info({ sdsSocket: sds.socketPath, statusPort: status.port, mode: fileDir ? 'file-mounted' : 'ca', runtime: RUNTIME }, 'agent running');
+    log.info({ sdsSocket: sds.socketPath, workloadApi: config.workloadApi, statusPort: status.port, mode: fileDir ? 'file-mounted' : 'ca', runtime: RUNTIME }, 'agent running');
 
     log.info({ reason: await untilAborted(io.signal) }, 'shutting down');
+    workloadApi?.close();
+    jwtBundle?.close();
     await sds.stop();
     unbridge();
     stopSource();

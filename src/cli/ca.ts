@@ -18,13 +18,16 @@ import { REVOCATIONS_KEY, REVOCATIONS_SECRET_NAME } from '../ca/revocation-list.
 import { createRevocationMetrics, Revocations } from '../ca/revocation.js';
 import { createSigningPool } from '../ca/signing-pool.js';
 import { CA_SECRET_NAME, startSelfSigned } from '../ca/self-signed.js';
-import { createCallTracker, createCertificateHandler } from '../ca/server.js';
+import { startBundleEndpoint } from '../ca/bundle-endpoint.js';
+import { createJwtKeySet, createSpiffeBundleSource, mintJwtSvid } from '../ca/jwt-svid.js';
+import { createCallTracker, createCertificateHandler, createJwtSvidHandler } from '../ca/server.js';
 import { createServingCertManager, serviceDnsNames } from '../ca/serving-cert.js';
 import { systemClock } from '../clock.js';
 import { flag, formatAddress, parse, parseDuration, type ConfigOf } from '../config/flags.js';
 import { parseLabelSelector, SA_SECRETS_MODES, startControllers, type Controllers, type SaSecretsMode } from '../controllers/index.js';
 import { CitadelError } from '../errors.js';
 import { caServiceBinding } from '../grpc/ca-service.js';
+import { jwtSvidServiceBinding } from '../grpc/jwt-svid-service.js';
 import { ReloadableServerCredentials, startGrpcServer } from '../grpc/server.js';
 import { apiStatus, connectKube, isForbidden, type KubeClients } from '../kube/client.js';
 import { canI, createSecretStore, watchSecret, type SecretWatch } from '../kube/secrets.js';
@@ -79,6 +82,11 @@ export const caFlags = {
   leaseRenewDeadline: flag({ name: 'lease-renew-deadline', env: 'CITADEL_LEASE_RENEW_DEADLINE', default: '10s', help: 'A leader that cannot renew for this long stops writing.', parse: parse.duration }),
   leaseRetryPeriod: flag({ name: 'lease-retry-period', env: 'CITADEL_LEASE_RETRY_PERIOD', default: '2s', help: 'How often candidates try and the leader renews.', parse: parse.duration }),
   crlValidity: flag({ name: 'crl-validity', env: 'CITADEL_CRL_VALIDITY', default: '24h', help: 'nextUpdate - thisUpdate of the CRLs the CA signs; they are re-signed at half of it. Envoy refuses every handshake once a CRL has expired.', parse: parse.duration }),
+  jwtSvidTtl: flag({ name: 'jwt-svid-ttl', env: 'CITADEL_JWT_SVID_TTL', default: '5m', help: 'JWT-SVID lifetime when the request asks for none.', parse: parse.duration }),
+  maxJwtSvidTtl: flag({ name: 'max-jwt-svid-ttl', env: 'CITADEL_MAX_JWT_SVID_TTL', default: '1h', help: 'Longest JWT-SVID lifetime a request may ask for (longer: INVALID_ARGUMENT).', parse: parse.duration }),
+  jwtKeyRotation: flag({ name: 'jwt-key-rotation', env: 'CITADEL_JWT_KEY_ROTATION', default: '24h', help: 'JWT-SVID signing key period: each key is published one period before it signs and one period after (at least --max-jwt-svid-ttl).', parse: parse.duration }),
+  bundleEndpointAddress: flag({ name: 'bundle-endpoint-address', env: 'CITADEL_BUNDLE_ENDPOINT_ADDRESS', help: 'SPIFFE bundle endpoint (https_spiffe, serving certificate of the CA) listen address, e.g. :8443. Default: off.', parse: parse.address }),
+  bundleRefreshHint: flag({ name: 'bundle-refresh-hint', env: 'CITADEL_BUNDLE_REFRESH_HINT', default: '5m', help: 'spiffe_refresh_hint of the published SPIFFE bundle.', parse: parse.duration }),
   shutdownGrace: flag({ name: 'shutdown-grace', env: 'CITADEL_SHUTDOWN_GRACE', default: '10s', help: 'On SIGTERM, how long in-flight calls may take to finish.', parse: parse.duration }),
   logLevel: flag({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
 };
@@ -92,6 +100,9 @@ function configError(flagName: string, message: string): CitadelError {
 /** Cross-flag checks that a single flag's parser cannot make. @throws CitadelError CONFIG_INVALID naming the flag. */
 export function checkCaConfig(c: CaConfig): void {
   if (c.workloadCertTtl > c.maxWorkloadCertTtl) throw configError('workload-cert-ttl', 'must not exceed --max-workload-cert-ttl');
+  if (c.jwtSvidTtl > c.maxJwtSvidTtl) throw configError('jwt-svid-ttl', 'must not exceed --max-jwt-svid-ttl');
+  if (c.maxJwtSvidTtl > c.jwtKeyRotation) throw configError('max-jwt-svid-ttl', 'must not exceed --jwt-key-rotation (a key stays published one period after it stops signing)');
+  if (c.bundleRefreshHint < 1000) throw configError('bundle-refresh-hint', 'must be at least 1s');
   if (!(c.leaseRetryPeriod < c.leaseRenewDeadline && c.leaseRenewDeadline < c.leaseDuration)) {
     throw configError('lease-renew-deadline', 'needs --lease-retry-period < --lease-renew-deadline < --lease-duration');
   }
@@ -280,8 +291,13 @@ export const caCommand = defineCommand({
       if (listNow) revocations.setRevocationList(listNow.data[REVOCATIONS_KEY], `secret ${config.namespace}/${REVOCATIONS_SECRET_NAME}`);
       cleanups.push(() => revocationList.stop());
 
-      // The serving certificate, swapped into the TLS credentials on every re-issue.
-      const tls: { credentials?: ReloadableServerCredentials } = {};
+      // JWT-SVID keys and the SPIFFE bundle (root ConfigMaps and the bundle endpoint publish it).
+      const jwtKeys = createJwtKeySet({ keyring, trustDomain: config.trustDomain, rotationMs: config.jwtKeyRotation });
+      const spiffeBundle = createSpiffeBundleSource({ keyring, keys: jwtKeys, refreshHintSeconds: Math.round(config.bundleRefreshHint / 1000), clock, log: log.child({ component: 'spiffe-bundle' }) });
+      cleanups.push(() => spiffeBundle.stop());
+
+      // The serving certificate, swapped into the TLS credentials (and the bundle endpoint) on every re-issue.
+      const tls: { credentials?: ReloadableServerCredentials; bundleEndpoint?: { updateCertificate(m: typeof first): void } } = {};
       const serving = createServingCertManager({
         keyring,
         dnsNames: serviceDnsNames(config.namespace, config.extraDnsNames),
@@ -289,7 +305,10 @@ export const caCommand = defineCommand({
         ttlMs: Math.min(config.servingCertTtl, config.maxWorkloadCertTtl),
         clock,
         log: log.child({ component: 'serving-cert' }),
-        onUpdate: (m) => tls.credentials?.update(m),
+        onUpdate: (m) => {
+          tls.credentials?.update(m);
+          tls.bundleEndpoint?.updateCertificate(m);
+        },
       });
       cleanups.push(() => serving.stop());
       const first = await serving.issue();
@@ -325,7 +344,19 @@ export const caCommand = defineCommand({
       const server = await startGrpcServer({
         address: formatAddress(config.grpcAddress),
         credentials,
-        services: [caServiceBinding({ createCertificate: createCertificateHandler({ authenticator, csrService, metrics, log: grpcLog, calls: csrCalls }), log: grpcLog })],
+        services: [
+          caServiceBinding({ createCertificate: createCertificateHandler({ authenticator, csrService, metrics, log: grpcLog, calls: csrCalls }), log: grpcLog }),
+          jwtSvidServiceBinding({
+            createJwtSvid: createJwtSvidHandler({
+              authenticator,
+              mint: (caller, req) =>
+                mintJwtSvid({ keys: jwtKeys, policy: { defaultTtlMs: config.jwtSvidTtl, maxTtlMs: config.maxJwtSvidTtl, maxAudiences: 16 }, clock, log: log.child({ component: 'jwt-svid' }) }, caller, req),
+              metrics,
+              log: grpcLog,
+            }),
+            log: grpcLog,
+          }),
+        ],
         maxReceiveMessageBytes: config.maxRequestBytes,
       });
       cleanups.push(async () => {
@@ -333,11 +364,25 @@ export const caCommand = defineCommand({
       });
       accepting = true;
 
+      let bundleEndpointPort: number | undefined;
+      if (config.bundleEndpointAddress) {
+        let endpoint;
+        try {
+          endpoint = await startBundleEndpoint({ address: config.bundleEndpointAddress, bundle: spiffeBundle, certificate: serving.current() ?? first, log: log.child({ component: 'bundle-endpoint' }) });
+        } catch (err) {
+          throw new CitadelError('CONFIG_INVALID', `invalid configuration: --bundle-endpoint-address: cannot listen on ${formatAddress(config.bundleEndpointAddress)}`, (err as Error).message);
+        }
+        tls.bundleEndpoint = endpoint;
+        bundleEndpointPort = endpoint.port;
+        cleanups.push(() => endpoint.close());
+      }
+
       if (config.controllers) {
         controllers = startControllers({
           kube,
           ca: keyring,
           crl: revocations,
+          spiffeBundle,
           clock,
           log,
           registry,
@@ -360,6 +405,7 @@ export const caCommand = defineCommand({
         {
           grpcPort: server.port,
           monitoringPort: monitoring.port,
+          bundleEndpointPort,
           keyMaterial: material.description,
           trustDomain: config.trustDomain,
           namespace: config.namespace,

@@ -34,6 +34,8 @@ export interface ControllerDeps {
   readonly ca: CertificateAuthority;
   /** When given, its CRLs are published as `istio-ca-crl` (key `ca-crl.pem`) wherever the root ConfigMap goes. */
   readonly crl?: CrlSource;
+  /** The SPIFFE bundle published beside root-cert.pem (spiffe-bundle.json); optional. */
+  readonly spiffeBundle?: { json(): string | undefined; onChange(listener: () => void): () => void };
   readonly clock: Clock;
   readonly log: Logger;
   /** Metrics are registered here (the CA's /metrics registry). */
@@ -130,7 +132,7 @@ export function startControllers(deps: ControllerDeps): Controllers {
   const informers: Informer<unknown>[] = [namespaces, configMaps];
   const writer = createObjectWriter({ kube: deps.kube, clock, qps: deps.writeQps, burst: deps.writeBurst });
 
-  const rootConfigMaps = createRootConfigMapReconciler({ namespaces, configMaps, ca: deps.ca, filter, writer, log, metrics });
+  const rootConfigMaps = createRootConfigMapReconciler({ namespaces, configMaps, ca: deps.ca, ...(deps.spiffeBundle ? { spiffeBundle: deps.spiffeBundle.json } : {}), filter, writer, log, metrics });
   const reconcilers: Reconciler[] = [rootConfigMaps];
   const enqueue = (controller: string, key: string | undefined) => {
     if (key) term?.queues.get(controller)?.add(key);
@@ -203,6 +205,10 @@ export function startControllers(deps: ControllerDeps): Controllers {
   const unsubscribeCa = deps.ca.onChange(() => {
     if (term) log.info('trust bundle changed; reconciling every object');
     enqueueAll();
+  });
+  const unsubscribeSpiffeBundle = deps.spiffeBundle?.onChange(() => {
+    if (term) log.info('SPIFFE bundle changed; updating every istio-ca-root-cert');
+    enqueueAll(rootConfigMaps);
   });
 
   const listeners = new Set<(leading: boolean) => void>();
@@ -298,6 +304,7 @@ export function startControllers(deps: ControllerDeps): Controllers {
       await elector.stop(opts);
       await lastTerm?.done;
       unsubscribeCa();
+      unsubscribeSpiffeBundle?.();
       unsubscribeCrl();
       await Promise.all(informers.map((i) => i.stop()));
     },

@@ -18,13 +18,15 @@ export interface RootConfigMapDeps {
   readonly namespaces: Cache<NamespaceObject>;
   readonly configMaps: Cache<ConfigMapObject>;
   readonly ca: Pick<CertificateAuthority, 'trustBundlePem'>;
+  /** The SPIFFE bundle JSON to publish beside the PEM (undefined: not published yet). */
+  readonly spiffeBundle?: () => string | undefined;
   readonly filter: NamespaceFilter;
   readonly writer: ObjectWriter;
   readonly log: Logger;
   readonly metrics: ControllerMetrics;
 }
 
-export interface PublishedConfigMapDeps extends Omit<RootConfigMapDeps, 'ca'> {
+export interface PublishedConfigMapDeps extends Omit<RootConfigMapDeps, 'ca' | 'spiffeBundle'> {
   /** Metric label and log name. */
   readonly controller: string;
   readonly spec: PublishedConfigMap;
@@ -37,7 +39,7 @@ export function createRootConfigMapReconciler(deps: RootConfigMapDeps): Reconcil
     ...deps,
     controller: ROOT_CONFIGMAP_CONTROLLER,
     spec: ROOT_CONFIGMAP,
-    decide: (input) => decideRootConfigMap({ ...input, bundlePem: deps.ca.trustBundlePem() }),
+    decide: (input) => decideRootConfigMap({ ...input, bundlePem: deps.ca.trustBundlePem(), spiffeBundleJson: deps.spiffeBundle?.() }),
   });
 }
 

@@ -11,6 +11,8 @@ export { DEFAULT_EXCLUDED_NAMESPACES, namespaceSkipReason, type NamespaceFilter 
 /** Istio's names: pods mount this ConfigMap and read this key. */
 export const ROOT_CONFIGMAP_NAME = 'istio-ca-root-cert';
 export const ROOT_CERT_KEY = 'root-cert.pem';
+/** citadel's addition: the trust domain's SPIFFE bundle (X.509 roots and JWT-SVID keys), JSON; agents read it. */
+export const SPIFFE_BUNDLE_KEY = 'spiffe-bundle.json';
 export const ISTIO_CONFIG_LABEL = 'istio.io/config';
 
 /** A ConfigMap published into every managed namespace: its name and the one key citadel owns in it. */
@@ -30,6 +32,8 @@ export interface PublishedConfigMapInput {
   readonly spec: PublishedConfigMap;
   /** What the key must hold; undefined when there is nothing to publish yet ("" is content: e.g. no CRL). */
   readonly content: string | undefined;
+  /** More keys citadel owns in the same ConfigMap, written and checked beside `spec.key`. */
+  readonly extraData?: Readonly<Record<string, string>>;
   readonly filter: NamespaceFilter;
 }
 
@@ -39,6 +43,8 @@ export interface RootConfigMapInput {
   readonly configMap: ConfigMapObject | undefined;
   /** The CA's whole trust bundle (every root, PEM). Empty means the CA has nothing to publish yet. */
   readonly bundlePem: string;
+  /** The SPIFFE bundle JSON, published beside the PEM when given. */
+  readonly spiffeBundleJson?: string;
   readonly filter: NamespaceFilter;
 }
 
@@ -55,7 +61,8 @@ const REQUIRED_LABELS: Readonly<Record<string, string>> = { [ISTIO_CONFIG_LABEL]
  */
 export function decideRootConfigMap(input: RootConfigMapInput): RootConfigMapDecision {
   if (input.bundlePem.trim() === '' && !namespaceSkipReason(input.namespaceName, input.namespace, input.filter)) return { action: 'none', reason: 'no trust bundle loaded yet' };
-  return decidePublishedConfigMap({ ...input, spec: ROOT_CONFIGMAP, content: input.bundlePem });
+  const extraData = input.spiffeBundleJson !== undefined ? { [SPIFFE_BUNDLE_KEY]: input.spiffeBundleJson } : undefined;
+  return decidePublishedConfigMap({ ...input, spec: ROOT_CONFIGMAP, content: input.bundlePem, ...(extraData ? { extraData } : {}) });
 }
 
 /** decideRootConfigMap for any published ConfigMap. */
@@ -71,7 +78,7 @@ export function decidePublishedConfigMap(input: PublishedConfigMapInput): RootCo
       reason: 'ConfigMap missing',
       desired: {
         metadata: { name: spec.name, namespace: input.namespaceName, labels: { ...REQUIRED_LABELS } },
-        data: { [spec.key]: content },
+        data: { [spec.key]: content, ...input.extraData },
       },
     };
   }
@@ -79,6 +86,7 @@ export function decidePublishedConfigMap(input: PublishedConfigMapInput): RootCo
   const current = cm.data?.[spec.key];
   if (current === undefined) reasons.push(`${spec.key} missing`);
   else if (current !== content) reasons.push(`${spec.key} differs from ${spec.what}`);
+  for (const [key, value] of Object.entries(input.extraData ?? {})) if (cm.data?.[key] !== value) reasons.push(`${key} missing or outdated`);
   const labels = cm.metadata?.labels ?? {};
   const wrongLabels = Object.entries(REQUIRED_LABELS).filter(([k, v]) => labels[k] !== v).map(([k]) => k);
   if (wrongLabels.length > 0) reasons.push(`label ${wrongLabels.join(', ')} missing or wrong`);
@@ -89,7 +97,7 @@ export function decidePublishedConfigMap(input: PublishedConfigMapInput): RootCo
     desired: {
       ...cm,
       metadata: { ...cm.metadata, name: spec.name, namespace: input.namespaceName, labels: { ...labels, ...REQUIRED_LABELS } },
-      data: { ...cm.data, [spec.key]: content },
+      data: { ...cm.data, [spec.key]: content, ...input.extraData },
     },
   };
 }

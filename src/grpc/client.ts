@@ -6,7 +6,7 @@ import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { CitadelError } from '../errors.js';
 import { fromGrpcError } from './errors.js';
-import { caClientConstructor } from './protos.js';
+import { caClientConstructor, jwtSvidClientConstructor } from './protos.js';
 import { jsonToStruct, type JsonValue } from './struct.js';
 
 export interface CaClientOptions {
@@ -37,6 +37,13 @@ export interface CreateCertificateRequest {
   signal?: AbortSignal;
 }
 
+export interface CreateJwtSvidRequest {
+  audience: readonly string[];
+  validityDurationSeconds: number;
+  bearerToken?: string;
+  signal?: AbortSignal;
+}
+
 /** One channel to the CA's CreateCertificate; free of @grpc types. */
 export interface CaClient {
   /**
@@ -46,6 +53,11 @@ export interface CaClient {
    *   CERT_INVALID (server answered with an empty chain).
    */
   createCertificate(req: CreateCertificateRequest): Promise<string[]>;
+  /**
+   * Calls citadel's JwtSvidService/CreateJwtSvid on the same channel and returns the token.
+   * @throws CitadelError as createCertificate; CERT_INVALID when the answer holds no token.
+   */
+  createJwtSvid(req: CreateJwtSvidRequest): Promise<string>;
   /** Closes the channel. */
   close(): void;
 }
@@ -84,12 +96,41 @@ export function createCaClient(opts: CaClientOptions): CaClient {
     'grpc.default_authority': serverName,
   });
   const timeoutMs = opts.timeoutMs ?? 10_000;
+  const JwtClient = jwtSvidClientConstructor();
+  const callMetadata = (bearer: string | undefined) => {
+    const metadata = new grpc.Metadata();
+    for (const [k, v] of Object.entries(opts.headers ?? {})) metadata.set(k.toLowerCase(), v);
+    if (bearer) metadata.set('authorization', `Bearer ${bearer}`);
+    return metadata;
+  };
 
   return {
+    createJwtSvid(req) {
+      return new Promise<string>((resolve, reject) => {
+        if (req.signal?.aborted) {
+          reject(new CitadelError('UPSTREAM_UNAVAILABLE', 'CreateJwtSvid aborted'));
+          return;
+        }
+        const call = client.makeUnaryRequest(
+          '/citadel.v1.JwtSvidService/CreateJwtSvid',
+          (value: unknown) => JwtClient.service.CreateJwtSvid!.requestSerialize(value),
+          (bytes: Buffer) => JwtClient.service.CreateJwtSvid!.responseDeserialize(bytes) as { token?: string },
+          { audience: [...req.audience], validity_duration: Math.trunc(req.validityDurationSeconds) },
+          callMetadata(req.bearerToken),
+          { deadline: Date.now() + timeoutMs },
+          (err, response) => {
+            req.signal?.removeEventListener('abort', onAbort);
+            if (err) return reject(fromGrpcError(err, 'CreateJwtSvid'));
+            if (!response?.token) return reject(new CitadelError('CERT_INVALID', 'CreateJwtSvid: the CA returned no token'));
+            resolve(response.token);
+          },
+        );
+        const onAbort = () => call.cancel();
+        req.signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    },
     createCertificate(req) {
-      const metadata = new grpc.Metadata();
-      for (const [k, v] of Object.entries(opts.headers ?? {})) metadata.set(k.toLowerCase(), v);
-      if (req.bearerToken) metadata.set('authorization', `Bearer ${req.bearerToken}`);
+      const metadata = callMetadata(req.bearerToken);
       const request = {
         csr: req.csr,
         validity_duration: Math.trunc(req.validityDurationSeconds),

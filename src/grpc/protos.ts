@@ -1,6 +1,7 @@
 /**
  * Loads the protobuf definitions citadel speaks: our Istio CA API (proto/security/v1alpha1/ca.proto) and
- * Envoy's SDS (from @grpc/grpc-js-xds's bundled protos). Each is parsed once per process and cached.
+ * Envoy's SDS (from @grpc/grpc-js-xds's bundled protos), the SPIFFE Workload API (proto/spiffe/workload) and
+ * citadel's JWT-SVID API (proto/citadel/v1). Each is parsed once per process and cached.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -15,6 +16,9 @@ export { SECRET_TYPE_URL } from '../agent/sds/xds-types.js';
 /** Full gRPC method paths, for logs and tests. */
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
 export const SDS_SERVICE_NAME = 'envoy.service.secret.v3.SecretDiscoveryService';
+/** The SPIFFE proto has no package: methods are /SpiffeWorkloadAPI/<Method>. */
+export const WORKLOAD_API_SERVICE_NAME = 'SpiffeWorkloadAPI';
+export const JWT_SVID_SERVICE_NAME = 'citadel.v1.JwtSvidService';
 
 // int64 becomes a JS number (validity_duration in seconds fits easily); enums as strings; default values are
 // filled in so handlers see '' and [] rather than undefined; oneofs add a virtual field naming the set member.
@@ -47,6 +51,8 @@ export function envoyProtoIncludeDirs(): string[] {
 
 let caDefinition: protoLoader.PackageDefinition | undefined;
 let sdsDefinition: protoLoader.PackageDefinition | undefined;
+let workloadApiDefinition: protoLoader.PackageDefinition | undefined;
+let jwtSvidDefinition: protoLoader.PackageDefinition | undefined;
 
 /** The parsed Istio CA API (package istio.v1.auth). */
 export function caPackageDefinition(): protoLoader.PackageDefinition {
@@ -69,9 +75,23 @@ export function sdsPackageDefinition(): protoLoader.PackageDefinition {
   return sdsDefinition;
 }
 
+/** The parsed SPIFFE Workload API (no package: service SpiffeWorkloadAPI). */
+export function workloadApiPackageDefinition(): protoLoader.PackageDefinition {
+  workloadApiDefinition ??= protoLoader.loadSync('spiffe/workload/workload.proto', { ...LOADER_OPTIONS, includeDirs: [join(packageRoot(), 'proto')] });
+  return workloadApiDefinition;
+}
+
+/** The parsed JWT-SVID API (package citadel.v1). */
+export function jwtSvidPackageDefinition(): protoLoader.PackageDefinition {
+  jwtSvidDefinition ??= protoLoader.loadSync('citadel/v1/jwt.proto', { ...LOADER_OPTIONS, includeDirs: [join(packageRoot(), 'proto')] });
+  return jwtSvidDefinition;
+}
+
+const SERVICE_METHODS = ['CreateCertificate', 'StreamSecrets', 'FetchX509SVID', 'CreateJwtSvid'];
+
 function serviceDefinition(def: protoLoader.PackageDefinition, name: string): grpc.ServiceDefinition {
   const service = def[name];
-  if (!service || !('CreateCertificate' in service || 'StreamSecrets' in service)) {
+  if (!service || !SERVICE_METHODS.some((m) => m in service)) {
     throw new Error(`citadel: service ${name} missing from the loaded protos`);
   }
   return service as grpc.ServiceDefinition;
@@ -95,4 +115,24 @@ export function caClientConstructor(): grpc.ServiceClientConstructor {
 /** Client constructor for SDS; used by tests that play Envoy. */
 export function sdsClientConstructor(): grpc.ServiceClientConstructor {
   return grpc.makeGenericClientConstructor(sdsServiceDefinition(), 'SecretDiscoveryService');
+}
+
+/** Service definition of SpiffeWorkloadAPI. */
+export function workloadApiServiceDefinition(): grpc.ServiceDefinition {
+  return serviceDefinition(workloadApiPackageDefinition(), WORKLOAD_API_SERVICE_NAME);
+}
+
+/** Service definition of citadel.v1.JwtSvidService. */
+export function jwtSvidServiceDefinition(): grpc.ServiceDefinition {
+  return serviceDefinition(jwtSvidPackageDefinition(), JWT_SVID_SERVICE_NAME);
+}
+
+/** Client constructor for the Workload API; used by tests that play an application. */
+export function workloadApiClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeGenericClientConstructor(workloadApiServiceDefinition(), 'SpiffeWorkloadAPI');
+}
+
+/** Client constructor for the JWT-SVID API (the agent's side). */
+export function jwtSvidClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeGenericClientConstructor(jwtSvidServiceDefinition(), 'JwtSvidService');
 }

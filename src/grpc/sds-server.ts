@@ -137,6 +137,8 @@ export async function startSdsServer(deps: {
   clock?: Clock;
   registry?: Registry;
   metrics?: SdsMetrics;
+  /** More services on the same socket (the SPIFFE Workload API). */
+  extraServices?: readonly ServiceBinding[];
 }): Promise<SdsServer> {
   const log = deps.log.child({ component: 'sds' });
   const path = await prepareSocketPath(deps.socketPath);
@@ -144,7 +146,7 @@ export async function startSdsServer(deps: {
   const service = createSdsService({ secrets: deps.store, log, clock: deps.clock ?? systemClock, ...(metrics ? { metrics } : {}) });
   let server;
   try {
-    server = await startGrpcServer({ address: `unix:${path}`, credentials: insecureServerCredentials(), services: [sdsServiceBinding(service, log)] });
+    server = await startGrpcServer({ address: `unix:${path}`, credentials: insecureServerCredentials(), services: [sdsServiceBinding(service, log), ...(deps.extraServices ?? [])] });
   } catch (err) {
     service.close();
     throw err;

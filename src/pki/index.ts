@@ -17,3 +17,5 @@ export { MAX_CHAIN_LENGTH, buildResponseChain, checkWorkloadSvid, verifyChain } 
 export type { VerifyChainOptions } from './chain.js';
 export { CRL_REASONS, checkCrlSet, crlSignProblem, isCrlSignedBy, issueCrl, normaliseSerial, parseCrls } from './crl.js';
 export type { CrlEntry, CrlReason, IssueCrlOptions, IssuedCrl, ParsedCrl } from './crl.js';
+export { decodeJwtSvid, deriveJwtSigningKey, importJwks, jwkThumbprint, jwtBundleJson, parseSpiffeBundle, signJwtSvid, spiffeBundleJson, validateJwtSvid } from './jwt.js';
+export type { JwtSigningKey, JwtSvidClaims, SpiffeBundle } from './jwt.js';

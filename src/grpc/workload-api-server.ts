@@ -1,0 +1,114 @@
+/**
+ * The SPIFFE Workload API (service SpiffeWorkloadAPI, proto/spiffe/workload) as a grpc-js binding: the security
+ * header check, server streams that send the full state at once and again on every change, unary calls. It is
+ * added to the agent's SDS socket (startSdsServer's `extraServices`): one socket for Envoy and applications, as
+ * SPIRE's agent does, and the path Istio already mounts for SPIFFE (./var/run/secrets/workload-spiffe-uds/socket).
+ * The header is checked here, so only /SpiffeWorkloadAPI/ methods need it; Envoy's SDS calls never send it.
+ * FetchWITSVID/FetchWITBundles have no handler: grpc-js answers UNIMPLEMENTED, as the spec asks.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { CitadelError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { WorkloadApi } from '../agent/workload-api/service.js';
+import { toGrpcStatus } from './errors.js';
+import { workloadApiServiceDefinition } from './protos.js';
+import type { ServiceBinding } from './server.js';
+import { jsonToStruct, type JsonValue } from './struct.js';
+
+/** The metadata every Workload API request must carry with exactly the value `true` (Workload Endpoint spec §3). */
+export const SECURITY_HEADER = 'workload.spiffe.io';
+
+function checkSecurityHeader(metadata: grpc.Metadata): void {
+  const values = metadata.get(SECURITY_HEADER);
+  if (values.length !== 1 || values[0] !== 'true') throw new CitadelError('REQUEST_INVALID', 'security header missing from request');
+}
+
+type Stream = grpc.ServerWritableStream<unknown, unknown>;
+
+export interface WorkloadApiBinding extends ServiceBinding {
+  /** Streams open now. */
+  activeStreams(): number;
+  /** Ends every open stream (OK); clients reconnect. */
+  close(): void;
+}
+
+export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger }): WorkloadApiBinding {
+  const log = deps.log;
+  const streams = new Set<() => void>();
+
+  /** Sends `build()` now and again whenever `what` changes; a failure ends the stream with its status. */
+  const serve = (call: Stream, method: string, what: 'x509' | 'jwt-bundle', build: () => unknown) => {
+    let finished = false;
+    let unsubscribe = () => {};
+    const finish = (err?: unknown) => {
+      if (finished) return;
+      finished = true;
+      unsubscribe();
+      streams.delete(end);
+      if (err === undefined) call.end();
+      else call.emit('error', toGrpcStatus(err));
+    };
+    const end = () => finish();
+    const send = () => {
+      if (finished) return;
+      try {
+        call.write(build());
+      } catch (err) {
+        if (!(err instanceof CitadelError)) log.error({ err, method }, 'Workload API stream failed');
+        finish(err);
+      }
+    };
+    try {
+      checkSecurityHeader(call.metadata);
+    } catch (err) {
+      finish(err);
+      return;
+    }
+    streams.add(end);
+    unsubscribe = deps.api.onChange((changed) => {
+      if (changed === what) send();
+    });
+    call.on('cancelled', () => {
+      finished = true;
+      unsubscribe();
+      streams.delete(end);
+    });
+    send();
+  };
+
+  const unary = <Req, Res>(method: string, handle: (req: Req) => Res | Promise<Res>) =>
+    (call: grpc.ServerUnaryCall<Req, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      Promise.resolve()
+        .then(() => {
+          checkSecurityHeader(call.metadata);
+          return handle(call.request ?? ({} as Req));
+        })
+        .then(
+          (res) => callback(null, res),
+          (err: unknown) => {
+            if (!(err instanceof CitadelError)) log.error({ err, method }, 'Workload API call failed unexpectedly');
+            else log.debug({ method, code: err.code, reason: err.message }, 'Workload API call refused');
+            callback(toGrpcStatus(err));
+          },
+        );
+    };
+
+  const implementation: grpc.UntypedServiceImplementation = {
+    FetchX509SVID: (call: Stream) => serve(call, 'FetchX509SVID', 'x509', () => deps.api.x509Svid()),
+    FetchX509Bundles: (call: Stream) => serve(call, 'FetchX509Bundles', 'x509', () => deps.api.x509Bundles()),
+    FetchJWTBundles: (call: Stream) => serve(call, 'FetchJWTBundles', 'jwt-bundle', () => deps.api.jwtBundles()),
+    FetchJWTSVID: unary('FetchJWTSVID', (req: { audience?: string[]; spiffe_id?: string }) => deps.api.jwtSvid(req.audience ?? [], req.spiffe_id ?? '')),
+    ValidateJWTSVID: unary('ValidateJWTSVID', (req: { audience?: string; svid?: string }) => {
+      const { spiffe_id, claims } = deps.api.validateJwtSvid(req.audience ?? '', req.svid ?? '');
+      return { spiffe_id, claims: jsonToStruct(claims as Record<string, JsonValue>) };
+    }),
+  };
+  return {
+    definition: workloadApiServiceDefinition(),
+    implementation,
+    activeStreams: () => streams.size,
+    close() {
+      for (const end of [...streams]) end();
+    },
+  };
+}
