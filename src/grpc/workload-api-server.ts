@@ -9,7 +9,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { WorkloadApi } from '../agent/workload-api/service.js';
+import type { WorkloadApi, WorkloadApiChange } from '../agent/workload-api/service.js';
 import { toGrpcStatus } from './errors.js';
 import { workloadApiServiceDefinition } from './protos.js';
 import type { ServiceBinding } from './server.js';
@@ -36,8 +36,8 @@ export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger 
   const log = deps.log;
   const streams = new Set<() => void>();
 
-  /** Sends `build()` now and again whenever `what` changes; a failure ends the stream with its status. */
-  const serve = (call: Stream, method: string, what: 'x509' | 'jwt-bundle', build: () => unknown) => {
+  /** Sends `build()` now and again whenever one of `what` changes; a failure ends the stream with its status. */
+  const serve = (call: Stream, method: string, what: readonly WorkloadApiChange[], build: () => unknown) => {
     let finished = false;
     let unsubscribe = () => {};
     const finish = (err?: unknown) => {
@@ -66,7 +66,7 @@ export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger 
     }
     streams.add(end);
     unsubscribe = deps.api.onChange((changed) => {
-      if (changed === what) send();
+      if (what.includes(changed)) send();
     });
     call.on('cancelled', () => {
       finished = true;
@@ -94,9 +94,9 @@ export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger 
     };
 
   const implementation: grpc.UntypedServiceImplementation = {
-    FetchX509SVID: (call: Stream) => serve(call, 'FetchX509SVID', 'x509', () => deps.api.x509Svid()),
-    FetchX509Bundles: (call: Stream) => serve(call, 'FetchX509Bundles', 'x509', () => deps.api.x509Bundles()),
-    FetchJWTBundles: (call: Stream) => serve(call, 'FetchJWTBundles', 'jwt-bundle', () => deps.api.jwtBundles()),
+    FetchX509SVID: (call: Stream) => serve(call, 'FetchX509SVID', ['x509-svid', 'x509-bundle'], () => deps.api.x509Svid()),
+    FetchX509Bundles: (call: Stream) => serve(call, 'FetchX509Bundles', ['x509-bundle'], () => deps.api.x509Bundles()),
+    FetchJWTBundles: (call: Stream) => serve(call, 'FetchJWTBundles', ['jwt-bundle'], () => deps.api.jwtBundles()),
     FetchJWTSVID: unary('FetchJWTSVID', (req: { audience?: string[]; spiffe_id?: string }) => deps.api.jwtSvid(req.audience ?? [], req.spiffe_id ?? '')),
     ValidateJWTSVID: unary('ValidateJWTSVID', (req: { audience?: string; svid?: string }) => {
       const { spiffe_id, claims } = deps.api.validateJwtSvid(req.audience ?? '', req.svid ?? '');

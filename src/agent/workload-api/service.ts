@@ -11,6 +11,7 @@ import { createPrivateKey } from 'node:crypto';
 import { CitadelError } from '../../errors.js';
 import type { Clock } from '../../clock.js';
 import { decodeJwtSvid, parseCertificates, parseSpiffeId, validateJwtSvid } from '../../pki/index.js';
+import { ROOT_CA_RESOURCE } from '../material.js';
 import type { WorkloadSecrets } from '../workload-secrets.js';
 import type { JwtBundle } from './jwt-bundle.js';
 import type { JwtSvidCache } from './jwt-cache.js';
@@ -33,8 +34,8 @@ export interface WorkloadApi {
   jwtBundles(): { bundles: Record<string, Buffer> };
   /** @throws CitadelError REQUEST_INVALID (no audience or token), JWT_INVALID (anything that does not validate) */
   validateJwtSvid(audience: string, token: string): { spiffe_id: string; claims: Record<string, unknown> };
-  /** Called after anything streamed changed: `x509` (certificate or roots) or `jwt-bundle`. */
-  onChange(listener: (what: 'x509' | 'jwt-bundle') => void): () => void;
+  /** Called after anything streamed changed: the certificate, the X.509 roots, or the JWT keys. */
+  onChange(listener: (what: WorkloadApiChange) => void): () => void;
 }
 
 export interface WorkloadApiDeps {
@@ -44,6 +45,8 @@ export interface WorkloadApiDeps {
   readonly trustDomain: string;
   readonly clock: Clock;
 }
+
+export type WorkloadApiChange = 'x509-svid' | 'x509-bundle' | 'jwt-bundle';
 
 const derOf = (pem: string) => Buffer.concat(parseCertificates(pem).map((c) => c.der));
 
@@ -95,7 +98,7 @@ export function createWorkloadApi(deps: WorkloadApiDeps): WorkloadApi {
       return { spiffe_id: valid.sub, claims: valid };
     },
     onChange(listener) {
-      const offSecrets = deps.secrets.onChange(() => listener('x509'));
+      const offSecrets = deps.secrets.onChange((name) => listener(name === ROOT_CA_RESOURCE ? 'x509-bundle' : 'x509-svid'));
       const offBundle = deps.jwtBundle.onChange(() => listener('jwt-bundle'));
       return () => {
         offSecrets();
