@@ -4,7 +4,8 @@
  *   - a pod root dir laid out the way kubelet + Istio's injection mount things, relative to which an agent runs
  *     (cwd = root, so Istio's ./var/run/secrets/... defaults resolve):
  *       <root>/var/run/secrets/tokens/istio-token        projected token, audience istio-ca, bound to the Pod
- *       <root>/var/run/secrets/istio/root-cert.pem       the namespace's istio-ca-root-cert ConfigMap
+ *       <root>/var/run/secrets/istio/root-cert.pem       the namespace's istio-ca-root-cert ConfigMap (every key of
+ *                                                        it, e.g. spiffe-bundle.json, lands in this directory)
  *       <root>/var/run/secrets/workload-spiffe-uds/      where the agent puts its SDS socket
  * Files are replaced atomically (write + rename), as kubelet's atomic writer does. Roots are short
  * (/tmp/cp-XXXXXX) so the UDS path fits the 108-byte sun_path limit.
@@ -127,20 +128,22 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
     return token;
   };
 
-  let lastRootCert: string | undefined;
+  // Like kubelet's ConfigMap volume: every key becomes a file beside root-cert.pem (e.g. citadel's spiffe-bundle.json).
+  const lastWritten = new Map<string, string>();
   let stopped = false;
-  const writeRootCert = (pem: string | undefined) => {
-    // A watch event can still arrive after delete() removed the dir; it has nowhere to go.
-    if (stopped || pem === undefined || pem === lastRootCert) return;
-    lastRootCert = pem;
-    writeFileAtomic(rootCertPath, pem);
+  const writeConfigMapData = (data: Record<string, string> | undefined) => {
+    for (const [key, value] of Object.entries(data ?? {})) {
+      // A watch event can still arrive after delete() removed the dir; it has nowhere to go.
+      if (stopped || lastWritten.get(key) === value || key.includes('/')) continue;
+      lastWritten.set(key, value);
+      writeFileAtomic(path.join(path.dirname(rootCertPath), key), value);
+    }
   };
   const syncRootCert = async () => {
     try {
       const cm = await core.readNamespacedConfigMap({ name: ROOT_CERT_CONFIGMAP, namespace });
-      const pem = cm.data?.[ROOT_CERT_KEY];
-      writeRootCert(pem);
-      return pem !== undefined;
+      writeConfigMapData(cm.data);
+      return cm.data?.[ROOT_CERT_KEY] !== undefined;
     } catch (err) {
       if ((err as { code?: number }).code === 404) return false;
       throw err;
@@ -158,7 +161,7 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
           // Like kubelet, keep the last content when the ConfigMap is deleted.
           if (phase !== 'ADDED' && phase !== 'MODIFIED') return;
           try {
-            writeRootCert(obj.data?.[ROOT_CERT_KEY]);
+            writeConfigMapData(obj.data);
           } catch (err) {
             // Never throw out of a watch callback (it would crash the test worker); say why in the log.
             console.error(`kubelet simulator: cannot write ${rootCertPath}: ${(err as Error).message}`);
