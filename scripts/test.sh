@@ -8,6 +8,7 @@ npx tsc -p tsconfig.json || exit 1
 echo "[test] provisioning etcd, kube-apiserver, kubectl and Envoy (cached after the first run)" >&2
 bash scripts/provision.sh >/dev/null || exit 1
 bash scripts/provision-compat.sh >/dev/null || exit 1
+bash scripts/provision-workload-api.sh >/dev/null || exit 1
 rm -f .citadel/test-results.json
 npx vitest run "$@"
 code=$?

@@ -17,6 +17,7 @@ import type { Logger } from '../log.js';
 import { deriveJwtSigningKey, signJwtSvid, spiffeBundleJson, type JwtSigningKey } from '../pki/index.js';
 import type { Caller } from './authn.js';
 import type { Keyring } from './keyring.js';
+import type { CaMaterial } from './material.js';
 
 export interface JwtKeySet {
   /** The key that signs at `now`. @throws CitadelError CA_NOT_READY before key material is loaded. */
@@ -28,12 +29,16 @@ export interface JwtKeySet {
   readonly rotationMs: number;
 }
 
-/** Derives keys from the keyring's current signing key; cached per (material, period). */
-export function createJwtKeySet(deps: { keyring: Pick<Keyring, 'current'>; trustDomain: string; rotationMs: number }): JwtKeySet {
+/**
+ * Derives keys from the keyring's current signing key; cached per (material, period). When the CA material
+ * changes, the old material's previous and current keys stay published for `retainMs` (the longest JWT-SVID
+ * lifetime), so tokens they signed keep validating; the new material's key signs at once.
+ */
+export function createJwtKeySet(deps: { keyring: Pick<Keyring, 'current'>; trustDomain: string; rotationMs: number; retainMs: number; clock: Clock }): JwtKeySet {
   const cache = new Map<string, JwtSigningKey>();
-  const keyFor = (period: number): JwtSigningKey | undefined => {
-    const material = deps.keyring.current();
-    if (!material) return undefined;
+  let retained: { key: JwtSigningKey; until: number }[] = [];
+  let lastMaterial: CaMaterial | undefined;
+  const derive = (material: CaMaterial, period: number): JwtSigningKey => {
     const id = `${material.fingerprint}/${period}`;
     let key = cache.get(id);
     if (!key) {
@@ -44,17 +49,32 @@ export function createJwtKeySet(deps: { keyring: Pick<Keyring, 'current'>; trust
     return key;
   };
   const periodOf = (now: number) => Math.floor(now / deps.rotationMs);
+  const material = (): CaMaterial | undefined => {
+    const current = deps.keyring.current();
+    if (lastMaterial && current && current.fingerprint !== lastMaterial.fingerprint) {
+      const now = deps.clock.now();
+      const p = periodOf(now);
+      retained.push(...[p - 1, p].map((period) => ({ key: derive(lastMaterial!, period), until: now + deps.retainMs })));
+    }
+    lastMaterial = current ?? lastMaterial;
+    return current;
+  };
   return {
     rotationMs: deps.rotationMs,
     periodStart: (now) => periodOf(now) * deps.rotationMs,
     signingKey(now) {
-      const key = keyFor(periodOf(now));
-      if (!key) throw new CitadelError('CA_NOT_READY', 'the CA has no key material yet');
-      return key;
+      const m = material();
+      if (!m) throw new CitadelError('CA_NOT_READY', 'the CA has no key material yet');
+      return derive(m, periodOf(now));
     },
     publishedKeys(now) {
+      const m = material();
+      if (!m) return [];
       const p = periodOf(now);
-      return [p - 1, p, p + 1].map(keyFor).filter((k): k is JwtSigningKey => k !== undefined);
+      retained = retained.filter((r) => r.until > now);
+      const keys = [p - 1, p, p + 1].map((period) => derive(m, period));
+      const kids = new Set(keys.map((k) => k.kid));
+      return [...retained.map((r) => r.key).filter((k) => !kids.has(k.kid) && kids.add(k.kid)), ...keys];
     },
   };
 }

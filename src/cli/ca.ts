@@ -292,7 +292,7 @@ export const caCommand = defineCommand({
       cleanups.push(() => revocationList.stop());
 
       // JWT-SVID keys and the SPIFFE bundle (root ConfigMaps and the bundle endpoint publish it).
-      const jwtKeys = createJwtKeySet({ keyring, trustDomain: config.trustDomain, rotationMs: config.jwtKeyRotation });
+      const jwtKeys = createJwtKeySet({ keyring, trustDomain: config.trustDomain, rotationMs: config.jwtKeyRotation, retainMs: config.maxJwtSvidTtl, clock });
       const spiffeBundle = createSpiffeBundleSource({ keyring, keys: jwtKeys, refreshHintSeconds: Math.round(config.bundleRefreshHint / 1000), clock, log: log.child({ component: 'spiffe-bundle' }) });
       cleanups.push(() => spiffeBundle.stop());
 

@@ -27,7 +27,7 @@ function setup() {
   const clock = new FakeClock(START);
   const keyring = new Keyring({ clock, log: silentLogger, maxWorkloadTtlMs: DAY });
   keyring.install(loadPluggedMaterial(istioFiles(interA, rootA), 'test', clock.now()));
-  const keys = createJwtKeySet({ keyring, trustDomain: TD, rotationMs: 24 * HOUR });
+  const keys = createJwtKeySet({ keyring, trustDomain: TD, rotationMs: 24 * HOUR, retainMs: HOUR, clock });
   const policy = { defaultTtlMs: 5 * 60_000, maxTtlMs: HOUR, maxAudiences: 4 };
   const mint = (audience: string[], validityDurationSeconds = 0) => mintJwtSvid({ keys, policy, clock, log: silentLogger }, caller, { audience, validityDurationSeconds });
   return { clock, keyring, keys, mint };
@@ -52,7 +52,7 @@ describe('JWT-SVID minting', () => {
 
   it('is refused before the CA has key material', () => {
     const clock = new FakeClock(START);
-    const keys = createJwtKeySet({ keyring: new Keyring({ clock, log: silentLogger, maxWorkloadTtlMs: DAY }), trustDomain: TD, rotationMs: DAY });
+    const keys = createJwtKeySet({ keyring: new Keyring({ clock, log: silentLogger, maxWorkloadTtlMs: DAY }), trustDomain: TD, rotationMs: DAY, retainMs: HOUR, clock });
     expect(() => mintJwtSvid({ keys, policy: { defaultTtlMs: 1000, maxTtlMs: 1000, maxAudiences: 1 }, clock, log: silentLogger }, caller, { audience: ['x'], validityDurationSeconds: 0 })).toThrow(
       expect.objectContaining({ code: 'CA_NOT_READY' }),
     );
@@ -89,14 +89,15 @@ describe('JWT key rotation and the SPIFFE bundle', () => {
     source.stop();
   });
 
-  it('changes (roots, keys and sequence) when the CA material changes, the same way in every replica', () => {
-    const { clock, keyring, keys } = setup();
+  it('changes (roots, keys and sequence) when the CA material changes, the same way in every replica', async () => {
+    const { clock, keyring, keys, mint } = setup();
+    const oldToken = mint(['db'], 3600).token;
     const source = createSpiffeBundleSource({ keyring, keys, refreshHintSeconds: 60, clock, log: silentLogger });
     const before = parseSpiffeBundle(source.json()!);
     // A second replica with the same material publishes the same bundle.
     const other = new Keyring({ clock, log: silentLogger, maxWorkloadTtlMs: DAY });
     other.install(loadPluggedMaterial(istioFiles(interA, rootA), 'test', clock.now()));
-    const otherSource = createSpiffeBundleSource({ keyring: other, keys: createJwtKeySet({ keyring: other, trustDomain: TD, rotationMs: 24 * HOUR }), refreshHintSeconds: 60, clock, log: silentLogger });
+    const otherSource = createSpiffeBundleSource({ keyring: other, keys: createJwtKeySet({ keyring: other, trustDomain: TD, rotationMs: 24 * HOUR, retainMs: HOUR, clock }), refreshHintSeconds: 60, clock, log: silentLogger });
     expect(otherSource.json()).toBe(source.json());
 
     let changes = 0;
@@ -106,8 +107,16 @@ describe('JWT key rotation and the SPIFFE bundle', () => {
     const after = parseSpiffeBundle(source.json()!);
     expect(after.x509Authorities).toContainEqual(rootB.cert.der);
     expect(after.x509Authorities).toContainEqual(rootA.cert.der); // retained until its leaves expire
-    expect([...after.jwtAuthorities.keys()]).not.toContain([...before.jwtAuthorities.keys()][1]);
+    // The new material signs at once; the old material's keys stay published for the longest JWT-SVID lifetime.
+    const [oldPrev, oldCur] = [...before.jwtAuthorities.keys()];
+    expect([...after.jwtAuthorities.keys()].slice(0, 2)).toEqual([oldPrev, oldCur]);
+    expect(after.jwtAuthorities.size).toBe(5);
+    expect(decodeJwtSvid(mint(['db']).token).header.kid).toBe(keys.signingKey(clock.now()).kid);
+    expect(keys.signingKey(clock.now()).kid).not.toBe(oldCur);
+    expect(validateJwtSvid({ token: oldToken, audience: 'db', keys: importJwks(after.jwtAuthorities), now: clock.now() }).sub).toBe(caller.identity);
     expect(after.sequence).toBeGreaterThan(before.sequence!);
+    await clock.advance(HOUR + 1);
+    expect(keys.publishedKeys(clock.now()).map((k) => k.kid)).not.toContain(oldCur);
     source.stop();
     otherSource.stop();
   });
