@@ -1,5 +1,5 @@
 /**
- * deploy/ against the real kube-apiserver: every object of deploy/base and deploy/examples/mtls passes the
+ * deploy/ against the real kube-apiserver: every object of deploy/base and deploy/examples/* passes the
  * apiserver's validation and admission (server-side dry run, Pod Security "restricted" included), then applies
  * for real, and a second apply changes nothing.
  */
@@ -10,6 +10,7 @@ import { getCluster, type TestCluster } from '../harness/index.js';
 import { DEPLOY_DIR, EXAMPLE_DIR, EXAMPLE_LABEL } from '../../scripts/mtls-example.js';
 
 const BASE_DIR = path.join(DEPLOY_DIR, 'base');
+const WORKLOAD_API_DIR = path.join(DEPLOY_DIR, 'examples', 'workload-api');
 // kubectl's JSON output, read field by field in the assertions.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = any;
@@ -43,6 +44,7 @@ async function applyNamespaces(dir: string): Promise<void> {
 describe.each([
   ['deploy/base', BASE_DIR],
   ['deploy/examples/mtls', EXAMPLE_DIR],
+  ['deploy/examples/workload-api', WORKLOAD_API_DIR],
   ['deploy (both)', DEPLOY_DIR],
 ])('%s', (label, dir) => {
   it('passes a server-side dry run with no warnings, applies, and re-applies as a no-op', async () => {
