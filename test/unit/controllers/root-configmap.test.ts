@@ -34,6 +34,18 @@ const goodCm = {
 };
 
 describe('decideRootConfigMap', () => {
+  it('publishes the SPIFFE bundle as spiffe-bundle.json beside the PEM, and updates it alone when only it changed', () => {
+    const created = decideRootConfigMap(input({ spiffeBundleJson: '{"keys":[]}' }));
+    expect(created.action === 'create' && created.desired.data).toEqual({ 'root-cert.pem': BUNDLE, 'spiffe-bundle.json': '{"keys":[]}' });
+    const upToDate = { ...goodCm, data: { ...goodCm.data, 'spiffe-bundle.json': '{"keys":[]}' } };
+    expect(decideRootConfigMap(input({ configMap: upToDate, spiffeBundleJson: '{"keys":[]}' })).action).toBe('none');
+    const changed = decideRootConfigMap(input({ configMap: upToDate, spiffeBundleJson: '{"keys":[1]}' }));
+    expect(changed).toMatchObject({ action: 'update', reason: 'spiffe-bundle.json missing or outdated' });
+    expect(changed.action === 'update' && changed.desired.data).toEqual({ 'root-cert.pem': BUNDLE, 'spiffe-bundle.json': '{"keys":[1]}' });
+    // Without a SPIFFE bundle (a CA that does not publish one) an existing key is left alone.
+    expect(decideRootConfigMap(input({ configMap: upToDate })).action).toBe('none');
+  });
+
   it('creates the ConfigMap with the bundle and both labels when it is missing', () => {
     const d = decideRootConfigMap(input());
     expect(d.action).toBe('create');
