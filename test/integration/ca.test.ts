@@ -1,13 +1,14 @@
 /**
  * `citadel ca` (self-signed mode) against the real apiserver, run as the citadel ServiceAccount with exactly
  * deploy/base/rbac.yaml: issuance for a Pod's bound token, renewal over mTLS, every refusal with its status and
- * nothing issued, metrics, rate limit, SIGTERM. Certificates are checked with the openssl command.
+ * nothing issued, JWT-SVIDs, metrics, rate limit, SIGTERM. Certificates are checked with the openssl command.
  */
 import { createSign, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { privateKeyToPem, parseCertificate, parseCertificates } from '../../src/pki/index.js';
+import { createCaClient } from '../../src/grpc/client.js';
+import { decodeJwtSvid, privateKeyToPem, parseCertificate, parseCertificates } from '../../src/pki/index.js';
 import { getCluster, startPod, type TestCluster } from '../harness/index.js';
 import { openssl } from '../harness/openssl.js';
 import { citadelClients } from '../support/citadel-rbac.js';
@@ -212,6 +213,42 @@ describe('citadel ca, self-signed', () => {
     const ok = await requestCert({ port: ca.grpcPort, namespace: ns, rootCaPem: bundle, csr, token: goodToken });
     expect(parseCertificate(ok[0]!).uris).toEqual([id]);
     await pod.delete();
+  });
+
+  it('mints JWT-SVIDs over citadel.v1.JwtSvidService, authenticated exactly like CreateCertificate', async () => {
+    const pod = await startPod(cluster, { namespace: ns, serviceAccount: 'jwt', watchRootCert: false });
+    const client = createCaClient({ address: `127.0.0.1:${ca.grpcPort}`, rootCaPem: bundle, serverName: `citadel.${ns}.svc` });
+    try {
+      const token = fs.readFileSync(pod.tokenPath, 'utf8');
+      const id = `spiffe://${TD}/ns/${ns}/sa/jwt`;
+      const jwt = await client.createJwtSvid({ audience: ['db', 'cache'], validityDurationSeconds: 0, bearerToken: token });
+      const { header, claims } = decodeJwtSvid(jwt);
+      expect(header).toMatchObject({ alg: 'ES256', typ: 'JWT', kid: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) });
+      expect(claims).toMatchObject({ sub: id, aud: ['db', 'cache'] });
+      expect((claims.exp as number) - (claims.iat as number)).toBe(300); // --jwt-svid-ttl default
+      const audit = await ca.waitForLog((l) => l.audit === 'jwt-svid-issued' && l.identity === id);
+      expect(audit).toMatchObject({ audience: ['db', 'cache'], kid: header.kid, authn: 'token' });
+      expect(ca.stderr()).not.toContain(jwt.split('.')[2]);
+
+      expect(await statusOf(client.createJwtSvid({ audience: ['db'], validityDurationSeconds: 3601, bearerToken: token }))).toBe(STATUS.INVALID_ARGUMENT);
+      expect(await statusOf(client.createJwtSvid({ audience: [], validityDurationSeconds: 0, bearerToken: token }))).toBe(STATUS.INVALID_ARGUMENT);
+      expect(await statusOf(client.createJwtSvid({ audience: ['db'], validityDurationSeconds: 0 }))).toBe(STATUS.UNAUTHENTICATED);
+      expect(await statusOf(client.createJwtSvid({ audience: ['db'], validityDurationSeconds: 0, bearerToken: `${token}x` }))).toBe(STATUS.UNAUTHENTICATED);
+
+      // A client certificate the CA issued authenticates too, for its own identity.
+      const { key, csr } = await makeCsr(id);
+      const chain = await requestCert({ port: ca.grpcPort, namespace: ns, rootCaPem: bundle, csr, token });
+      const mtls = createCaClient({ address: `127.0.0.1:${ca.grpcPort}`, rootCaPem: bundle, serverName: `citadel.${ns}.svc`, clientCertChainPem: chain[0]!, clientKeyPem: privateKeyToPem(key) });
+      try {
+        const viaCert = await mtls.createJwtSvid({ audience: ['db'], validityDurationSeconds: 60 });
+        expect(decodeJwtSvid(viaCert).claims).toMatchObject({ sub: id, aud: 'db' });
+      } finally {
+        mtls.close();
+      }
+    } finally {
+      client.close();
+      await pod.delete();
+    }
   });
 
   it('exposes Istio-named metrics for what happened', async () => {
