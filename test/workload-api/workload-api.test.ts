@@ -203,7 +203,10 @@ describe('SPIFFE Workload API with go-spiffe, spiffe-helper and Envoy', () => {
     expect(keyPub).toBe(certPub);
     const jwt = fs.readFileSync(file('jwt_svid.token'), 'utf8').trim();
     expect(JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString())).toMatchObject({ sub: id('alpha'), aud: 'helper-aud' });
-    const jwks = JSON.parse(fs.readFileSync(file('jwt_bundle.json'), 'utf8')) as { keys: { kid: string }[] };
+    // spiffe-helper's format: trust domain -> base64 of the JWKS.
+    const byDomain = JSON.parse(fs.readFileSync(file('jwt_bundle.json'), 'utf8')) as Record<string, string>;
+    expect(Object.keys(byDomain)).toEqual([TD]);
+    const jwks = JSON.parse(Buffer.from(byDomain[TD]!, 'base64').toString()) as { keys: { kid: string }[] };
     expect(jwks.keys.map((k) => k.kid)).toContain(JSON.parse(Buffer.from(jwt.split('.')[0]!, 'base64url').toString()).kid);
     const before = await serial();
     await eventually('spiffe-helper to write the rotated SVID', async () => (await serial()) !== before, { timeoutMs: 45_000, intervalMs: 500, context: () => helper.tail(20) });
