@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Two projects: `unit` needs nothing but Node; `real` (integration, e2e, compat) runs against one real control
+// Two projects: `unit` needs nothing but Node; `real` (integration, e2e, compat, workload-api) runs against one real control
 // plane (etcd + kube-apiserver) that its globalSetup starts once per run, and vitest runs that setup only when the
 // run selects a test file of the project. `npx vitest run --project unit` runs the unit tests alone.
 export default defineConfig({
@@ -14,7 +14,7 @@ export default defineConfig({
       { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
       {
         extends: true,
-        test: { name: 'real', include: ['test/{integration,e2e,compat}/**/*.test.ts'], globalSetup: ['test/harness/global-setup.ts'] },
+        test: { name: 'real', include: ['test/{integration,e2e,compat,workload-api}/**/*.test.ts'], globalSetup: ['test/harness/global-setup.ts'] },
       },
     ],
   },
