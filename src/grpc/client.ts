@@ -97,69 +97,61 @@ export function createCaClient(opts: CaClientOptions): CaClient {
   });
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const JwtClient = jwtSvidClientConstructor();
-  const callMetadata = (bearer: string | undefined) => {
-    const metadata = new grpc.Metadata();
-    for (const [k, v] of Object.entries(opts.headers ?? {})) metadata.set(k.toLowerCase(), v);
-    if (bearer) metadata.set('authorization', `Bearer ${bearer}`);
-    return metadata;
-  };
+
+  /** One unary call with the configured headers, an optional bearer token, the deadline and abort support. */
+  const unary = <Res>(method: { path: string; name: string; definition: grpc.MethodDefinition<unknown, unknown> }, request: unknown, bearer: string | undefined, signal: AbortSignal | undefined) =>
+    new Promise<Res | undefined>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(new CitadelError('UPSTREAM_UNAVAILABLE', `${method.name} aborted`));
+        return;
+      }
+      const metadata = new grpc.Metadata();
+      for (const [k, v] of Object.entries(opts.headers ?? {})) metadata.set(k.toLowerCase(), v);
+      if (bearer) metadata.set('authorization', `Bearer ${bearer}`);
+      const call = client.makeUnaryRequest(
+        method.path,
+        (value: unknown) => method.definition.requestSerialize(value),
+        (bytes: Buffer) => method.definition.responseDeserialize(bytes) as Res,
+        request,
+        metadata,
+        // A gRPC deadline is wall-clock by definition (grpc-js compares it with Date), hence no Clock here.
+        { deadline: Date.now() + timeoutMs },
+        (err, response) => {
+          signal?.removeEventListener('abort', onAbort);
+          if (err) reject(fromGrpcError(err, method.name));
+          else resolve(response);
+        },
+      );
+      const onAbort = () => call.cancel();
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
 
   return {
-    createJwtSvid(req) {
-      return new Promise<string>((resolve, reject) => {
-        if (req.signal?.aborted) {
-          reject(new CitadelError('UPSTREAM_UNAVAILABLE', 'CreateJwtSvid aborted'));
-          return;
-        }
-        const call = client.makeUnaryRequest(
-          '/citadel.v1.JwtSvidService/CreateJwtSvid',
-          (value: unknown) => JwtClient.service.CreateJwtSvid!.requestSerialize(value),
-          (bytes: Buffer) => JwtClient.service.CreateJwtSvid!.responseDeserialize(bytes) as { token?: string },
-          { audience: [...req.audience], validity_duration: Math.trunc(req.validityDurationSeconds) },
-          callMetadata(req.bearerToken),
-          { deadline: Date.now() + timeoutMs },
-          (err, response) => {
-            req.signal?.removeEventListener('abort', onAbort);
-            if (err) return reject(fromGrpcError(err, 'CreateJwtSvid'));
-            if (!response?.token) return reject(new CitadelError('CERT_INVALID', 'CreateJwtSvid: the CA returned no token'));
-            resolve(response.token);
-          },
-        );
-        const onAbort = () => call.cancel();
-        req.signal?.addEventListener('abort', onAbort, { once: true });
-      });
+    async createJwtSvid(req) {
+      const response = await unary<{ token?: string }>(
+        { path: '/citadel.v1.JwtSvidService/CreateJwtSvid', name: 'CreateJwtSvid', definition: JwtClient.service.CreateJwtSvid! },
+        { audience: [...req.audience], validity_duration: Math.trunc(req.validityDurationSeconds) },
+        req.bearerToken,
+        req.signal,
+      );
+      if (!response?.token) throw new CitadelError('CERT_INVALID', 'CreateJwtSvid: the CA returned no token');
+      return response.token;
     },
-    createCertificate(req) {
-      const metadata = callMetadata(req.bearerToken);
+    async createCertificate(req) {
       const request = {
         csr: req.csr,
         validity_duration: Math.trunc(req.validityDurationSeconds),
         ...(req.metadata ? { metadata: jsonToStruct(req.metadata) } : {}),
       };
-      return new Promise<string[]>((resolve, reject) => {
-        if (req.signal?.aborted) {
-          reject(new CitadelError('UPSTREAM_UNAVAILABLE', 'CreateCertificate aborted'));
-          return;
-        }
-        const call = client.makeUnaryRequest(
-          '/istio.v1.auth.IstioCertificateService/CreateCertificate',
-          (value: unknown) => Client.service.CreateCertificate!.requestSerialize(value),
-          (bytes: Buffer) => Client.service.CreateCertificate!.responseDeserialize(bytes) as { cert_chain?: string[] },
-          request,
-          metadata,
-          // A gRPC deadline is wall-clock by definition (grpc-js compares it with Date), hence no Clock here.
-          { deadline: Date.now() + timeoutMs },
-          (err, response) => {
-            req.signal?.removeEventListener('abort', onAbort);
-            if (err) return reject(fromGrpcError(err, 'CreateCertificate'));
-            const chain = response?.cert_chain ?? [];
-            if (chain.length === 0) return reject(new CitadelError('CERT_INVALID', 'CreateCertificate: the CA returned an empty chain'));
-            resolve(chain);
-          },
-        );
-        const onAbort = () => call.cancel();
-        req.signal?.addEventListener('abort', onAbort, { once: true });
-      });
+      const response = await unary<{ cert_chain?: string[] }>(
+        { path: '/istio.v1.auth.IstioCertificateService/CreateCertificate', name: 'CreateCertificate', definition: Client.service.CreateCertificate! },
+        request,
+        req.bearerToken,
+        req.signal,
+      );
+      const chain = response?.cert_chain ?? [];
+      if (chain.length === 0) throw new CitadelError('CERT_INVALID', 'CreateCertificate: the CA returned an empty chain');
+      return chain;
     },
     close() {
       client.close();

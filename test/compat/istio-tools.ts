@@ -6,9 +6,8 @@
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import { startProcess, type ManagedProcess } from '../harness/process.js';
-import { REPO_ROOT } from '../e2e/support/agent-env.js';
+import { runProvisionScript } from '../support/build.js';
 
 export interface CompatTools {
   readonly istioClient: string;
@@ -19,15 +18,7 @@ let provisioned: Promise<CompatTools> | undefined;
 
 /** Runs scripts/provision-compat.sh once per test process and returns the binaries it names. Throws with its log. */
 export function provisionCompatTools(): Promise<CompatTools> {
-  provisioned ??= new Promise((resolve, reject) => {
-    execFile('bash', [path.join(REPO_ROOT, 'scripts', 'provision-compat.sh')], { cwd: REPO_ROOT, timeout: 20 * 60_000, maxBuffer: 8 << 20 }, (err, stdout, stderr) => {
-      const value = (key: string) => new RegExp(`^${key}=(.+)$`, 'm').exec(stdout)?.[1];
-      const istioClient = value('ISTIOCLIENT');
-      const istioCa = value('ISTIOCA');
-      if (err || !istioClient || !istioCa) return reject(new Error(`scripts/provision-compat.sh failed: ${err?.message ?? 'no ISTIOCLIENT/ISTIOCA'}\n${stderr}`));
-      resolve({ istioClient, istioCa });
-    });
-  });
+  provisioned ??= runProvisionScript('provision-compat.sh', ['ISTIOCLIENT', 'ISTIOCA']).then((v) => ({ istioClient: v.ISTIOCLIENT, istioCa: v.ISTIOCA }));
   return provisioned;
 }
 

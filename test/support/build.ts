@@ -52,3 +52,18 @@ export async function ensureBuilt(opts: { sources?: readonly string[]; outputs?:
     fs.rmSync(lock, { recursive: true, force: true });
   }
 }
+
+/**
+ * Runs a provisioning script of scripts/ (which prints KEY=VALUE lines on stdout) and returns the values of `keys`.
+ * @throws Error with the script's log when it fails or does not name every key.
+ */
+export function runProvisionScript<K extends string>(script: string, keys: readonly K[]): Promise<Record<K, string>> {
+  return new Promise((resolve, reject) => {
+    execFile('bash', [path.join(REPO_ROOT, 'scripts', script)], { cwd: REPO_ROOT, timeout: 20 * 60_000, maxBuffer: 8 << 20 }, (err, stdout, stderr) => {
+      const values = Object.fromEntries(keys.map((k) => [k, new RegExp(`^${k}=(.+)$`, 'm').exec(stdout)?.[1]])) as Record<K, string | undefined>;
+      const missing = keys.filter((k) => !values[k]);
+      if (err || missing.length > 0) return reject(new Error(`scripts/${script} failed: ${err?.message ?? `no ${missing.join('/')}`}\n${stderr}`));
+      resolve(values as Record<K, string>);
+    });
+  });
+}

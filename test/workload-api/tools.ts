@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startProcess, type ManagedProcess } from '../harness/process.js';
-import { REPO_ROOT } from '../e2e/support/agent-env.js';
+import { runProvisionScript } from '../support/build.js';
 
 export interface WorkloadApiTools {
   readonly spiffeClient: string;
@@ -19,15 +19,7 @@ let provisioned: Promise<WorkloadApiTools> | undefined;
 
 /** Runs scripts/provision-workload-api.sh once per test process. Throws with its log. */
 export function provisionWorkloadApiTools(): Promise<WorkloadApiTools> {
-  provisioned ??= new Promise((resolve, reject) => {
-    execFile('bash', [path.join(REPO_ROOT, 'scripts', 'provision-workload-api.sh')], { cwd: REPO_ROOT, timeout: 20 * 60_000, maxBuffer: 8 << 20 }, (err, stdout, stderr) => {
-      const value = (key: string) => new RegExp(`^${key}=(.+)$`, 'm').exec(stdout)?.[1];
-      const spiffeClient = value('SPIFFECLIENT');
-      const spiffeHelper = value('SPIFFE_HELPER');
-      if (err || !spiffeClient || !spiffeHelper) return reject(new Error(`scripts/provision-workload-api.sh failed: ${err?.message ?? 'no SPIFFECLIENT/SPIFFE_HELPER'}\n${stderr}`));
-      resolve({ spiffeClient, spiffeHelper });
-    });
-  });
+  provisioned ??= runProvisionScript('provision-workload-api.sh', ['SPIFFECLIENT', 'SPIFFE_HELPER']).then((v) => ({ spiffeClient: v.SPIFFECLIENT, spiffeHelper: v.SPIFFE_HELPER }));
   return provisioned;
 }
 
