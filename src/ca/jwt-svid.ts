@@ -18,6 +18,7 @@ import { deriveJwtSigningKey, signJwtSvid, spiffeBundleJson, type JwtSigningKey 
 import type { Caller } from './authn.js';
 import type { Keyring } from './keyring.js';
 import type { CaMaterial } from './material.js';
+import type { KeyedRateLimiter } from './rate-limit.js';
 
 export interface JwtKeySet {
   /** The key that signs at `now`. @throws CitadelError CA_NOT_READY before key material is loaded. */
@@ -94,9 +95,10 @@ export interface JwtSvidRequest {
 
 /**
  * Mints a JWT-SVID for `caller` (its own identity only). Logs one audit line (never the token).
- * @throws CitadelError REQUEST_INVALID (no or bad audience), TTL_INVALID (above the maximum), CA_NOT_READY.
+ * @throws CitadelError REQUEST_INVALID (no or bad audience), TTL_INVALID (above the maximum), RATE_LIMITED
+ *   (over the per-identity limit), CA_NOT_READY.
  */
-export function mintJwtSvid(deps: { keys: JwtKeySet; policy: JwtSvidPolicy; clock: Clock; log: Logger }, caller: Caller, req: JwtSvidRequest): { token: string; expiresAt: number } {
+export function mintJwtSvid(deps: { keys: JwtKeySet; policy: JwtSvidPolicy; clock: Clock; log: Logger; rateLimiter?: KeyedRateLimiter }, caller: Caller, req: JwtSvidRequest): { token: string; expiresAt: number } {
   const audience = req.audience.filter((a) => a !== '');
   if (audience.length === 0) throw new CitadelError('REQUEST_INVALID', 'audience must be specified');
   if (audience.length > deps.policy.maxAudiences || audience.some((a) => Buffer.byteLength(a) > 256)) {
@@ -108,6 +110,9 @@ export function mintJwtSvid(deps: { keys: JwtKeySet; policy: JwtSvidPolicy; cloc
     if (ttlMs > deps.policy.maxTtlMs) {
       throw new CitadelError('TTL_INVALID', `requested JWT-SVID TTL ${req.validityDurationSeconds}s is greater than the max allowed TTL ${Math.floor(deps.policy.maxTtlMs / 1000)}s`);
     }
+  }
+  if (deps.rateLimiter && !deps.rateLimiter.tryTake(caller.identity)) {
+    throw new CitadelError('RATE_LIMITED', `too many JWT-SVID requests for ${caller.identity}; retry later`);
   }
   const now = deps.clock.now();
   const key = deps.keys.signingKey(now);

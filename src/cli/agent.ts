@@ -173,7 +173,7 @@ export const agentCommand = defineCommand({
       store.close();
       throw err;
     }
-    log.info({ sdsSocket: sds.socketPath, workloadApi: config.workloadApi, statusPort: status.port, mode: fileDir ? 'file-mounted' : 'ca', runtime: RUNTIME }, 'agent running');
+    log.info({ sdsSocket: sds.socketPath, ...(workloadApi ? { spiffeEndpointSocket: `unix://${path.resolve(sds.socketPath)}` } : {}), statusPort: status.port, mode: fileDir ? 'file-mounted' : 'ca', runtime: RUNTIME }, 'agent running');
 
     log.info({ reason: await untilAborted(io.signal) }, 'shutting down');
     workloadApi?.close();

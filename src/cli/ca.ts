@@ -341,6 +341,14 @@ export const caCommand = defineCommand({
         metrics,
       });
       const grpcLog = log.child({ component: 'grpc' });
+      // JWT-SVIDs: the same per-identity limit as certificates, counted separately.
+      const jwtMinting = {
+        keys: jwtKeys,
+        policy: { defaultTtlMs: config.jwtSvidTtl, maxTtlMs: config.maxJwtSvidTtl, maxAudiences: 16 },
+        clock,
+        log: log.child({ component: 'jwt-svid' }),
+        rateLimiter: createKeyedRateLimiter({ qps: config.csrRateLimitQps, burst: config.csrRateLimitBurst, clock }),
+      };
       const server = await startGrpcServer({
         address: formatAddress(config.grpcAddress),
         credentials,
@@ -349,8 +357,7 @@ export const caCommand = defineCommand({
           jwtSvidServiceBinding({
             createJwtSvid: createJwtSvidHandler({
               authenticator,
-              mint: (caller, req) =>
-                mintJwtSvid({ keys: jwtKeys, policy: { defaultTtlMs: config.jwtSvidTtl, maxTtlMs: config.maxJwtSvidTtl, maxAudiences: 16 }, clock, log: log.child({ component: 'jwt-svid' }) }, caller, req),
+              mint: (caller, req) => mintJwtSvid(jwtMinting, caller, req),
               metrics,
               log: grpcLog,
             }),

@@ -3,6 +3,7 @@ import type { Caller } from '../../../src/ca/authn.js';
 import { createJwtKeySet, createSpiffeBundleSource, mintJwtSvid } from '../../../src/ca/jwt-svid.js';
 import { Keyring } from '../../../src/ca/keyring.js';
 import { loadPluggedMaterial } from '../../../src/ca/material.js';
+import { createKeyedRateLimiter } from '../../../src/ca/rate-limit.js';
 import { silentLogger } from '../../../src/log.js';
 import { decodeJwtSvid, importJwks, parseSpiffeBundle, validateJwtSvid } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';
@@ -48,6 +49,15 @@ describe('JWT-SVID minting', () => {
     expect(() => mint([])).toThrow(expect.objectContaining({ code: 'REQUEST_INVALID', message: 'audience must be specified' }));
     expect(() => mint([''])).toThrow(expect.objectContaining({ code: 'REQUEST_INVALID' }));
     expect(() => mint(['a', 'b', 'c', 'd', 'e'])).toThrow(expect.objectContaining({ code: 'REQUEST_INVALID' }));
+  });
+
+  it('is limited per identity', () => {
+    const { clock, keys } = setup();
+    const rateLimiter = createKeyedRateLimiter({ qps: 1, burst: 2, clock });
+    const mint = () => mintJwtSvid({ keys, policy: { defaultTtlMs: 60_000, maxTtlMs: HOUR, maxAudiences: 1 }, clock, log: silentLogger, rateLimiter }, caller, { audience: ['db'], validityDurationSeconds: 0 });
+    mint();
+    mint();
+    expect(mint).toThrow(expect.objectContaining({ code: 'RATE_LIMITED' }));
   });
 
   it('is refused before the CA has key material', () => {
