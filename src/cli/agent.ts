@@ -13,6 +13,7 @@ import { watchCrlFile } from '../agent/crl-file.js';
 import { createFileCertSource, hasMountedCerts } from '../agent/file-certs.js';
 import { createAgentMetrics } from '../agent/metrics.js';
 import { watchJwtBundle } from '../agent/workload-api/jwt-bundle.js';
+import { prometheusWorkloadApiMetrics } from '../agent/workload-api/metrics.js';
 import { createJwtSvidCache, type JwtSvidMinter } from '../agent/workload-api/jwt-cache.js';
 import { createWorkloadApi } from '../agent/workload-api/service.js';
 import { bridgeWorkloadSecrets } from '../agent/sds-bridge.js';
@@ -148,7 +149,7 @@ export const agentCommand = defineCommand({
           trustDomain: config.trustDomain,
           clock,
         });
-        workloadApi = workloadApiServiceBinding({ api, log: log.child({ component: 'workload-api' }) });
+        workloadApi = workloadApiServiceBinding({ api, log: log.child({ component: 'workload-api' }), metrics: prometheusWorkloadApiMetrics(metrics.registry) });
       }
       sds = await startSdsServer({ socketPath: config.sdsSocket, store, log, clock, registry: metrics.registry, ...(workloadApi ? { extraServices: [workloadApi] } : {}) });
       status = await startStatusServer({

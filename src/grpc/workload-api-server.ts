@@ -6,9 +6,11 @@
  * The header is checked here, so only /SpiffeWorkloadAPI/ methods need it; Envoy's SDS calls never send it.
  * FetchWITSVID/FetchWITBundles have no handler: grpc-js answers UNIMPLEMENTED, as the spec asks.
  */
+import { status as Status } from '@grpc/grpc-js';
 import type * as grpc from '@grpc/grpc-js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { noopWorkloadApiMetrics, type WorkloadApiMetrics } from '../agent/workload-api/metrics.js';
 import type { WorkloadApi, WorkloadApiChange } from '../agent/workload-api/service.js';
 import { toGrpcStatus } from './errors.js';
 import { workloadApiServiceDefinition } from './protos.js';
@@ -32,19 +34,28 @@ export interface WorkloadApiBinding extends ServiceBinding {
   close(): void;
 }
 
-export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger }): WorkloadApiBinding {
+/** The status name a call ends with (OK for success), for the metrics. */
+const codeName = (err?: unknown) => (err === undefined ? 'OK' : (Status[toGrpcStatus(err).code] ?? 'UNKNOWN'));
+
+export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger; metrics?: WorkloadApiMetrics }): WorkloadApiBinding {
   const log = deps.log;
+  const metrics = deps.metrics ?? noopWorkloadApiMetrics;
   const streams = new Set<() => void>();
 
   /** Sends `build()` now and again whenever one of `what` changes; a failure ends the stream with its status. */
   const serve = (call: Stream, method: string, what: readonly WorkloadApiChange[], build: () => unknown) => {
     let finished = false;
     let unsubscribe = () => {};
-    const finish = (err?: unknown) => {
-      if (finished) return;
+    /** Bookkeeping for a stream that is over (ended by us, failed, or cancelled by the client). */
+    const over = (code: string) => {
       finished = true;
       unsubscribe();
-      streams.delete(end);
+      if (streams.delete(end)) metrics.streamClosed(method);
+      metrics.handled(method, code);
+    };
+    const finish = (err?: unknown) => {
+      if (finished) return;
+      over(codeName(err));
       if (err === undefined) call.end();
       else call.emit('error', toGrpcStatus(err));
     };
@@ -53,6 +64,7 @@ export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger 
       if (finished) return;
       try {
         call.write(build());
+        metrics.pushed(method);
       } catch (err) {
         if (!(err instanceof CitadelError)) log.error({ err, method }, 'Workload API stream failed');
         finish(err);
@@ -65,13 +77,12 @@ export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger 
       return;
     }
     streams.add(end);
+    metrics.streamOpened(method);
     unsubscribe = deps.api.onChange((changed) => {
       if (what.includes(changed)) send();
     });
     call.on('cancelled', () => {
-      finished = true;
-      unsubscribe();
-      streams.delete(end);
+      if (!finished) over('CANCELLED');
     });
     send();
   };
@@ -84,8 +95,12 @@ export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger 
           return handle(call.request ?? ({} as Req));
         })
         .then(
-          (res) => callback(null, res),
+          (res) => {
+            metrics.handled(method, 'OK');
+            callback(null, res);
+          },
           (err: unknown) => {
+            metrics.handled(method, codeName(err));
             if (!(err instanceof CitadelError)) log.error({ err, method }, 'Workload API call failed unexpectedly');
             else log.debug({ method, code: err.code, reason: err.message }, 'Workload API call refused');
             callback(toGrpcStatus(err));

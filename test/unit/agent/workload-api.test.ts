@@ -8,6 +8,7 @@
 import { writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../../src/clock.js';
 import { silentLogger } from '../../../src/log.js';
@@ -16,6 +17,7 @@ import { SecretStore } from '../../../src/agent/sds/secret-store.js';
 import { createWorkloadSecrets, type WorkloadSecretsPublisher } from '../../../src/agent/workload-secrets.js';
 import { watchJwtBundle, type JwtBundle } from '../../../src/agent/workload-api/jwt-bundle.js';
 import { createJwtSvidCache } from '../../../src/agent/workload-api/jwt-cache.js';
+import { prometheusWorkloadApiMetrics } from '../../../src/agent/workload-api/metrics.js';
 import { createWorkloadApi } from '../../../src/agent/workload-api/service.js';
 import { workloadApiClientConstructor } from '../../../src/grpc/protos.js';
 import { startSdsServer, type SdsServer } from '../../../src/grpc/sds-server.js';
@@ -45,6 +47,8 @@ describe('SPIFFE Workload API on the agent socket', () => {
   let store: SecretStore;
   let client: Client;
   let bundlePath: string;
+  let registry: Registry;
+  const metric = async (sample: string) => (await registry.metrics()).split('\n').find((l) => l.startsWith(`${sample} `))?.split(' ')[1];
 
   const publishCert = async () => {
     const { privateKey, publicKey } = await generateKeyPair('ecdsa-p256');
@@ -89,7 +93,8 @@ describe('SPIFFE Workload API on the agent socket', () => {
       },
     };
     const api = createWorkloadApi({ secrets, jwtSvids: createJwtSvidCache({ minter, ttlMs: 300_000, clock, log: silentLogger }), jwtBundle, trustDomain: TD, clock });
-    binding = workloadApiServiceBinding({ api, log: silentLogger });
+    registry = new Registry();
+    binding = workloadApiServiceBinding({ api, log: silentLogger, metrics: prometheusWorkloadApiMetrics(registry) });
     store = new SecretStore({ clock: systemClock, log: silentLogger });
     sds = await startSdsServer({ socketPath: join(dir, 'socket'), store, log: silentLogger, extraServices: [binding] });
     const Ctor = workloadApiClientConstructor();
@@ -120,6 +125,9 @@ describe('SPIFFE Workload API on the agent socket', () => {
       expect(s.messages).toEqual([]);
     }
     expect(minted).toEqual([]);
+    expect(await metric('citadel_agent_workload_api_requests_total{method="FetchJWTSVID",code="INVALID_ARGUMENT"}')).toBe('3');
+    expect(await metric('citadel_agent_workload_api_requests_total{method="FetchX509SVID",code="INVALID_ARGUMENT"}')).toBe('3');
+    expect(await metric('citadel_agent_workload_api_active_streams{method="FetchX509SVID"}')).toBe('0');
   });
 
   it('answers PERMISSION_DENIED before the agent has an identity, then serves it', async () => {
@@ -132,14 +140,17 @@ describe('SPIFFE Workload API on the agent socket', () => {
     expect(bundles.ended()).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
 
     const leaf = await publishCert();
+    expect(await metric('citadel_agent_workload_api_requests_total{method="FetchX509SVID",code="PERMISSION_DENIED"}')).toBe('1');
     const s = stream('FetchX509SVID');
     await waitFor(() => s.messages.length === 1, 'first X509SVIDResponse');
+    expect(await metric('citadel_agent_workload_api_active_streams{method="FetchX509SVID"}')).toBe('1');
     const svid = (s.messages[0]!.svids as Record<string, Buffer>[])[0]!;
     expect(svid.spiffe_id).toBe(ID);
     expect(svid.x509_svid).toEqual(leaf.der);
     expect(svid.bundle).toEqual(parseCertificates(ca.rootPem)[0]!.der);
     expect(svid.x509_svid_key!.subarray(0, 1)).toEqual(Buffer.from([0x30])); // PKCS#8 DER
     s.call.cancel();
+    await waitFor(async () => (await metric('citadel_agent_workload_api_active_streams{method="FetchX509SVID"}')) === '0', 'stream closed in the gauge');
   });
 
   it('streams the full X.509 state again on every rotation, and the bundle on every root change', async () => {
