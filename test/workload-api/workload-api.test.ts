@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster, startPod, type SimulatedPod, type TestCluster } from '../harness/index.js';
 import { freePort } from '../harness/ports.js';
 import { startProcess, type ManagedProcess } from '../harness/process.js';
-import { ensureBuilt, eventually, startAgent, type RunningAgent } from '../e2e/support/agent-env.js';
+import { ensureBuilt, eventually, metricValue, startAgent, type RunningAgent } from '../e2e/support/agent-env.js';
 import { startCa, type RunningCa } from '../e2e/support/ca.js';
 import { startSidecar, type Sidecar } from '../e2e/support/sidecar.js';
 import { provisionWorkloadApiTools, runSpiffeClient, startSpiffeServer, workloadEnv, type WorkloadApiTools } from './tools.js';
@@ -141,6 +141,9 @@ describe('SPIFFE Workload API with go-spiffe, spiffe-helper and Envoy', () => {
     }
     expect(rounds[1]!.bundleKeyIds).not.toEqual(rounds[0]!.bundleKeyIds);
     expect((rounds[0]!.agentClaims as Record<string, unknown>).sub).toBe(id('beta'));
+    const metrics = await agents[1]!.metrics();
+    expect(metricValue(metrics, 'istio_agent_num_outgoing_requests{request_type="jwt-svid"}')).toBeGreaterThanOrEqual(1);
+    expect(metricValue(metrics, 'citadel_agent_workload_api_requests_total{method="ValidateJWTSVID",code="OK"}')).toBe(2);
   });
 
   it('two go-spiffe programs on two agents do mTLS with each other', async () => {
