@@ -69,7 +69,7 @@ describe('SPIFFE Workload API with go-spiffe, spiffe-helper and Envoy', () => {
   beforeAll(async () => {
     [tools] = await Promise.all([provisionWorkloadApiTools(), ensureBuilt()]);
     cluster = getCluster();
-    workDir = fs.mkdtempSync('/tmp/cw-');
+    workDir = fs.mkdtempSync('/tmp/wapi-e2e-');
     caNs = await cluster.createNamespace('wapi-ca');
     ns = await cluster.createNamespace('wapi', { [LABEL]: 'true' });
     bundlePort = await freePort();
@@ -123,6 +123,7 @@ describe('SPIFFE Workload API with go-spiffe, spiffe-helper and Envoy', () => {
     appServer?.close();
     await ca?.stop();
     for (const p of pods) await p.delete().catch(() => undefined);
+    if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
   });
 
   it('X509Source gets the pod\'s SVID through SPIFFE_ENDPOINT_SOCKET, verifies it, and sees the rotation', async () => {
