@@ -4,6 +4,10 @@
  * of the ServiceAccount-secret mode (type istio.io/key-and-cert) has exactly these keys, so mounting that
  * Secret at ./etc/certs (or pointing --file-certs at its mount) serves it the same way.
  *
+ * The kubelet-projected layout (docs/pod-certificates.md) is the same idea with two files: the `podCertificate`
+ * source's credential bundle (PKCS#8 `PRIVATE KEY` first, then the chain, written atomically by the kubelet, so key
+ * and chain cannot tear) and the `clusterTrustBundle` source's roots.
+ *
  * Files are checked before publishing (key matches cert, not expired); a bad or half-written set is logged and
  * counted, and the last good set keeps being served until a good one appears. Certificates are not renewed
  * here: whoever writes the files rotates them.
@@ -11,8 +15,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../clock.js';
-import { toCitadelError } from '../errors.js';
+import { CitadelError, toCitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { splitPem } from '../pki/index.js';
 import { watchFiles, type FileContents, type FileWatcher } from '../file-watch.js';
 import { mergeTrustBundles, ROOT_CA_RESOURCE, validateCertificateMaterial, WORKLOAD_CERT_RESOURCE } from './material.js';
 import type { AgentMetrics } from './metrics.js';
@@ -31,8 +36,26 @@ export function hasMountedCerts(dir: string): boolean {
   });
 }
 
+/** A kubelet-projected credential bundle and trust bundle (absolute paths). */
+export interface CredentialBundleFiles {
+  credentialBundle: string;
+  trustBundle: string;
+}
+
+/** Splits a credential bundle: its first PEM block is the key, the rest is the chain. @throws CitadelError PEM_INVALID. */
+export function splitCredentialBundle(text: string): { key: string; chain: string } {
+  const blocks = splitPem(text);
+  const [key, ...chain] = blocks;
+  if (!key || !/^-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key)) throw new CitadelError('PEM_INVALID', 'the credential bundle does not start with a PRIVATE KEY block');
+  if (chain.length === 0) throw new CitadelError('PEM_INVALID', 'the credential bundle holds no certificate after its key');
+  return { key, chain: chain.join('') };
+}
+
 export interface FileCertsDeps {
-  dir: string;
+  /** Istio's layout: cert-chain.pem, key.pem, root-cert.pem in this directory. */
+  dir?: string;
+  /** Or the kubelet-projected layout. */
+  credentialBundle?: CredentialBundleFiles;
   secrets: WorkloadSecretsPublisher;
   clock: Clock;
   log: Logger;
@@ -48,9 +71,12 @@ export interface FileCertSource {
 
 /** Creates the file-mounted source. */
 export function createFileCertSource(deps: FileCertsDeps): FileCertSource {
-  const certPath = path.join(deps.dir, FILE_CERT_NAMES.certChain);
-  const keyPath = path.join(deps.dir, FILE_CERT_NAMES.key);
-  const rootPath = path.join(deps.dir, FILE_CERT_NAMES.root);
+  const bundle = deps.credentialBundle;
+  if (!bundle && deps.dir === undefined) throw new TypeError('createFileCertSource needs dir or credentialBundle');
+  // In the credential-bundle layout key and chain are one file.
+  const certPath = bundle ? bundle.credentialBundle : path.join(deps.dir!, FILE_CERT_NAMES.certChain);
+  const keyPath = bundle ? bundle.credentialBundle : path.join(deps.dir!, FILE_CERT_NAMES.key);
+  const rootPath = bundle ? bundle.trustBundle : path.join(deps.dir!, FILE_CERT_NAMES.root);
   let watcher: FileWatcher | undefined;
 
   const load = (contents: FileContents) => {
@@ -63,10 +89,11 @@ export function createFileCertSource(deps: FileCertsDeps): FileCertSource {
       deps.metrics?.fileSecretFailures.inc({ resource_name: ROOT_CA_RESOURCE });
       deps.log.error({ path: rootPath, err: toCitadelError(err, 'CERT_INVALID').message }, 'mounted root certificate not loaded; keeping the last good one');
     }
-    const chain = contents.get(certPath);
-    const key = contents.get(keyPath);
     try {
+      let chain = contents.get(certPath);
+      let key = contents.get(keyPath);
       if (chain === undefined || key === undefined) throw new Error(`${chain === undefined ? certPath : keyPath} is missing`);
+      if (bundle) ({ chain, key } = splitCredentialBundle(chain));
       deps.secrets.publishCertificate(validateCertificateMaterial({ chain, key, now }));
     } catch (err) {
       deps.metrics?.fileSecretFailures.inc({ resource_name: WORKLOAD_CERT_RESOURCE });
@@ -76,9 +103,9 @@ export function createFileCertSource(deps: FileCertsDeps): FileCertSource {
 
   return {
     async start() {
-      deps.log.info({ dir: deps.dir }, 'serving file-mounted certificates (no CA client)');
+      deps.log.info(bundle ? { credentialBundle: certPath, trustBundle: rootPath } : { dir: deps.dir }, 'serving file-mounted certificates (no CA client)');
       watcher = watchFiles({
-        paths: [certPath, keyPath, rootPath],
+        paths: [...new Set([certPath, keyPath, rootPath])],
         clock: deps.clock,
         log: deps.log,
         pollMs: deps.pollMs,

@@ -35,6 +35,9 @@ import { defineCommand, RUNTIME, untilAborted } from './command.js';
 /** Istio's file-mounted layout (cert-chain.pem, key.pem, root-cert.pem); also where an istio.<sa> Secret is mounted. */
 export const DEFAULT_FILE_CERTS_DIR = './etc/certs';
 
+/** Where the example's clusterTrustBundle projection puts the roots, beside the credential bundle. */
+export const DEFAULT_POD_TRUST_BUNDLE = 'trust-bundle.pem';
+
 export const agentFlags = {
   caAddress: flag({ name: 'ca-address', env: 'CA_ADDR', default: 'citadel.citadel-system.svc:15012', help: 'CA gRPC address (host:port), TLS.', parse: parse.string }),
   caServerName: flag({ name: 'ca-server-name', env: 'ISTIOD_SAN', help: 'Name the CA serving certificate must carry (and SNI). Default: the host of --ca-address.', parse: parse.string }),
@@ -64,6 +67,16 @@ export const agentFlags = {
   workloadApi: flag({ name: 'workload-api', env: 'CITADEL_WORKLOAD_API', default: 'true', help: 'Serve the SPIFFE Workload API on the SDS socket (applications set SPIFFE_ENDPOINT_SOCKET=unix://<socket>).', parse: parse.bool }),
   spiffeBundle: flag({ name: 'spiffe-bundle', default: './var/run/secrets/istio/spiffe-bundle.json', help: 'SPIFFE bundle the CA publishes in istio-ca-root-cert (its JWT-SVID keys validate tokens); watched.', parse: parse.string }),
   jwtSvidTtl: flag({ name: 'jwt-svid-ttl', env: 'CITADEL_JWT_SVID_TTL', default: '5m', help: 'Lifetime asked for JWT-SVIDs (the CA caps it); a cached token is reused for half of it.', parse: parse.duration }),
+  podCertificateBundle: flag({
+    name: 'pod-certificate-bundle', env: 'POD_CERTIFICATE_BUNDLE',
+    help: 'Serve the kubelet-projected credential bundle at this path (podCertificate credentialBundlePath: key, then chain) instead of using the CA.',
+    parse: parse.string,
+  }),
+  podTrustBundle: flag({
+    name: 'pod-trust-bundle', env: 'POD_TRUST_BUNDLE',
+    help: 'With --pod-certificate-bundle: the projected clusterTrustBundle file served as ROOTCA. Default: trust-bundle.pem beside the credential bundle.',
+    parse: parse.string,
+  }),
   clusterId: flag({ name: 'cluster-id', env: 'ISTIO_META_CLUSTER_ID', help: 'Sent to the CA as the ClusterID header.', parse: parse.string }),
   logLevel: flag({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
 };
@@ -83,14 +96,19 @@ export const agentCommand = defineCommand({
     const metrics = createAgentMetrics({ clock });
     const secrets = createWorkloadSecrets({ clock, log: log.child({ component: 'secrets' }), metrics });
 
+    if (config.podCertificateBundle && config.fileCerts) throw new CitadelError('CONFIG_INVALID', 'invalid configuration: --pod-certificate-bundle: cannot be combined with --file-certs');
+    if (config.podTrustBundle && !config.podCertificateBundle) throw new CitadelError('CONFIG_INVALID', 'invalid configuration: --pod-trust-bundle: needs --pod-certificate-bundle');
+    const credentialBundle = config.podCertificateBundle
+      ? { credentialBundle: abs(config.podCertificateBundle), trustBundle: abs(config.podTrustBundle ?? path.join(path.dirname(config.podCertificateBundle), DEFAULT_POD_TRUST_BUNDLE)) }
+      : undefined;
+    const fileDir = credentialBundle ? undefined : config.fileCerts ?? (hasMountedCerts(abs(DEFAULT_FILE_CERTS_DIR)) ? DEFAULT_FILE_CERTS_DIR : undefined);
     const crlWatcher = await watchCrlFile({ path: abs(config.crlFile), secrets, clock, log: log.child({ component: 'crl' }), metrics });
-    const fileDir = config.fileCerts ?? (hasMountedCerts(abs(DEFAULT_FILE_CERTS_DIR)) ? DEFAULT_FILE_CERTS_DIR : undefined);
     let stopSource: () => void;
     let minter: JwtSvidMinter = {
       mintJwtSvid: () => Promise.reject(new CitadelError('UPSTREAM_UNAVAILABLE', 'JWT-SVIDs come from the CA; this agent serves mounted certificates')),
     };
-    if (fileDir) {
-      const source = createFileCertSource({ dir: abs(fileDir), secrets, clock, log: log.child({ component: 'file-certs' }), metrics });
+    if (fileDir || credentialBundle) {
+      const source = createFileCertSource({ ...(credentialBundle ? { credentialBundle } : { dir: abs(fileDir!) }), secrets, clock, log: log.child({ component: 'file-certs' }), metrics });
       await source.start();
       stopSource = () => {
         source.stop();
@@ -174,7 +192,7 @@ export const agentCommand = defineCommand({
       store.close();
       throw err;
     }
-    log.info({ sdsSocket: sds.socketPath, ...(workloadApi ? { spiffeEndpointSocket: `unix://${path.resolve(sds.socketPath)}` } : {}), statusPort: status.port, mode: fileDir ? 'file-mounted' : 'ca', runtime: RUNTIME }, 'agent running');
+    log.info({ sdsSocket: sds.socketPath, ...(workloadApi ? { spiffeEndpointSocket: `unix://${path.resolve(sds.socketPath)}` } : {}), statusPort: status.port, mode: credentialBundle ? 'pod-certificate' : fileDir ? 'file-mounted' : 'ca', runtime: RUNTIME }, 'agent running');
 
     log.info({ reason: await untilAborted(io.signal) }, 'shutting down');
     workloadApi?.close();

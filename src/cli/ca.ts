@@ -24,12 +24,12 @@ import { createCallTracker, createCertificateHandler, createJwtSvidHandler } fro
 import { createServingCertManager, serviceDnsNames } from '../ca/serving-cert.js';
 import { systemClock } from '../clock.js';
 import { flag, formatAddress, parse, parseDuration, type ConfigOf } from '../config/flags.js';
-import { parseLabelSelector, SA_SECRETS_MODES, startControllers, type Controllers, type SaSecretsMode } from '../controllers/index.js';
+import { parseLabelSelector, SA_SECRETS_MODES, startControllers, validateSignerName, type Controllers, type SaSecretsMode } from '../controllers/index.js';
 import { CitadelError } from '../errors.js';
 import { caServiceBinding } from '../grpc/ca-service.js';
 import { jwtSvidServiceBinding } from '../grpc/jwt-svid-service.js';
 import { ReloadableServerCredentials, startGrpcServer } from '../grpc/server.js';
-import { apiStatus, connectKube, isForbidden, type KubeClients } from '../kube/client.js';
+import { apiStatus, connectKube, isForbidden, servedCertificatesV1beta1, type KubeClients } from '../kube/client.js';
 import { canI, createSecretStore, watchSecret, type SecretWatch } from '../kube/secrets.js';
 import { createTokenReviewer } from '../kube/tokenreview.js';
 import { createLogger, type Logger } from '../log.js';
@@ -76,6 +76,10 @@ export const caFlags = {
   saSecrets: flag({ name: 'sa-secrets', env: 'CITADEL_SA_SECRETS', default: 'labeled', help: 'ServiceAccount Secrets istio.<sa>: off, labeled (namespaces labelled citadel.io/sa-secrets=enabled) or all.', parse: parse.oneOf<SaSecretsMode>(...SA_SECRETS_MODES) }),
   namespaceSelector: flag({ name: 'namespace-selector', env: 'CITADEL_NAMESPACE_SELECTOR', default: '', help: 'Label selector of the namespaces citadel writes to: istio-ca-root-cert ConfigMaps and ServiceAccount Secrets (empty: all).', parse: parseLabelSelector }),
   excludedNamespaces: flag({ name: 'excluded-namespaces', env: 'CITADEL_EXCLUDED_NAMESPACES', default: 'kube-public,kube-node-lease', help: 'Namespaces never given the root ConfigMap (comma-separated).', parse: parse.list }),
+  rootConfigMaps: flag({ name: 'root-configmaps', env: 'CITADEL_ROOT_CONFIGMAPS', default: 'true', help: 'Write the trust bundle into the istio-ca-root-cert ConfigMap of every namespace (leader).', parse: parse.bool }),
+  podCertificateSigner: flag({ name: 'pod-certificate-signer', env: 'CITADEL_POD_CERTIFICATE_SIGNER', default: 'citadel.io/workload', help: 'Signer name for kubelet-native delivery: PodCertificateRequests signed and the ClusterTrustBundle published under it (<domain>/<name>).', parse: (raw: string) => validateSignerName(raw) }),
+  podCertificates: flag({ name: 'pod-certificates', env: 'CITADEL_POD_CERTIFICATES', default: 'true', help: 'Sign PodCertificateRequests for --pod-certificate-signer (leader; needs the PodCertificateRequest API, Kubernetes 1.35+ with the beta enabled).', parse: parse.bool }),
+  clusterTrustBundle: flag({ name: 'cluster-trust-bundle', env: 'CITADEL_CLUSTER_TRUST_BUNDLE', default: 'true', help: 'Publish the trust bundle as the ClusterTrustBundle linked to --pod-certificate-signer (leader; needs the ClusterTrustBundle API).', parse: parse.bool }),
   controllers: flag({ name: 'controllers', env: 'CITADEL_CONTROLLERS', default: 'true', help: 'Run the leader-elected controllers (root ConfigMaps, ServiceAccount Secrets, self-signed root rotation).', parse: parse.bool }),
   podName: flag({ name: 'pod-name', env: 'POD_NAME', help: 'This replica\'s name in the leader Lease. Default: the host name.', parse: parse.string }),
   leaseDuration: flag({ name: 'lease-duration', env: 'CITADEL_LEASE_DURATION', default: '15s', help: 'Leader Lease duration (a dead leader is replaced after about this long).', parse: parse.duration }),
@@ -130,6 +134,29 @@ async function checkTokenReviewPermission(kube: KubeClients): Promise<void> {
       verdict.reason,
     );
   }
+}
+
+/**
+ * Kubelet-native delivery, as far as the apiserver serves it: both APIs are beta and off by default in 1.35/1.36,
+ * so a part whose API is missing is switched off with a warning instead of failing the CA.
+ */
+async function podCertificateOptions(config: CaConfig, kube: KubeClients, log: Logger) {
+  if (!config.podCertificates && !config.clusterTrustBundle) return undefined;
+  let served: Set<string>;
+  try {
+    served = await servedCertificatesV1beta1(kube);
+  } catch (err) {
+    throw new CitadelError('UPSTREAM_UNAVAILABLE', `cannot ask the Kubernetes API which certificates.k8s.io/v1beta1 resources it serves (${describeKubeError(err)})`);
+  }
+  const part = (wanted: boolean, resource: string, flagName: string) => {
+    if (!wanted) return false;
+    if (served.has(resource)) return true;
+    log.warn({ resource: `certificates.k8s.io/v1beta1/${resource}` }, `the apiserver does not serve ${resource}; --${flagName} has no effect (enable the beta API and feature gate, see docs/pod-certificates.md)`);
+    return false;
+  };
+  const sign = part(config.podCertificates, 'podcertificaterequests', 'pod-certificates');
+  const trustBundle = part(config.clusterTrustBundle, 'clustertrustbundles', 'cluster-trust-bundle');
+  return { signerName: config.podCertificateSigner, sign, trustBundle, maxTtlMs: config.maxWorkloadCertTtl };
 }
 
 interface MaterialHandle {
@@ -385,6 +412,7 @@ export const caCommand = defineCommand({
       }
 
       if (config.controllers) {
+        const podCertificates = await podCertificateOptions(config, kube, log);
         controllers = startControllers({
           kube,
           ca: keyring,
@@ -403,6 +431,8 @@ export const caCommand = defineCommand({
           renewDeadlineMs: config.leaseRenewDeadline,
           retryPeriodMs: config.leaseRetryPeriod,
           workloadCertTtlMs: config.workloadCertTtl,
+          rootConfigMaps: config.rootConfigMaps,
+          podCertificates,
         });
         const c = controllers;
         cleanups.push(() => c.stop());

@@ -10,13 +10,23 @@ import type { CertificateAuthority } from '../ca/authority.js';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { KubeClients } from '../kube/client.js';
-import { namedConfigMapInformer, namespaceInformer, secretTypeInformer, serviceAccountInformer, type Informer } from '../kube/informer.js';
+import {
+  clusterTrustBundleInformer,
+  namedConfigMapInformer,
+  namespaceInformer,
+  podCertificateRequestInformer,
+  secretTypeInformer,
+  serviceAccountInformer,
+  type Informer,
+} from '../kube/informer.js';
 import { createLeaderElector } from '../kube/lease.js';
 import { createObjectWriter, describeApiError } from '../kube/writes.js';
 import type { KeyType } from '../pki/index.js';
 import { createControllerMetrics } from './metrics.js';
 import { RetryLater, runWorkers, WorkQueue } from './queue.js';
 import type { Reconciler } from './reconciler.js';
+import { createClusterTrustBundleReconciler } from './cluster-trust-bundle-controller.js';
+import { createPodCertificateReconciler, pcrKey } from './pod-certificate-controller.js';
 import { createContentConfigMapReconciler, createRootConfigMapReconciler } from './root-configmap-controller.js';
 import { DEFAULT_EXCLUDED_NAMESPACES, ROOT_CONFIGMAP_NAME } from './root-configmap.js';
 import { createSaSecretReconciler, keyOfSecret, saKey } from './sa-secret-controller.js';
@@ -25,6 +35,7 @@ import { parseLabelSelector, type LabelSelector } from './selector.js';
 
 export { parseLabelSelector, type LabelSelector } from './selector.js';
 export { DEFAULT_EXCLUDED_NAMESPACES, ROOT_CONFIGMAP_NAME, ROOT_CERT_KEY } from './root-configmap.js';
+export { clusterTrustBundleName, validateSignerName } from './cluster-trust-bundle.js';
 export { SA_SECRETS_MODES, SA_SECRET_TYPE, SA_SECRETS_NAMESPACE_LABEL, type SaSecretsMode } from './sa-secrets.js';
 
 export const DEFAULT_LEASE_NAME = 'citadel-leader';
@@ -63,6 +74,14 @@ export interface ControllerDeps {
   /** Client-side write limit; defaults 50/s, burst 100. */
   readonly writeQps?: number;
   readonly writeBurst?: number;
+  /** Write `istio-ca-root-cert` into the namespaces (default true). */
+  readonly rootConfigMaps?: boolean;
+  /**
+   * Kubelet-native delivery (docs/pod-certificates.md): sign PodCertificateRequests for `signerName` (`sign`)
+   * and publish the signer-linked ClusterTrustBundle (`trustBundle`). Absent: neither. The caller checks first
+   * that the apiserver serves the APIs.
+   */
+  readonly podCertificates?: { readonly signerName: string; readonly sign: boolean; readonly trustBundle: boolean; readonly maxTtlMs: number };
   /** Workers per controller; default 4. */
   readonly workers?: number;
   /** Every key is looked at again this often while leading; default 10 minutes. */
@@ -128,12 +147,10 @@ export function startControllers(deps: ControllerDeps): Controllers {
     onError: (resource: string, err: unknown) => metrics.errors.inc({ controller: `informer/${resource}`, reason: describeApiError(err).reason }),
   };
   const namespaces = namespaceInformer(deps.kube, informerCommon);
-  const configMaps = namedConfigMapInformer(deps.kube, ROOT_CONFIGMAP_NAME, informerCommon);
-  const informers: Informer<unknown>[] = [namespaces, configMaps];
+  const informers: Informer<unknown>[] = [namespaces];
   const writer = createObjectWriter({ kube: deps.kube, clock, qps: deps.writeQps, burst: deps.writeBurst });
 
-  const rootConfigMaps = createRootConfigMapReconciler({ namespaces, configMaps, ca: deps.ca, ...(deps.spiffeBundle ? { spiffeBundle: deps.spiffeBundle.json } : {}), filter, writer, log, metrics });
-  const reconcilers: Reconciler[] = [rootConfigMaps];
+  const reconcilers: Reconciler[] = [];
   const enqueue = (controller: string, key: string | undefined) => {
     if (key) term?.queues.get(controller)?.add(key);
   };
@@ -149,7 +166,14 @@ export function startControllers(deps: ControllerDeps): Controllers {
     namespaces.on('update', (ns) => enqueue(r.name, nsName(ns)));
     for (const event of ['add', 'update', 'delete'] as const) cms.on(event, (cm) => enqueue(r.name, cm.metadata?.namespace));
   };
-  perNamespace(rootConfigMaps, configMaps);
+  let rootConfigMaps: Reconciler | undefined;
+  if (deps.rootConfigMaps ?? true) {
+    const configMaps = namedConfigMapInformer(deps.kube, ROOT_CONFIGMAP_NAME, informerCommon);
+    informers.push(configMaps);
+    rootConfigMaps = createRootConfigMapReconciler({ namespaces, configMaps, ca: deps.ca, ...(deps.spiffeBundle ? { spiffeBundle: deps.spiffeBundle.json } : {}), filter, writer, log, metrics });
+    reconcilers.push(rootConfigMaps);
+    perNamespace(rootConfigMaps, configMaps);
+  }
 
   let unsubscribeCrl = () => {};
   if (deps.crl) {
@@ -163,6 +187,31 @@ export function startControllers(deps: ControllerDeps): Controllers {
       if (term) log.info('CRLs changed; updating every istio-ca-crl');
       enqueueAll(crlReconciler);
     });
+  }
+
+  const pc = deps.podCertificates;
+  if (pc?.trustBundle) {
+    const bundles = clusterTrustBundleInformer(deps.kube, pc.signerName, informerCommon);
+    informers.push(bundles);
+    const ctb = createClusterTrustBundleReconciler({ signerName: pc.signerName, bundles, ca: deps.ca, writer, log, metrics });
+    reconcilers.push(ctb);
+    for (const event of ['add', 'update', 'delete'] as const) bundles.on(event, () => enqueue(ctb.name, ctb.allKeys()[0]));
+  }
+  if (pc?.sign) {
+    const requests = podCertificateRequestInformer(deps.kube, pc.signerName, informerCommon);
+    informers.push(requests);
+    const signer = createPodCertificateReconciler({
+      requests,
+      ca: deps.ca,
+      policy: { trustDomain: deps.trustDomain, maxTtlMs: pc.maxTtlMs },
+      writer,
+      clock,
+      log,
+      metrics,
+    });
+    reconcilers.push(signer);
+    requests.on('add', (r) => enqueue(signer.name, pcrKey(r)));
+    requests.on('update', (r) => enqueue(signer.name, pcrKey(r)));
   }
 
   if (mode !== 'off') {
@@ -207,6 +256,7 @@ export function startControllers(deps: ControllerDeps): Controllers {
     enqueueAll();
   });
   const unsubscribeSpiffeBundle = deps.spiffeBundle?.onChange(() => {
+    if (!rootConfigMaps) return;
     if (term) log.info('SPIFFE bundle changed; updating every istio-ca-root-cert');
     enqueueAll(rootConfigMaps);
   });

@@ -13,6 +13,8 @@ export interface KubeClients {
   readonly authn: k8s.AuthenticationV1Api;
   readonly authz: k8s.AuthorizationV1Api;
   readonly coordination: k8s.CoordinationV1Api;
+  /** certificates.k8s.io/v1beta1: PodCertificateRequests and ClusterTrustBundles (beta in 1.35/1.36). */
+  readonly certificates: k8s.CertificatesV1beta1Api;
   /** TLS connections the TokenReview client (`authn`) opened so far; keep-alive reuses them (reuseConnections). */
   connectionsOpened(): number;
 }
@@ -36,6 +38,7 @@ export function connectKube(kubeconfigPath: string | undefined): KubeClients {
     authn: review.api,
     authz: config.makeApiClient(k8s.AuthorizationV1Api),
     coordination: config.makeApiClient(k8s.CoordinationV1Api),
+    certificates: config.makeApiClient(k8s.CertificatesV1beta1Api),
   };
 }
 
@@ -95,4 +98,19 @@ function keepAliveApiClient<T extends k8s.ApiType>(
     ],
   });
   return { api: new apiType(configuration), connectionsOpened: () => opened };
+}
+
+/**
+ * The certificates.k8s.io/v1beta1 resources the apiserver serves (e.g. "podcertificaterequests",
+ * "clustertrustbundles"). Beta APIs are off unless the cluster enables them, so callers ask first; a group version
+ * that is not served at all gives the empty set.
+ */
+export async function servedCertificatesV1beta1(kube: KubeClients): Promise<Set<string>> {
+  try {
+    const list = await kube.certificates.getAPIResources();
+    return new Set(list.resources.map((r) => r.name));
+  } catch (err) {
+    if (apiStatus(err) === 404) return new Set();
+    throw err;
+  }
 }

@@ -235,3 +235,27 @@ export function secretTypeInformer(kube: KubeClients, type: string, c: InformerC
     list: () => kube.core.listSecretForAllNamespaces({ fieldSelector }),
   });
 }
+
+/** PodCertificateRequests of one signer in every namespace (field selector spec.signerName). Needs list/watch. */
+export function podCertificateRequestInformer(kube: KubeClients, signerName: string, c: InformerCommon): Informer<k8s.V1beta1PodCertificateRequest> {
+  const fieldSelector = `spec.signerName=${signerName}`;
+  return createInformer<k8s.V1beta1PodCertificateRequest>({
+    ...common('podcertificaterequests', c),
+    config: kube.config,
+    path: '/apis/certificates.k8s.io/v1beta1/podcertificaterequests',
+    fieldSelector,
+    list: () => kube.certificates.listPodCertificateRequestForAllNamespaces({ fieldSelector }),
+  });
+}
+
+/** ClusterTrustBundles linked to one signer (field selector spec.signerName). Needs list/watch. */
+export function clusterTrustBundleInformer(kube: KubeClients, signerName: string, c: InformerCommon): Informer<k8s.V1beta1ClusterTrustBundle> {
+  const fieldSelector = `spec.signerName=${signerName}`;
+  return createInformer<k8s.V1beta1ClusterTrustBundle>({
+    ...common('clustertrustbundles', c),
+    config: kube.config,
+    path: '/apis/certificates.k8s.io/v1beta1/clustertrustbundles',
+    fieldSelector,
+    list: () => kube.certificates.listClusterTrustBundle({ fieldSelector }),
+  });
+}

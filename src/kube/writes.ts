@@ -56,6 +56,14 @@ export interface ObjectWriter {
   updateSecret(secret: k8s.V1Secret, signal: AbortSignal): Promise<UpdateOutcome>;
   /** Deletes a Secret only if it still has this uid (and resourceVersion when given). */
   deleteSecret(namespace: string, name: string, preconditions: { uid?: string; resourceVersion?: string }, signal: AbortSignal): Promise<DeleteOutcome>;
+  /** Writes a PodCertificateRequest's status; `metadata.resourceVersion` makes it conditional (409 -> conflict). */
+  updatePodCertificateRequestStatus(pcr: k8s.V1beta1PodCertificateRequest, signal: AbortSignal): Promise<UpdateOutcome>;
+  /** Reads one Pod live (undefined when it does not exist). */
+  readPod(namespace: string, name: string, signal: AbortSignal): Promise<k8s.V1Pod | undefined>;
+  createClusterTrustBundle(ctb: k8s.V1beta1ClusterTrustBundle, signal: AbortSignal): Promise<CreateOutcome>;
+  /** Replaces a ClusterTrustBundle; `metadata.resourceVersion` makes it conditional. */
+  updateClusterTrustBundle(ctb: k8s.V1beta1ClusterTrustBundle, signal: AbortSignal): Promise<UpdateOutcome>;
+  readClusterTrustBundle(name: string, signal: AbortSignal): Promise<k8s.V1beta1ClusterTrustBundle | undefined>;
 }
 
 function errorText(err: unknown): string {
@@ -102,10 +110,20 @@ function nameOf(obj: { metadata?: k8s.V1ObjectMeta }): { name: string; namespace
 
 /**
  * Writes through `kube` with a shared rate limit (default 50 writes/s, burst 100).
- * Needs configmaps create/update/get and secrets create/update/delete in the target namespaces.
+ * Needs configmaps create/update/get and secrets create/update/delete in the target namespaces; the pod
+ * certificate signer adds podcertificaterequests/status update, pods get and clustertrustbundles get/create/update.
  */
 export function createObjectWriter(opts: { kube: KubeClients; clock: Clock; qps?: number; burst?: number }): ObjectWriter {
-  const { core } = opts.kube;
+  const { core, certificates } = opts.kube;
+  const readOrUndefined = async <T>(signal: AbortSignal, read: () => Promise<T>): Promise<T | undefined> => {
+    signal.throwIfAborted();
+    try {
+      return await read();
+    } catch (err) {
+      if (apiStatus(err) === 404) return undefined;
+      throw err;
+    }
+  };
   const limiter = createRateLimiter({ qps: opts.qps ?? 50, burst: opts.burst ?? 100, clock: opts.clock });
   const gate = async (signal: AbortSignal) => {
     await limiter.take(signal);
@@ -122,15 +140,7 @@ export function createObjectWriter(opts: { kube: KubeClients; clock: Clock; qps?
       await gate(signal);
       return classifyUpdate(() => core.replaceNamespacedConfigMap({ name, namespace, body: { ...cm, apiVersion: 'v1', kind: 'ConfigMap' } }));
     },
-    async readConfigMap(namespace, name, signal) {
-      signal.throwIfAborted();
-      try {
-        return await core.readNamespacedConfigMap({ name, namespace });
-      } catch (err) {
-        if (apiStatus(err) === 404) return undefined;
-        throw err;
-      }
-    },
+    readConfigMap: (namespace, name, signal) => readOrUndefined(signal, () => core.readNamespacedConfigMap({ name, namespace })),
     async createSecret(secret, signal) {
       const { namespace } = nameOf(secret);
       await gate(signal);
@@ -153,6 +163,24 @@ export function createObjectWriter(opts: { kube: KubeClients; clock: Clock; qps?
         throw err;
       }
     },
+    async updatePodCertificateRequestStatus(pcr, signal) {
+      const { name, namespace } = nameOf(pcr);
+      await gate(signal);
+      const body = { ...pcr, apiVersion: 'certificates.k8s.io/v1beta1', kind: 'PodCertificateRequest' };
+      return classifyUpdate(() => certificates.replaceNamespacedPodCertificateRequestStatus({ name, namespace, body }));
+    },
+    readPod: (namespace, name, signal) => readOrUndefined(signal, () => core.readNamespacedPod({ name, namespace })),
+    async createClusterTrustBundle(ctb, signal) {
+      await gate(signal);
+      return classifyCreate(() => certificates.createClusterTrustBundle({ body: { ...ctb, apiVersion: 'certificates.k8s.io/v1beta1', kind: 'ClusterTrustBundle' } }));
+    },
+    async updateClusterTrustBundle(ctb, signal) {
+      const name = ctb.metadata?.name;
+      if (!name) throw new TypeError('ClusterTrustBundle needs metadata.name');
+      await gate(signal);
+      return classifyUpdate(() => certificates.replaceClusterTrustBundle({ name, body: { ...ctb, apiVersion: 'certificates.k8s.io/v1beta1', kind: 'ClusterTrustBundle' } }));
+    },
+    readClusterTrustBundle: (name, signal) => readOrUndefined(signal, () => certificates.readClusterTrustBundle({ name })),
   };
 }
 

@@ -19,3 +19,5 @@ export { CRL_REASONS, checkCrlSet, crlSignProblem, isCrlSignedBy, issueCrl, norm
 export type { CrlEntry, CrlReason, IssueCrlOptions, IssuedCrl, ParsedCrl } from './crl.js';
 export { decodeJwtSvid, deriveJwtSigningKey, importJwks, jwkThumbprint, jwtBundleJson, parseSpiffeBundle, signJwtSvid, spiffeBundleJson, validateJwtSvid } from './jwt.js';
 export type { JwtSigningKey, JwtSvidClaims, SpiffeBundle } from './jwt.js';
+export { MAX_POD_CERTIFICATE_KEY_BYTES, podCertificatePublicKey } from './pod-certificate.js';
+export type { PodCertificateKeyInput } from './pod-certificate.js';

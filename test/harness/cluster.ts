@@ -66,6 +66,14 @@ export const SERVICE_ACCOUNT_ISSUER = 'https://kubernetes.default.svc.cluster.lo
  * them: a TokenReview that names `istio-ca` authenticates istio-ca tokens regardless, and leaving it out means an
  * istio-ca token cannot be used to call the apiserver (nor passes a review that names no audience).
  */
+/** Gates for PodCertificateRequest and ClusterTrustBundle (both beta and off by default in 1.36). */
+export const POD_CERTIFICATE_FEATURE_GATES: readonly string[] = ['PodCertificateRequest=true', 'ClusterTrustBundle=true', 'ClusterTrustBundleProjection=true'];
+/** The beta resources, which a 1.36 apiserver serves only when asked. */
+export const POD_CERTIFICATE_RUNTIME_CONFIG: readonly string[] = [
+  'certificates.k8s.io/v1beta1/podcertificaterequests=true',
+  'certificates.k8s.io/v1beta1/clustertrustbundles=true',
+];
+
 export const DEFAULT_API_AUDIENCES: readonly string[] = [SERVICE_ACCOUNT_ISSUER];
 
 /**
@@ -155,6 +163,11 @@ async function startOnce(tools: Tools, log: (line: string) => void, opts: StartC
         `--tls-cert-file=${serving.certPath}`, `--tls-private-key-file=${serving.keyPath}`,
         `--client-ca-file=${ca.certPath}`,
         '--authorization-mode=Node,RBAC',
+        // Kubelet-native certificates (docs/pod-certificates.md): the beta APIs are off by default in 1.36, and
+        // NodeRestriction is what ties a PodCertificateRequest to the requesting node's own pods.
+        '--enable-admission-plugins=NodeRestriction',
+        `--feature-gates=${POD_CERTIFICATE_FEATURE_GATES.join(',')}`,
+        `--runtime-config=${POD_CERTIFICATE_RUNTIME_CONFIG.join(',')}`,
         `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
         `--service-account-key-file=${saKeys.publicKeyPath}`,
         `--service-account-signing-key-file=${saKeys.keyPath}`,

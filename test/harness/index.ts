@@ -39,3 +39,7 @@ export {
   startEnvoy, envoyBinaryVersion, type EnvoyProcess, type StartEnvoyOptions, type EnvoyCerts, type EnvoyCertDetail,
   type AdminResponse,
 } from './envoy.js';
+export {
+  startNode, projectPodCertificate, createPodCertificateRequest, waitForAnswer, stubPkcs10Request, proofOfPossession,
+  type SimulatedNode, type PodCertificateKeyType, type PodCertificateVolume, type ProjectionState, type RequestAnswer,
+} from './pod-certificates.js';

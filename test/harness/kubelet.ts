@@ -43,6 +43,8 @@ export interface StartPodOptions {
    * placeholder container. `serviceAccountName` is always set to `serviceAccount`.
    */
   podSpec?: k8s.V1PodSpec;
+  /** Binds the Pod to this Node (spec.nodeName), as the scheduler would; needed for PodCertificateRequests. */
+  nodeName?: string;
 }
 
 export interface SimulatedPod {
@@ -108,6 +110,7 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
           // Nothing runs it; the image only has to be a valid reference.
           ...(opts.podSpec ?? { containers: [{ name: 'app', image: 'registry.invalid/citadel-test-app:1' }] }),
           serviceAccountName: serviceAccount,
+          ...(opts.nodeName ? { nodeName: opts.nodeName } : {}),
         },
       },
     });

@@ -15,12 +15,26 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const RBAC_FILE = [path.join(here, '../../deploy/base/rbac.yaml'), path.join(here, '../../../deploy/base/rbac.yaml')]
   .find((p) => fs.existsSync(p)) ?? path.join(here, '../../deploy/base/rbac.yaml');
 
-/** deploy/base/rbac.yaml rewritten for `namespace`. */
+/** The signer name in deploy/base/rbac.yaml (citadel ca's --pod-certificate-signer default). */
+export const DEFAULT_SIGNER_NAME = 'citadel.io/workload';
+
+/**
+ * The signer name the RBAC of `namespace` grants: each copy gets its own, so CAs of different test files never
+ * answer each other's PodCertificateRequests or fight over one ClusterTrustBundle. Pass it as --pod-certificate-signer.
+ */
+export function signerNameFor(namespace: string): string {
+  return `${DEFAULT_SIGNER_NAME}-${namespace}`;
+}
+
+/** deploy/base/rbac.yaml rewritten for `namespace` (its own cluster-scoped names and signer name). */
 export function rbacFor(namespace: string): string {
+  const [domain, signer] = DEFAULT_SIGNER_NAME.split('/') as [string, string];
   const docs = fs.readFileSync(RBAC_FILE, 'utf8').split(/^---$/m);
   return docs
     .map((doc) => {
-      let out = doc.replace(/namespace: citadel-system$/gm, `namespace: ${namespace}`);
+      let out = doc.replace(/namespace: citadel-system$/gm, `namespace: ${namespace}`)
+        .replaceAll(`"${DEFAULT_SIGNER_NAME}"`, `"${signerNameFor(namespace)}"`)
+        .replaceAll(`"${domain}:${signer}:`, `"${domain}:${signer}-${namespace}:`);
       // Cluster-scoped objects are shared by the whole cluster: give this copy its own names (metadata.name and
       // roleRef.name are the two-space-indented `name:` lines of ClusterRoles and ClusterRoleBindings).
       if (/^kind: Cluster(Role|RoleBinding)$/m.test(out)) out = out.replace(/^ {2}name: (\S+)$/gm, `  name: $1-${namespace}`);

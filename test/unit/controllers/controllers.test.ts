@@ -33,7 +33,7 @@ function cache<T extends { metadata?: { name?: string; namespace?: string } }>(i
 
 interface Recorded { op: string; obj?: unknown; args?: unknown[] }
 
-function recordingWriter(outcomes: { create?: CreateOutcome; update?: UpdateOutcome; live?: ConfigMapObject } = {}) {
+function recordingWriter(outcomes: { create?: CreateOutcome; update?: UpdateOutcome; live?: unknown; pod?: unknown } = {}) {
   const calls: Recorded[] = [];
   const writer: ObjectWriter = {
     async createConfigMap(cm) { calls.push({ op: 'createConfigMap', obj: cm }); return outcomes.create ?? 'created'; },
@@ -42,6 +42,11 @@ function recordingWriter(outcomes: { create?: CreateOutcome; update?: UpdateOutc
     async createSecret(s) { calls.push({ op: 'createSecret', obj: s }); return outcomes.create ?? 'created'; },
     async updateSecret(s) { calls.push({ op: 'updateSecret', obj: s }); return outcomes.update ?? 'updated'; },
     async deleteSecret(namespace, name, pre) { calls.push({ op: 'deleteSecret', args: [namespace, name, pre] }); return 'deleted'; },
+    async updatePodCertificateRequestStatus(pcr) { calls.push({ op: 'updatePodCertificateRequestStatus', obj: pcr }); return outcomes.update ?? 'updated'; },
+    async readPod(namespace, name) { calls.push({ op: 'readPod', args: [namespace, name] }); return outcomes.pod as never; },
+    async createClusterTrustBundle(ctb) { calls.push({ op: 'createClusterTrustBundle', obj: ctb }); return outcomes.create ?? 'created'; },
+    async updateClusterTrustBundle(ctb) { calls.push({ op: 'updateClusterTrustBundle', obj: ctb }); return outcomes.update ?? 'updated'; },
+    async readClusterTrustBundle(name) { calls.push({ op: 'readClusterTrustBundle', args: [name] }); return outcomes.live as never; },
   };
   return { writer, calls };
 }
