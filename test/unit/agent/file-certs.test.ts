@@ -107,4 +107,34 @@ describe('file-mounted certificates', () => {
     expect(t.secrets.trustBundle()).toBeDefined();
     expect(t.secrets.ready()).toBe(false);
   });
+
+  it('serves a kubelet-projected credential bundle (key first, then chain) and its trust bundle, and follows rewrites', async () => {
+    const clock = new FakeClock(Date.now());
+    const ca = await makeTestCa(clock.now());
+    const dir = tempDir('podcert-');
+    const credentialBundle = path.join(dir, 'credentialbundle.pem');
+    const trustBundle = path.join(dir, 'trust-bundle.pem');
+    const first = await leafFor(ca, clock.now());
+    fs.writeFileSync(credentialBundle, first.keyPem + first.certPem);
+    fs.writeFileSync(trustBundle, ca.rootPem);
+    const metrics = createAgentMetrics({ clock });
+    const secrets = createWorkloadSecrets({ clock, log: silentLogger, metrics });
+    source = createFileCertSource({ credentialBundle: { credentialBundle, trustBundle }, secrets, clock, log: silentLogger, metrics, pollMs: 1000 });
+    await source.start();
+    expect(secrets.certificate()!.serialHex).toBe(first.serialHex);
+    expect(secrets.certificate()!.privateKeyPem).toBe(first.keyPem);
+    expect(secrets.trustBundle()!.trustedCaPem.trim()).toBe(ca.rootPem.trim());
+
+    // The kubelet refreshes: one atomic rewrite of the one file.
+    const next = await leafFor(ca, clock.now());
+    fs.writeFileSync(credentialBundle, next.keyPem + next.certPem);
+    await clock.advance(1000);
+    await waitFor(() => secrets.certificate()!.serialHex === next.serialHex, 'the refreshed certificate');
+
+    // A bundle that does not start with its key is refused; the last good one stays.
+    fs.writeFileSync(credentialBundle, next.certPem + next.keyPem);
+    await clock.advance(1000);
+    await waitFor(async () => (await metrics.registry.getSingleMetricAsString('istio_agent_num_file_secret_failures_total')).includes('resource_name="default"} 1'), 'the failure counted');
+    expect(secrets.certificate()!.serialHex).toBe(next.serialHex);
+  });
 });
