@@ -9,17 +9,20 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
+import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import type { V1Deployment, V1EnvVar, V1PodSpec } from '@kubernetes/client-node';
+import { loadAllYaml, type V1Deployment, type V1EnvVar, type V1PodSpec } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseCertificates } from '../../src/pki/index.js';
+import { parseCertificates, splitPem } from '../../src/pki/index.js';
 import { getCluster, projectPodCertificate, startEnvoy, startNode, startPod, type EnvoyProcess, type SimulatedPod, type TestCluster } from '../harness/index.js';
 import { startProcess, type ManagedProcess } from '../harness/process.js';
 import { REPO_ROOT } from '../support/build.js';
-import { ensureBuilt, eventually, httpGet, startAgent, type RunningAgent } from './support/agent-env.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { ensureBuilt, eventually, httpGet, metricValue, startAgent, startLineApp, type RunningAgent } from './support/agent-env.js';
 import { startCa, type RunningCa } from './support/ca.js';
+import { leafSerials, startSidecar } from './support/sidecar.js';
 
 const run = promisify(execFile);
 const EXAMPLE = path.join(REPO_ROOT, 'deploy/examples/pod-certificates');
@@ -49,10 +52,10 @@ function localise(text: string, self: keyof typeof ip, root: string): string {
 const envOf = (env: V1EnvVar[] | undefined, self: keyof typeof ip, root: string) =>
   Object.fromEntries((env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, localise(e.value!, self, root)]));
 
-async function deployment(name: string): Promise<V1Deployment> {
-  const { stdout } = await run(cluster.info.tools.kubectl, ['--kubeconfig', cluster.kubeconfigPath, 'get', 'deployment', name, '-n', NS, '-o', 'json']);
-  return JSON.parse(stdout) as V1Deployment;
-}
+// The rendered example (as applied), read here rather than from the cluster: deploy.test.ts applies the same
+// example with the default signer name.
+let manifests: Array<{ kind?: string; metadata?: { name?: string } }> = [];
+const deployment = (name: string) => manifests.find((m) => m.kind === 'Deployment' && m.metadata?.name === name) as V1Deployment;
 
 async function startApp(name: keyof typeof ip, root: string, env: Record<string, string>): Promise<void> {
   const proc = await startProcess({
@@ -69,7 +72,9 @@ beforeAll(async () => {
   // The example exactly as kustomize renders it, with this run's signer name.
   const { stdout: rendered } = await run(cluster.info.tools.kubectl, ['kustomize', EXAMPLE], { maxBuffer: 16 << 20 });
   expect(rendered).toContain('signerName: citadel.io/workload');
-  const applied = await cluster.kubectl(['apply', '-f', '-'], { input: rendered.replaceAll('citadel.io/workload', SIGNER) });
+  const ours = rendered.replaceAll('citadel.io/workload', SIGNER);
+  manifests = loadAllYaml(ours) as typeof manifests;
+  const applied = await cluster.kubectl(['apply', '-f', '-'], { input: ours });
   expect(applied.code, applied.stderr).toBe(0);
   await cluster.kubectl(['label', 'namespace', NS, `${SELECTOR_LABEL}=yes`, '--overwrite']);
 
@@ -94,7 +99,7 @@ describe('deploy/examples/pod-certificates', () => {
     const node = await startNode(cluster);
 
     // plain-app: the Pod from its template on our node; the kubelet simulator fills the projected volume.
-    const plainTemplate = (await deployment('plain-app')).spec!.template;
+    const plainTemplate = deployment('plain-app').spec!.template;
     const plainPod = await startPod(cluster, {
       namespace: NS, serviceAccount: 'plain-app', nodeName: node.name, watchRootCert: false,
       labels: plainTemplate.metadata?.labels ?? {}, podSpec: plainTemplate.spec as V1PodSpec,
@@ -117,7 +122,7 @@ describe('deploy/examples/pod-certificates', () => {
     await startApp('plain-app', plainPod.root, envOf(container.env, 'plain-app', plainPod.root));
 
     // mesh-app: agent (CSR with the pod's token) + Envoy with the example's own bootstrap + the plain app.
-    const meshTemplate = (await deployment('mesh-app')).spec!.template;
+    const meshTemplate = deployment('mesh-app').spec!.template;
     const meshPod = await startPod(cluster, {
       namespace: NS, serviceAccount: 'mesh-app', labels: meshTemplate.metadata?.labels ?? {}, podSpec: meshTemplate.spec as V1PodSpec,
     });
@@ -163,5 +168,53 @@ describe('deploy/examples/pod-certificates', () => {
         .on('error', (err) => resolve(err.message));
     });
     expect(refused).not.toMatch(/^HTTP 200/);
+  });
+
+  it('citadel agent --pod-certificate-bundle gives an Envoy sidecar the kubelet-projected SVID (no CSR to the CA) and follows its refresh', async () => {
+    const node = await startNode(cluster);
+    // plain-app's pod spec (the namespace enforces Pod Security "restricted"), as ServiceAccount edge.
+    const pod = await startPod(cluster, {
+      namespace: NS, serviceAccount: 'edge', nodeName: node.name, watchRootCert: false, podSpec: deployment('plain-app').spec!.template.spec as V1PodSpec,
+    });
+    pods.push(pod);
+    const clock = new FakeClock(Date.now());
+    const volume = await projectPodCertificate(cluster, node, pod, {
+      signerName: SIGNER, keyType: 'ECDSAP256', credentialBundlePath: 'var/run/secrets/citadel/credentialbundle.pem',
+      trustBundle: { signerName: SIGNER, path: 'var/run/secrets/citadel/trust-bundle.pem' }, clock,
+    });
+    stops.push(() => volume.stop());
+    await eventually('projected trust bundle', () => fs.existsSync(volume.trustBundlePath!));
+    const app = await startLineApp('edge-app');
+    stops.push(() => app.close());
+    const sidecar = await startSidecar({
+      name: 'edge', root: pod.root, logDir: workDir,
+      agentArgs: ['--pod-certificate-bundle', 'var/run/secrets/citadel/credentialbundle.pem'],
+      inbound: { appPort: app.port, allowedClientIds: [id('edge')] },
+    });
+    stops.push(() => sidecar.stop());
+    const leafSerial = () => parseCertificates(splitPem(fs.readFileSync(volume.credentialBundlePath, 'utf8'), 'CERTIFICATE').join(''))[0]!.serialHex;
+    const first = leafSerial();
+    expect(leafSerials(await sidecar.envoy.certs())).toEqual([first]);
+
+    // A client holding the same kubelet-issued credentials passes Envoy's mTLS (SPIFFE ID allow-list) to the app.
+    const bundle = fs.readFileSync(volume.credentialBundlePath, 'utf8');
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = tls.connect({
+        host: '127.0.0.1', port: sidecar.inboundPort, key: bundle, cert: bundle.slice(bundle.indexOf('-----BEGIN CERTIFICATE')),
+        ca: fs.readFileSync(volume.trustBundlePath!), checkServerIdentity: (_h, cert) => (cert.subjectaltname === `URI:${id('edge')}` ? undefined : new Error(cert.subjectaltname)),
+      }, () => socket.write('hello\n'));
+      socket.setEncoding('utf8');
+      socket.on('data', (d: string) => { resolve(d.trim()); socket.destroy(); });
+      socket.on('error', reject);
+    });
+    expect(answer).toBe('edge-app:hello');
+    // The agent never called the CA.
+    expect(metricValue(await sidecar.agent.metrics(), 'istio_agent_num_outgoing_requests{request_type="csr"}') ?? 0).toBe(0);
+
+    // The kubelet refreshes at beginRefreshAt; the agent pushes the new certificate to Envoy.
+    await clock.advance(volume.state().refreshDueAt! - clock.now());
+    await volume.waitFor((st) => st.requests.length === 2 && leafSerial() !== first);
+    const second = leafSerial();
+    await eventually('Envoy holds the refreshed certificate', async () => leafSerials(await sidecar.envoy.certs()).includes(second));
   });
 });

@@ -45,6 +45,7 @@ describe.each([
   ['deploy/base', BASE_DIR],
   ['deploy/examples/mtls', EXAMPLE_DIR],
   ['deploy/examples/workload-api', WORKLOAD_API_DIR],
+  ['deploy/examples/pod-certificates', path.join(DEPLOY_DIR, 'examples/pod-certificates')],
   ['deploy (both)', DEPLOY_DIR],
 ])('%s', (label, dir) => {
   it('passes a server-side dry run with no warnings, applies, and re-applies as a no-op', async () => {
