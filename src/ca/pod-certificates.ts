@@ -60,9 +60,16 @@ export interface PodCertificatePolicy {
   readonly maxTtlMs: number;
 }
 
+/** A request that gets no certificate: Denied or Failed, with the condition's reason and message. */
+export interface PodCertificateRefusal {
+  readonly action: 'deny' | 'fail';
+  readonly reason: string;
+  readonly message: string;
+}
+
 export type PodCertificateDecision =
   | { readonly action: 'issue'; readonly spiffeId: string; readonly publicKey: KeyObject; readonly keyType: string; readonly ttlMs: number }
-  | { readonly action: 'deny' | 'fail'; readonly reason: string; readonly message: string };
+  | PodCertificateRefusal;
 
 const deny = (reason: string, message: string): PodCertificateDecision => ({ action: 'deny', reason, message });
 
@@ -122,7 +129,7 @@ export function beginRefreshAt(notBefore: number, notAfter: number): number {
  * Why an issued certificate cannot go out (the API refuses leaves shorter than an hour; the signing certificate
  * may cut one short), or undefined when it may.
  */
-export function issuedLifetimeProblem(notBefore: number, notAfter: number): PodCertificateDecision | undefined {
+export function issuedLifetimeProblem(notBefore: number, notAfter: number): PodCertificateRefusal | undefined {
   if (notAfter - notBefore >= MIN_POD_CERT_LIFETIME_MS) return undefined;
   return {
     action: 'fail',

@@ -19,7 +19,9 @@ import {
   PCR_FAILED,
   PCR_ISSUED,
   PCR_REASONS,
+  type PodCertificateDecision,
   type PodCertificatePolicy,
+  type PodCertificateRefusal,
   type PodCertificateSpec,
 } from '../ca/pod-certificates.js';
 import type { Clock } from '../clock.js';
@@ -85,52 +87,59 @@ export function createPodCertificateReconciler(deps: PodCertificateDeps): Reconc
       if (!pcr || isAnswered(pcr)) return;
       const { spec } = pcr;
       const pod = await deps.writer.readPod(namespace, spec.podName, signal);
-      let decision = decidePodCertificate(namespace, spec, pod && { uid: pod.metadata?.uid, serviceAccountName: pod.spec?.serviceAccountName }, deps.policy);
-      const now = deps.clock.now();
-      let status: NonNullable<PodCertificateRequestObject['status']>;
-      let issued: { serialHex: string; notAfter: number } | undefined;
-      if (decision.action === 'issue') {
-        let cert;
-        try {
-          cert = deps.ca.issueWorkload({ publicKey: decision.publicKey, spiffeId: decision.spiffeId, ttlMs: decision.ttlMs });
-        } catch (err) {
-          // CA_NOT_READY and the like pass: retried with backoff rather than failing the request for good.
-          if (isCitadelError(err, 'CA_NOT_READY')) throw new RetryLater('CA key material is not loaded yet');
-          throw err;
-        }
-        const problem = issuedLifetimeProblem(cert.notBefore, cert.notAfter);
-        if (problem) decision = problem;
-        else {
-          issued = cert;
-          status = {
-            conditions: [condition(PCR_ISSUED, PCR_REASONS.issued, `issued ${decision.spiffeId}`, now)],
-            // Leaf first, then intermediates; the roots reach pods through the ClusterTrustBundle.
-            certificateChain: cert.chain.slice(0, -1).join(''),
-            notBefore: new Date(cert.notBefore),
-            notAfter: new Date(cert.notAfter),
-            beginRefreshAt: new Date(beginRefreshAt(cert.notBefore, cert.notAfter)),
-          };
-        }
-      }
-      if (decision.action !== 'issue') {
-        status = { conditions: [condition(decision.action === 'deny' ? PCR_DENIED : PCR_FAILED, decision.reason, decision.message, now)] };
-      }
-      const outcome = await deps.writer.updatePodCertificateRequestStatus({ ...pcr, status: status! } as never, signal);
+      const decision = decidePodCertificate(namespace, spec, pod && { uid: pod.metadata?.uid, serviceAccountName: pod.spec?.serviceAccountName }, deps.policy);
+      const answer = decision.action === 'issue' ? sign(decision) : refuse(decision);
+      const outcome = await deps.writer.updatePodCertificateRequestStatus({ ...pcr, status: answer.status } as Writable, signal);
       deps.metrics.writes.inc({ controller: POD_CERTIFICATE_CONTROLLER, action: 'update', outcome });
       if (outcome === 'gone') return;
       if (outcome !== 'updated') throw new RetryLater(`PodCertificateRequest ${key}: status update ${outcome}`);
       const fields = { namespace, request: name, pod: spec.podName, podUid: spec.podUID, node: spec.nodeName };
-      if (decision.action === 'issue' && issued) {
-        log.info(
-          { audit: 'certificate-issued', identity: decision.spiffeId, serial: issued.serialHex, notAfter: new Date(issued.notAfter).toISOString(), keyType: decision.keyType, authn: 'pod-certificate-request', ...fields },
-          'issued pod certificate',
-        );
-      } else if (decision.action !== 'issue') {
-        log.warn({ ...fields, action: decision.action, reason: decision.reason, message: decision.message }, 'pod certificate request refused');
+      if (answer.issued) {
+        const { spiffeId, keyType, serialHex, notAfter } = answer.issued;
+        log.info({ audit: 'certificate-issued', identity: spiffeId, serial: serialHex, notAfter: new Date(notAfter).toISOString(), keyType, authn: 'pod-certificate-request', ...fields }, 'issued pod certificate');
+      } else {
+        log.warn({ ...fields, condition: answer.status.conditions[0]!.type, reason: answer.status.conditions[0]!.reason, message: answer.status.conditions[0]!.message }, 'pod certificate request refused');
       }
     },
   };
+
+  /** Signs through the CA's one signing path; a leaf the signing certificate cut under an hour becomes Failed. */
+  function sign(decision: Extract<PodCertificateDecision, { action: 'issue' }>): Answer {
+    let cert;
+    try {
+      cert = deps.ca.issueWorkload({ publicKey: decision.publicKey, spiffeId: decision.spiffeId, ttlMs: decision.ttlMs });
+    } catch (err) {
+      // Not an answer: retried with backoff rather than failing the request for good.
+      if (isCitadelError(err, 'CA_NOT_READY')) throw new RetryLater('CA key material is not loaded yet');
+      throw err;
+    }
+    const problem = issuedLifetimeProblem(cert.notBefore, cert.notAfter);
+    if (problem) return refuse(problem);
+    return {
+      status: {
+        conditions: [condition(PCR_ISSUED, PCR_REASONS.issued, `issued ${decision.spiffeId}`, deps.clock.now())],
+        // Leaf first, then intermediates; the roots reach pods through the ClusterTrustBundle.
+        certificateChain: cert.chain.slice(0, -1).join(''),
+        notBefore: new Date(cert.notBefore),
+        notAfter: new Date(cert.notAfter),
+        beginRefreshAt: new Date(beginRefreshAt(cert.notBefore, cert.notAfter)),
+      },
+      issued: { spiffeId: decision.spiffeId, keyType: decision.keyType, serialHex: cert.serialHex, notAfter: cert.notAfter },
+    };
+  }
+
+  function refuse(decision: PodCertificateRefusal): Answer {
+    return { status: { conditions: [condition(decision.action === 'deny' ? PCR_DENIED : PCR_FAILED, decision.reason, decision.message, deps.clock.now())] } };
+  }
 }
+
+/** The status to write, and for an issued certificate what the audit line says. */
+interface Answer {
+  readonly status: { conditions: Condition[]; certificateChain?: string; notBefore?: Date; notAfter?: Date; beginRefreshAt?: Date };
+  readonly issued?: { spiffeId: string; keyType: string; serialHex: string; notAfter: number };
+}
+
+type Writable = Parameters<ObjectWriter['updatePodCertificateRequestStatus']>[0];
 
 function condition(type: string, reason: string, message: string, now: number): Condition {
   // metav1.Time has whole seconds.
