@@ -137,9 +137,24 @@ async function checkTokenReviewPermission(kube: KubeClients): Promise<void> {
 }
 
 /**
- * Kubelet-native delivery, as far as the apiserver serves it: both APIs are beta and off by default in 1.35/1.36,
- * so a part whose API is missing is switched off with a warning instead of failing the CA.
+ * Which parts of kubelet-native delivery can run: those asked for whose API the apiserver serves. Both APIs are beta
+ * and off by default in 1.35/1.36, so a part whose API is missing is switched off (`unserved` names its flag)
+ * instead of failing the CA.
  */
+export function podCertificateParts(
+  wanted: { readonly podCertificates: boolean; readonly clusterTrustBundle: boolean },
+  served: ReadonlySet<string>,
+): { sign: boolean; trustBundle: boolean; unserved: Array<{ flag: string; resource: string }> } {
+  const unserved: Array<{ flag: string; resource: string }> = [];
+  const part = (asked: boolean, resource: string, flagName: string) => {
+    if (asked && !served.has(resource)) unserved.push({ flag: flagName, resource });
+    return asked && served.has(resource);
+  };
+  const sign = part(wanted.podCertificates, 'podcertificaterequests', 'pod-certificates');
+  const trustBundle = part(wanted.clusterTrustBundle, 'clustertrustbundles', 'cluster-trust-bundle');
+  return { sign, trustBundle, unserved };
+}
+
 async function podCertificateOptions(config: CaConfig, kube: KubeClients, log: Logger) {
   if (!config.podCertificates && !config.clusterTrustBundle) return undefined;
   let served: Set<string>;
@@ -148,14 +163,10 @@ async function podCertificateOptions(config: CaConfig, kube: KubeClients, log: L
   } catch (err) {
     throw new CitadelError('UPSTREAM_UNAVAILABLE', `cannot ask the Kubernetes API which certificates.k8s.io/v1beta1 resources it serves (${describeKubeError(err)})`);
   }
-  const part = (wanted: boolean, resource: string, flagName: string) => {
-    if (!wanted) return false;
-    if (served.has(resource)) return true;
+  const { sign, trustBundle, unserved } = podCertificateParts(config, served);
+  for (const { flag: flagName, resource } of unserved) {
     log.warn({ resource: `certificates.k8s.io/v1beta1/${resource}` }, `the apiserver does not serve ${resource}; --${flagName} has no effect (enable the beta API and feature gate, see docs/pod-certificates.md)`);
-    return false;
-  };
-  const sign = part(config.podCertificates, 'podcertificaterequests', 'pod-certificates');
-  const trustBundle = part(config.clusterTrustBundle, 'clustertrustbundles', 'cluster-trust-bundle');
+  }
   return { signerName: config.podCertificateSigner, sign, trustBundle, maxTtlMs: config.maxWorkloadCertTtl };
 }
 

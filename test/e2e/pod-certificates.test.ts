@@ -162,6 +162,10 @@ describe('deploy/examples/pod-certificates', () => {
     const trusted = (await envoy.certs()).certificates.flatMap((c) => (c.ca_cert ?? []).map((d) => d.serial_number));
     expect(trusted).toContain(rootSerial);
 
+    // One audit line for the kubelet-path certificate, as for every certificate the CA issues.
+    const audit = ca!.proc.tail(400).split('\n').filter((l) => l.includes('"authn":"pod-certificate-request"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(audit).toContainEqual(expect.objectContaining({ audit: 'certificate-issued', identity: id('plain-app'), pod: plainPod.name, node: node.name }));
+
     // plain-app refuses a caller without a certificate at the handshake.
     const refused = await new Promise<string>((resolve) => {
       https.get(`https://${ip['plain-app']}:8443/`, { rejectUnauthorized: false, timeout: 5000 }, (res) => resolve(`HTTP ${res.statusCode}`))
