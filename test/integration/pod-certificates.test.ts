@@ -211,9 +211,11 @@ describe('ClusterTrustBundle publisher', () => {
     expect(parseCertificates(rotated.spec.trustBundle).map((c) => c.pem)).toEqual([oldRoot, ca.rootPem]);
   });
 
-  it('needed nothing beyond deploy/base/rbac.yaml', async () => {
-    const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === 'citadel_controller_errors_total');
-    const forbidden = ((metric?.values ?? []) as Array<{ labels: Record<string, string>; value: number }>).filter((v) => v.labels.reason === 'http_403');
-    expect(forbidden).toEqual([]);
+  it('needed nothing beyond deploy/base/rbac.yaml, and ran no root ConfigMap controller (rootConfigMaps: false)', async () => {
+    const values = async (name: string) =>
+      ((await registry.getMetricsAsJSON()).find((m) => m.name === name)?.values ?? []) as Array<{ labels: Record<string, string>; value: number }>;
+    expect((await values('citadel_controller_errors_total')).filter((v) => v.labels.reason === 'http_403')).toEqual([]);
+    const reconciled = new Set((await values('citadel_controller_reconciles_total')).map((v) => v.labels.controller));
+    expect([...reconciled].sort()).toEqual(['cluster-trust-bundle', 'pod-certificate']);
   });
 });
