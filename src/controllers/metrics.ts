@@ -5,6 +5,7 @@
  *   citadel_controller_errors_total{controller,reason}        failed reconciles and informer list/watch failures
  *   citadel_controller_queue_depth{controller}                keys waiting (0 on followers)
  *   citadel_leader                                            1 while this replica holds the leader Lease
+ *   citadel_pod_certificate_requests_total{condition,reason}  PodCertificateRequests answered (Issued, Denied, Failed)
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 
@@ -14,6 +15,7 @@ export interface ControllerMetrics {
   readonly errors: Counter<'controller' | 'reason'>;
   readonly queueDepth: Gauge<'controller'>;
   readonly leader: Gauge;
+  readonly podCertificates: Counter<'condition' | 'reason'>;
 }
 
 /** Registers the metrics; `depths` is read at scrape time. */
@@ -33,5 +35,6 @@ export function createControllerMetrics(registry: Registry, depths: () => Record
       },
     }),
     leader: new Gauge({ name: 'citadel_leader', help: '1 while this replica is the leader (runs the controllers), else 0.', registers }),
+    podCertificates: new Counter({ name: 'citadel_pod_certificate_requests_total', help: 'PodCertificateRequests answered, by condition (Issued, Denied, Failed) and reason.', labelNames: ['condition', 'reason'], registers }),
   };
 }

@@ -93,12 +93,14 @@ export function createPodCertificateReconciler(deps: PodCertificateDeps): Reconc
       deps.metrics.writes.inc({ controller: POD_CERTIFICATE_CONTROLLER, action: 'update', outcome });
       if (outcome === 'gone') return;
       if (outcome !== 'updated') throw new RetryLater(`PodCertificateRequest ${key}: status update ${outcome}`);
+      const { type: conditionType, reason } = answer.status.conditions[0]!;
+      deps.metrics.podCertificates.inc({ condition: conditionType, reason });
       const fields = { namespace, request: name, pod: spec.podName, podUid: spec.podUID, node: spec.nodeName };
       if (answer.issued) {
         const { spiffeId, keyType, serialHex, notAfter } = answer.issued;
         log.info({ audit: 'certificate-issued', identity: spiffeId, serial: serialHex, notAfter: new Date(notAfter).toISOString(), keyType, authn: 'pod-certificate-request', ...fields }, 'issued pod certificate');
       } else {
-        log.warn({ ...fields, condition: answer.status.conditions[0]!.type, reason: answer.status.conditions[0]!.reason, message: answer.status.conditions[0]!.message }, 'pod certificate request refused');
+        log.warn({ ...fields, condition: conditionType, reason, message: answer.status.conditions[0]!.message }, 'pod certificate request refused');
       }
     },
   };

@@ -167,6 +167,8 @@ export interface ProjectionState {
   readonly phase: 'pending' | 'issued' | 'denied' | 'failed';
   /** Names of the requests made so far, oldest first. */
   readonly requests: readonly string[];
+  /** The request whose certificate is in the file. */
+  readonly current?: string;
   readonly reason?: string;
   readonly message?: string;
   /** Of the certificate in the file (ms since the epoch). */
@@ -210,7 +212,7 @@ export async function projectPodCertificate(cluster: TestCluster, node: Simulate
     writeFileAtomic(credentialBundlePath, keyPem + answer.status.certificateChain!, 0o600);
     const beginRefreshAt = new Date(answer.status.beginRefreshAt!).getTime();
     const refreshDueAt = beginRefreshAt + Math.floor(Math.random() * 5 * 60_000);
-    state = { ...state, phase: 'issued', reason: answer.reason, message: answer.message, beginRefreshAt, notAfter: new Date(answer.status.notAfter!).getTime(), refreshDueAt };
+    state = { ...state, phase: 'issued', current: name, reason: answer.reason, message: answer.message, beginRefreshAt, notAfter: new Date(answer.status.notAfter!).getTime(), refreshDueAt };
     refreshTimer = clock.setTimer(() => void cycle().catch(report), Math.max(0, refreshDueAt - clock.now()));
   };
   const report = (err: unknown) => {

@@ -115,7 +115,7 @@ describe('PodCertificateRequest signer', () => {
 
     // Refresh: at beginRefreshAt (+ kubelet's jitter) a new key and a new request; the file is replaced.
     await clock.advance(first.refreshDueAt! - clock.now());
-    const second = await vol.waitFor((s) => s.requests.length === 2 && s.beginRefreshAt !== first.beginRefreshAt, 30_000);
+    const second = await vol.waitFor((s) => s.requests.length === 2 && s.current === s.requests[1], 30_000);
     expect(second.phase).toBe('issued');
     const renewed = splitPem(fs.readFileSync(vol.credentialBundlePath, 'utf8'));
     expect(renewed[0]).not.toBe(keyPem);
@@ -217,5 +217,9 @@ describe('ClusterTrustBundle publisher', () => {
     expect((await values('citadel_controller_errors_total')).filter((v) => v.labels.reason === 'http_403')).toEqual([]);
     const reconciled = new Set((await values('citadel_controller_reconciles_total')).map((v) => v.labels.controller));
     expect([...reconciled].sort()).toEqual(['cluster-trust-bundle', 'pod-certificate']);
+    // Every answer counted by condition and reason.
+    const answers = Object.fromEntries((await values('citadel_pod_certificate_requests_total')).map((v) => [`${v.labels.condition}/${v.labels.reason}`, v.value]));
+    expect(answers['Issued/Issued']).toBeGreaterThanOrEqual(4);
+    expect(answers['Denied/UnsupportedKeyType']).toBe(2);
   });
 });
