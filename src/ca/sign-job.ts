@@ -15,10 +15,13 @@ export interface RequestedNames {
   readonly dnsNames: readonly string[];
   readonly ipAddresses: readonly string[];
   readonly emails: readonly string[];
+  /** Kinds of the SANs of other types (otherName, directoryName, registeredID...). */
+  readonly otherNames?: readonly string[];
 }
 
 /**
- * The identity and SANs a CSR asks for must be exactly the caller's identity (or nothing).
+ * The identity and SANs a CSR asks for must be exactly the caller's identity (or nothing: then the leaf gets the
+ * caller's identity, as in Istio). SANs of any other kind are refused like extra SANs: we never issue them.
  * @throws CitadelError PERMISSION_DENIED naming (up to three of) the names asked for.
  */
 export function checkRequestedIdentity(caller: { readonly identity: string }, requested: RequestedNames): void {
@@ -27,6 +30,7 @@ export function checkRequestedIdentity(caller: { readonly identity: string }, re
     ...requested.dnsNames.map((d) => `DNS:${d}`),
     ...requested.ipAddresses.map((ip) => `IP:${ip}`),
     ...requested.emails.map((e) => `email:${e}`),
+    ...(requested.otherNames ?? []).map((kind) => `a SAN of type ${kind}`),
   ];
   if (others.length === 0) return;
   const shown = others.slice(0, 3).map((s) => (s.length > 120 ? `${s.slice(0, 120)}...` : s)).join(', ');

@@ -4,7 +4,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { CitadelError } from '../errors.js';
-import { contextTag, DerCursor, parseDer, rawOf, readBitString, readSmallInteger, readTime, readUnsignedInteger, Tag } from './der.js';
+import { contextTag, DER_LIMITS, DerCursor, parseDer, rawOf, readBitString, readSmallInteger, readTime, readUnsignedInteger, Tag } from './der.js';
 import { publicKeyFromSpki, readSignatureAlgorithm, spkiOf, verifyWith, type KeyInfo, type SignatureAlgorithm } from './keys.js';
 import type { KeyUsageName } from './oids.js';
 import { checkInputSize, decodePemBlocks, decodeSinglePem, encodePem } from './pem.js';
@@ -92,7 +92,7 @@ function parseCertificateDer(der: Buffer): ParsedCertificate {
   const outer = new DerCursor(root, 'certificate');
   const tbsTlv = outer.next(Tag.SEQUENCE, 'tbsCertificate');
   const outerAlgTlv = outer.next(Tag.SEQUENCE, 'signatureAlgorithm');
-  const sig = readBitString(outer.next(Tag.BIT_STRING, 'signature'), 'signature');
+  const sig = readBitString(outer.next(Tag.BIT_STRING, 'signature'), 'signature', DER_LIMITS.signatureBytes);
   outer.end('certificate');
   if (sig.unusedBits !== 0) throw certError('signature has unused bits');
 
@@ -105,7 +105,7 @@ function parseCertificateDer(der: Buffer): ParsedCertificate {
     vc.end('version');
     if (version < 2 || version > 3) throw certError(`unsupported version ${version}`);
   }
-  const serial = readUnsignedInteger(tbs.next(Tag.INTEGER, 'serialNumber'), 'serialNumber');
+  const serial = readUnsignedInteger(tbs.next(Tag.INTEGER, 'serialNumber'), 'serialNumber', DER_LIMITS.serialBytes);
   const innerAlgTlv = tbs.next(Tag.SEQUENCE, 'signature');
   const issuerTlv = tbs.next(Tag.SEQUENCE, 'issuer');
   const validity = new DerCursor(tbs.next(Tag.SEQUENCE, 'validity'), 'validity');

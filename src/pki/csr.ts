@@ -4,7 +4,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { CitadelError } from '../errors.js';
-import { bitString, childrenOf, contextTag, DerCursor, implicit, integer, oid, parseDer, rawOf, readBitString, readOid, readSmallInteger, sequence, setOf, Tag } from './der.js';
+import { bitString, childrenOf, contextTag, DER_LIMITS, DerCursor, implicit, integer, oid, parseDer, rawOf, readBitString, readOid, readSmallInteger, sequence, setOf, Tag } from './der.js';
 import { describeKey, publicKeyFromSpki, readSignatureAlgorithm, signatureAlgorithmFor, signWith, spkiOf, verifyWith, type KeyInfo } from './keys.js';
 import { OID } from './oids.js';
 import { checkInputSize, decodeSinglePem, encodePem } from './pem.js';
@@ -40,6 +40,8 @@ export interface ParsedCsr {
   dnsNames: string[];
   ipAddresses: string[];
   emails: string[];
+  /** Kinds of the other SANs asked for (otherName, directoryName, registeredID...): never issued. */
+  otherNames: string[];
   subjectCommonName?: string;
 }
 
@@ -60,7 +62,7 @@ export function parseCsr(pem: string): ParsedCsr {
   const outer = new DerCursor(root, 'CSR');
   const criTlv = outer.next(Tag.SEQUENCE, 'certificationRequestInfo');
   const algTlv = outer.next(Tag.SEQUENCE, 'signatureAlgorithm');
-  const sig = readBitString(outer.next(Tag.BIT_STRING, 'signature'), 'signature');
+  const sig = readBitString(outer.next(Tag.BIT_STRING, 'signature'), 'signature', DER_LIMITS.signatureBytes);
   outer.end('CSR');
   if (sig.unusedBits !== 0) throw csrError('signature has unused bits');
 
@@ -76,12 +78,10 @@ export function parseCsr(pem: string): ParsedCsr {
   const { publicKey, key } = publicKeyFromSpki(Buffer.from(rawOf(spkiTlv)));
   const alg = readSignatureAlgorithm(algTlv);
   if (alg.keyAlgorithm !== key.algorithm) throw new CitadelError('SIGNATURE_INVALID', `CSR signature algorithm ${alg.name} does not fit its ${key.algorithm} key`);
-  if (!verifyWith(publicKey, key, alg, rawOf(criTlv), sig.bytes)) throw new CitadelError('SIGNATURE_INVALID', 'CSR signature does not verify');
-
-  const out: ParsedCsr = { publicKey, key, uris: [], dnsNames: [], ipAddresses: [], emails: [] };
+  const out: ParsedCsr = { publicKey, key, uris: [], dnsNames: [], ipAddresses: [], emails: [], otherNames: [] };
   if (subject.commonName !== undefined) out.subjectCommonName = subject.commonName;
   let sawExtensions = false;
-  for (const attr of childrenOf(attrsTlv, 'attributes')) {
+  for (const attr of childrenOf(attrsTlv, 'attributes', DER_LIMITS.csrAttributes)) {
     const c = new DerCursor(attr, 'attribute');
     const type = readOid(c.next(Tag.OID, 'attribute type'));
     const values = c.next(Tag.SET, 'attribute values');
@@ -104,7 +104,12 @@ export function parseCsr(pem: string): ParsedCsr {
       out.dnsNames = san.dnsNames;
       out.ipAddresses = san.ipAddresses;
       out.emails = san.emails;
+      out.otherNames = san.otherNames;
     }
   }
+  // Last: everything above is bounded and cheap, so a malformed or oversized CSR is refused without paying for a
+  // signature check over up to 64 KiB (issue 14). Nothing read above is trusted until this passes.
+  if (!verifyWith(publicKey, key, alg, rawOf(criTlv), sig.bytes)) throw new CitadelError('SIGNATURE_INVALID', 'CSR signature does not verify');
+
   return out;
 }

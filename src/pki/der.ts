@@ -5,8 +5,50 @@
  *
  * The reader is strict: definite, minimal lengths only; every length must fit its parent; high tag numbers,
  * non-minimal INTEGERs and non-DER BOOLEANs are rejected. Every failure is a CitadelError DER_INVALID.
+ *
+ * It is also bounded (issue 14): every variable-size element is capped at a size real certificates stay far below
+ * (DER_LIMITS), and nothing is read recursively, so the worst input the CA accepts on the wire is refused after a
+ * few linear scans instead of after seconds of BigInt arithmetic or string building.
  */
 import { CitadelError } from '../errors.js';
+import { OID } from './oids.js';
+
+/**
+ * Largest sizes and counts the readers accept. Each is several times what real certificates and CSRs use (the
+ * figures in the comments), so no real input comes near, and each keeps its reader linear and cheap.
+ */
+export const DER_LIMITS = {
+  /** Content bytes of one OBJECT IDENTIFIER (real ones: under 30; a 2.25.<UUID> OID: 20). */
+  oidBytes: 64,
+  /** Content bytes of one directory string (X.520 bounds most attributes at 64 to 200 characters). */
+  stringBytes: 1024,
+  /** Attributes in one Name, over all RDNs (real: under 10). */
+  nameAttributes: 64,
+  /** Extensions in a certificate or CSR (real: about 10). */
+  extensions: 64,
+  /** Entries in a GeneralNames (SAN) sequence (public CAs allow at most 100; ours has 1). */
+  generalNames: 256,
+  /** Content bytes of one GeneralName (a SPIFFE ID is at most 2048 bytes). */
+  generalNameBytes: 2048,
+  /** Attributes in a CSR (real: one, the extensionRequest). */
+  csrAttributes: 16,
+  /** Bytes of a serial number (RFC 5280: at most 20). */
+  serialBytes: 32,
+  /** Bytes of a signature (RSA-4096: 512; ECDSA P-384 in DER: 104). */
+  signatureBytes: 1024,
+  /** OIDs in an extendedKeyUsage (real: 1 to 3). */
+  extKeyUsages: 32,
+} as const;
+
+/** DER_INVALID "<what> is longer than <limit> bytes" when `length` exceeds `limit`. */
+export function checkLength(length: number, limit: number, what: string): void {
+  if (length > limit) throw derError(`${what} is longer than ${limit} bytes`);
+}
+
+/** DER_INVALID "<what> has more than <limit> elements" when `count` exceeds `limit`. */
+export function checkCount(count: number, limit: number, what: string): void {
+  if (count > limit) throw derError(`${what} has more than ${limit} elements`);
+}
 
 export const Tag = {
   BOOLEAN: 0x01,
@@ -120,7 +162,7 @@ export function oid(dotted: string): Buffer {
   push(arcs[0]! * 40n + arcs[1]!);
   for (const arc of arcs.slice(2)) push(arc);
   const enc = tlv(Tag.OID, Uint8Array.from(bytes));
-  oidCache.set(dotted, enc);
+  if (oidCache.size < 256) oidCache.set(dotted, enc);
   return enc;
 }
 
@@ -244,11 +286,14 @@ export class DerCursor {
   }
 }
 
-/** All children of a constructed TLV. */
-export function childrenOf(t: Tlv, what = 'element'): Tlv[] {
+/** All children of a constructed TLV; with `max`, DER_INVALID as soon as there are more than `max`. */
+export function childrenOf(t: Tlv, what = 'element', max = Infinity): Tlv[] {
   const c = new DerCursor(t, what);
   const out: Tlv[] = [];
-  while (!c.done) out.push(c.next(undefined, what));
+  while (!c.done) {
+    out.push(c.next(undefined, what));
+    checkCount(out.length, max, what);
+  }
   return out;
 }
 
@@ -257,11 +302,15 @@ export function expectTag(t: Tlv, tag: number, what: string): Tlv {
   return t;
 }
 
-/** INTEGER content as unsigned big-endian bytes (sign byte dropped); negative values are rejected. */
-export function readUnsignedInteger(t: Tlv, what = 'INTEGER'): Buffer {
+/**
+ * INTEGER content as unsigned big-endian bytes (sign byte dropped); negative values are rejected, and so are
+ * values of more than `maxBytes` bytes (sign byte not counted).
+ */
+export function readUnsignedInteger(t: Tlv, what = 'INTEGER', maxBytes = Infinity): Buffer {
   expectTag(t, Tag.INTEGER, what);
   const c = contentOf(t);
   if (c.length === 0) throw derError(`${what}: empty`);
+  checkLength(c[0] === 0 ? c.length - 1 : c.length, maxBytes, what);
   if (c.length > 1 && ((c[0] === 0 && !(c[1]! & 0x80)) || (c[0] === 0xff && c[1]! & 0x80))) throw derError(`${what}: non-minimal`);
   if (c[0]! & 0x80) throw derError(`${what}: negative`);
   return c[0] === 0 && c.length > 1 ? c.subarray(1) : c;
@@ -269,6 +318,8 @@ export function readUnsignedInteger(t: Tlv, what = 'INTEGER'): Buffer {
 
 /** A small non-negative INTEGER (versions, pathLen). */
 export function readSmallInteger(t: Tlv, what = 'INTEGER'): number {
+  const c = contentOf(t);
+  if (c.length > 5) throw derError(`${what}: too large`);
   const bytes = readUnsignedInteger(t, what);
   if (bytes.length > 4) throw derError(`${what}: too large`);
   let n = 0;
@@ -283,15 +334,19 @@ export function readBoolean(t: Tlv, what = 'BOOLEAN'): boolean {
   return c[0] === 0xff;
 }
 
-const oidNames = new Map<string, string>();
+/**
+ * Dotted forms of the OIDs this code knows, by content bytes. Filled once and never grown: a cache that kept
+ * whatever OIDs callers send would let them fill it (and push out the ones that matter).
+ */
+const knownOidNames = new Map<string, string>(Object.values(OID).map((dotted) => [contentOf(parseDer(oid(dotted))).toString('latin1'), dotted]));
 
-/** OBJECT IDENTIFIER in dotted form. */
+/** OBJECT IDENTIFIER in dotted form; at most DER_LIMITS.oidBytes of content. */
 export function readOid(t: Tlv, what = 'OID'): string {
   expectTag(t, Tag.OID, what);
   const c = contentOf(t);
+  checkLength(c.length, DER_LIMITS.oidBytes, what);
   if (c.length === 0 || c[c.length - 1]! & 0x80) throw derError(`${what}: truncated`);
-  const key = c.toString('latin1');
-  const hit = oidNames.get(key);
+  const hit = knownOidNames.get(c.toString('latin1'));
   if (hit) return hit;
   const arcs: bigint[] = [];
   let v = 0n;
@@ -309,15 +364,14 @@ export function readOid(t: Tlv, what = 'OID'): string {
   }
   const head = arcs[0]!;
   const parts = head < 80n ? [head / 40n, head % 40n] : [2n, head - 80n];
-  const dotted = [...parts, ...arcs.slice(1)].join('.');
-  if (oidNames.size < 1000) oidNames.set(key, dotted);
-  return dotted;
+  return [...parts, ...arcs.slice(1)].join('.');
 }
 
-/** BIT STRING: the bytes and the count of unused bits in the last byte. */
-export function readBitString(t: Tlv, what = 'BIT STRING'): { bytes: Buffer; unusedBits: number } {
+/** BIT STRING: the bytes and the count of unused bits in the last byte (at most `maxBytes` bytes). */
+export function readBitString(t: Tlv, what = 'BIT STRING', maxBytes = Infinity): { bytes: Buffer; unusedBits: number } {
   expectTag(t, Tag.BIT_STRING, what);
   const c = contentOf(t);
+  checkLength(c.length - 1, maxBytes, what);
   if (c.length === 0) throw derError(`${what}: empty`);
   const unusedBits = c[0]!;
   if (unusedBits > 7 || (c.length === 1 && unusedBits !== 0)) throw derError(`${what}: bad unused-bit count`);
@@ -366,9 +420,10 @@ export function readTime(t: Tlv, what = 'time'): number {
   return ms;
 }
 
-/** The text of a directory or IA5 string. */
+/** The text of a directory or IA5 string of at most DER_LIMITS.stringBytes bytes. */
 export function readString(t: Tlv, what = 'string'): string {
   const c = contentOf(t);
+  checkLength(c.length, DER_LIMITS.stringBytes, what);
   switch (t.tag) {
     case Tag.UTF8_STRING: {
       const s = c.toString('utf8');
@@ -390,7 +445,13 @@ export function readString(t: Tlv, what = 'string'): string {
     case Tag.UNIVERSAL_STRING: {
       if (c.length % 4) throw derError(`${what}: bad UniversalString`);
       let s = '';
-      for (let i = 0; i < c.length; i += 4) s += String.fromCodePoint(c.readUInt32BE(i));
+      for (let i = 0; i < c.length; i += 4) {
+        const cp = c.readUInt32BE(i);
+        // Past U+10FFFF there is no character (String.fromCodePoint would throw a RangeError); surrogates are
+        // UTF-16 halves, never characters of their own.
+        if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) throw derError(`${what}: UniversalString holds U+${cp.toString(16).toUpperCase()}, which is not a character`);
+        s += String.fromCodePoint(cp);
+      }
       return s;
     }
     default:

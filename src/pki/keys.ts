@@ -115,6 +115,12 @@ export function spkiOf(key: KeyObject): Buffer {
   return spki;
 }
 
+/** The largest RSA modulus we take (4096 bits). */
+const MAX_RSA_BYTES = 512;
+/** Bounds on a SubjectPublicKeyInfo's parts, far above the keys we take. */
+const MAX_SPKI_ALGORITHM_BYTES = 512;
+const MAX_SPKI_KEY_BYTES = 1024;
+
 // Canonical AlgorithmIdentifiers of the keys we take (what OpenSSL itself writes).
 const RSA_KEY_ALG = sequence(oid(OID.rsaEncryption), nullValue());
 const P256_KEY_ALG = sequence(oid(OID.ecPublicKey), oid('1.2.840.10045.3.1.7'));
@@ -135,13 +141,21 @@ export function publicKeyFromSpki(spki: Buffer): { publicKey: KeyObject; key: Ke
   const alg = rawOf(c.next(Tag.SEQUENCE, 'subjectPublicKeyInfo algorithm'));
   const bits = readBitString(c.next(Tag.BIT_STRING, 'subjectPublicKey'), 'subjectPublicKey');
   c.end('subjectPublicKeyInfo');
+  // Before OpenSSL decodes anything: the keys we take are at most 526 bytes with a 15-byte algorithm (explicit EC
+  // parameters, which we do not take either, are about 300), and OpenSSL's decoders are not cheap on junk.
+  if (alg.length > MAX_SPKI_ALGORITHM_BYTES || bits.bytes.length > MAX_SPKI_KEY_BYTES) {
+    throw new CitadelError('KEY_UNSUPPORTED', 'public key is larger than any supported key');
+  }
   let publicKey: KeyObject;
   let canonical = false;
   try {
     if (alg.equals(RSA_KEY_ALG) && bits.unusedBits === 0) {
       const rsa = new DerCursor(parseDer(bits.bytes), 'RSAPublicKey');
+      // Bounded before OpenSSL sees them: a 40 KB exponent costs OpenSSL (and printing it) most of a second.
       const n = readUnsignedInteger(rsa.next(Tag.INTEGER, 'modulus'), 'modulus');
       const e = readUnsignedInteger(rsa.next(Tag.INTEGER, 'publicExponent'), 'publicExponent');
+      if (n.length > MAX_RSA_BYTES) throw new CitadelError('KEY_UNSUPPORTED', `RSA keys of more than ${MAX_RSA_BYTES * 8} bits are not supported; use 2048, 3072 or 4096`);
+      if (e.length > 4) throw new CitadelError('KEY_UNSUPPORTED', 'RSA public exponents above 32 bits are not supported; use 65537');
       rsa.end('RSAPublicKey');
       publicKey = createPublicKey({ key: { kty: 'RSA', n: b64url(n), e: b64url(e) }, format: 'jwk' });
       canonical = true;

@@ -20,29 +20,43 @@ export function checkInputSize(input: string | Uint8Array, what: string): void {
   }
 }
 
-const BLOCK = /-----BEGIN ([A-Z0-9 ]*)-----([\s\S]*?)-----END ([A-Z0-9 ]*)-----/g;
+const LABEL = /^[A-Z0-9 ]*$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const BEGIN = '-----BEGIN ';
+const END = '-----END ';
+const DASHES = '-----';
 
 /**
  * Every PEM block in `text`, decoded. Throws INPUT_TOO_LARGE, PEM_INVALID (mismatched labels, bad base64,
  * a BEGIN without an END, or headers such as Proc-Type, i.e. encrypted legacy keys).
+ *
+ * One forward scan with indexOf (issue 14): a lazy BEGIN...END regular expression rescans the rest of the text
+ * from every BEGIN line, which 64 KB of BEGIN lines turn into a quadratic cost.
  */
 export function decodePemBlocks(text: string): PemBlock[] {
   checkInputSize(text, 'PEM input');
   const blocks: PemBlock[] = [];
-  let consumed = 0;
-  for (const m of text.matchAll(BLOCK)) {
-    const [, label, body, endLabel] = m as unknown as [string, string, string, string];
-    if (label !== endLabel) throw new CitadelError('PEM_INVALID', `PEM block "${label}" ends with "${endLabel}"`);
+  const noEnd = () => new CitadelError('PEM_INVALID', 'PEM block without an END line');
+  for (let at = text.indexOf(BEGIN); at !== -1; at = text.indexOf(BEGIN, at)) {
+    const labelEnd = text.indexOf(DASHES, at + BEGIN.length);
+    if (labelEnd === -1) throw noEnd();
+    const label = text.slice(at + BEGIN.length, labelEnd);
+    if (!LABEL.test(label)) throw new CitadelError('PEM_INVALID', 'malformed PEM BEGIN line');
+    const end = text.indexOf(END, labelEnd + DASHES.length);
+    if (end === -1) throw noEnd();
+    const endLabelEnd = text.indexOf(DASHES, end + END.length);
+    if (endLabelEnd === -1) throw noEnd();
+    const endLabel = text.slice(end + END.length, endLabelEnd);
+    if (label !== endLabel) throw new CitadelError('PEM_INVALID', `PEM block "${label}" ends with "${endLabel.slice(0, 64)}"`);
+    const body = text.slice(labelEnd + DASHES.length, end);
     if (body.includes(':')) throw new CitadelError('PEM_INVALID', `PEM block "${label}" has headers (encrypted keys are not supported)`);
     const b64 = body.replace(/[ \t\r\n]+/g, '');
     if (!BASE64.test(b64) || b64.length % 4 !== 0 || b64.length === 0) {
       throw new CitadelError('PEM_INVALID', `PEM block "${label}" is not valid base64`);
     }
     blocks.push({ label, der: Buffer.from(b64, 'base64') });
-    consumed = m.index + m[0].length;
+    at = endLabelEnd + DASHES.length;
   }
-  if (text.indexOf('-----BEGIN ', consumed) !== -1) throw new CitadelError('PEM_INVALID', 'PEM block without an END line');
   return blocks;
 }
 

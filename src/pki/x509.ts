@@ -5,7 +5,10 @@
 import { CitadelError } from '../errors.js';
 import {
   boolean,
+  checkCount,
+  checkLength,
   childrenOf,
+  DER_LIMITS,
   contentOf,
   DerCursor,
   ia5String,
@@ -58,14 +61,16 @@ export interface DecodedName {
 
 const escapeValue = (v: string) => v.replace(/([,+"\\<>;=])/g, '\\$1');
 
-/** Reads a Name. Throws DER_INVALID. */
+/** Reads a Name of at most DER_LIMITS.nameAttributes attributes. Throws DER_INVALID. */
 export function decodeName(t: Tlv, what = 'name'): DecodedName {
   const parts: string[] = [];
   let commonName: string | undefined;
-  for (const rdn of childrenOf(t, what)) {
+  let attributes = 0;
+  for (const rdn of childrenOf(t, what, DER_LIMITS.nameAttributes)) {
     if (rdn.tag !== Tag.SET) throw new CitadelError('DER_INVALID', `malformed DER: ${what}: RDN is not a SET`);
     const atvs: string[] = [];
-    for (const atv of childrenOf(rdn, what)) {
+    for (const atv of childrenOf(rdn, what, DER_LIMITS.nameAttributes)) {
+      checkCount(++attributes, DER_LIMITS.nameAttributes, what);
       const c = new DerCursor(atv, what);
       const type = readOid(c.next(Tag.OID, `${what} attribute type`));
       const value = readString(c.next(undefined, `${what} attribute value`), `${what} attribute value`);
@@ -85,9 +90,17 @@ export interface AltNames {
   dnsNames: string[];
   ipAddresses: string[];
   emails: string[];
+  /**
+   * The kinds of the other names present (`otherName`, `x400Address`, `directoryName`, `ediPartyName`,
+   * `registeredID`), one entry per name: kept so that a policy can refuse what it does not issue.
+   */
+  otherNames: string[];
 }
 
 const GN = { rfc822Name: 0x81, dNSName: 0x82, uniformResourceIdentifier: 0x86, iPAddress: 0x87 } as const;
+
+/** GeneralName kinds we read but never issue, by tag (RFC 5280 4.2.1.6; IMPLICIT tags, so constructed ones are 0xa_). */
+const OTHER_GENERAL_NAMES: Record<number, string> = { 0xa0: 'otherName', 0xa3: 'x400Address', 0xa4: 'directoryName', 0xa5: 'ediPartyName', 0x88: 'registeredID' };
 
 function ipToString(bytes: Buffer): string {
   if (bytes.length === 4) return Array.from(bytes).join('.');
@@ -131,10 +144,15 @@ function ipToBytes(ip: string): Buffer | undefined {
   return out;
 }
 
-/** Reads a GeneralNames SEQUENCE; name types other than URI, DNS, IP and email are skipped. */
+/**
+ * Reads a GeneralNames SEQUENCE (at most DER_LIMITS.generalNames names of DER_LIMITS.generalNameBytes each). Names
+ * other than URI, DNS, IP and email are listed by kind in `otherNames`. Throws DER_INVALID (also for a tag that is
+ * no GeneralName at all).
+ */
 export function decodeAltNames(t: Tlv): AltNames {
-  const out: AltNames = { uris: [], dnsNames: [], ipAddresses: [], emails: [] };
-  for (const gn of childrenOf(t, 'subjectAltName')) {
+  const out: AltNames = { uris: [], dnsNames: [], ipAddresses: [], emails: [], otherNames: [] };
+  for (const gn of childrenOf(t, 'subjectAltName', DER_LIMITS.generalNames)) {
+    checkLength(gn.end - gn.contentStart, DER_LIMITS.generalNameBytes, 'subjectAltName entry');
     const ascii = () => {
       const c = contentOf(gn);
       for (const b of c) if (b > 0x7f) throw new CitadelError('DER_INVALID', 'malformed DER: non-ASCII byte in subjectAltName');
@@ -153,8 +171,11 @@ export function decodeAltNames(t: Tlv): AltNames {
       case GN.iPAddress:
         out.ipAddresses.push(ipToString(contentOf(gn)));
         break;
-      default:
-        break;
+      default: {
+        const kind = OTHER_GENERAL_NAMES[gn.tag];
+        if (!kind) throw new CitadelError('DER_INVALID', `malformed DER: subjectAltName: tag 0x${gn.tag.toString(16)} is not a GeneralName`);
+        out.otherNames.push(kind);
+      }
     }
   }
   return out;
@@ -214,7 +235,7 @@ const KEY_USAGE_NAMES = Object.entries(KeyUsageBit) as Array<[KeyUsageName, numb
 export function decodeExtensions(t: Tlv): DecodedExtensions {
   const out: DecodedExtensions = { unhandledCritical: [], all: [] };
   const seen = new Set<string>();
-  for (const ext of childrenOf(t, 'extensions')) {
+  for (const ext of childrenOf(t, 'extensions', DER_LIMITS.extensions)) {
     const c = new DerCursor(ext, 'extension');
     const id = readOid(c.next(Tag.OID, 'extension id'));
     const critTlv = c.optional(Tag.BOOLEAN);
@@ -244,7 +265,7 @@ export function decodeExtensions(t: Tlv): DecodedExtensions {
         break;
       }
       case OID.extKeyUsage:
-        out.extKeyUsage = { oids: childrenOf(expect(inner(), Tag.SEQUENCE, 'extKeyUsage'), 'extKeyUsage').map((o) => readOid(o, 'extKeyUsage')), critical };
+        out.extKeyUsage = { oids: childrenOf(expect(inner(), Tag.SEQUENCE, 'extKeyUsage'), 'extKeyUsage', DER_LIMITS.extKeyUsages).map((o) => readOid(o, 'extKeyUsage')), critical };
         break;
       case OID.subjectAltName:
         out.subjectAltName = { ...decodeAltNames(expect(inner(), Tag.SEQUENCE, 'subjectAltName')), critical };

@@ -3,6 +3,7 @@ import {
   bitString,
   boolean,
   childrenOf,
+  DER_LIMITS,
   DerCursor,
   explicit,
   integer,
@@ -145,6 +146,24 @@ describe('DER reader rejects what is not strict DER', () => {
     expectCode(() => readOid(parseDer(buf('0600'))), 'DER_INVALID');
   });
 
+  it('OIDs up to DER_LIMITS.oidBytes, 128-bit UUID arcs included; longer ones are refused before any arithmetic', () => {
+    const uuidOid = '2.25.329800735698586629295641978511506172918';
+    expect(readOid(parseDer(oid(uuidOid)))).toBe(uuidOid);
+    const longest = tlv(Tag.OID, Buffer.concat([Buffer.of(0x2b), Buffer.alloc(DER_LIMITS.oidBytes - 1, 0x01)]));
+    expect(readOid(parseDer(longest))).toBe(`1.3${'.1'.repeat(DER_LIMITS.oidBytes - 1)}`);
+    const over = tlv(Tag.OID, Buffer.concat([Buffer.alloc(DER_LIMITS.oidBytes, 0x81), Buffer.of(0x01)]));
+    expectCode(() => readOid(parseDer(over), 'extension id'), 'DER_INVALID', /^malformed DER: extension id is longer than 64 bytes$/);
+  });
+
+  it('counts and sizes are capped: children, INTEGERs, BIT STRINGs', () => {
+    const three = parseDer(sequence(integer(1), integer(2), integer(3)));
+    expect(childrenOf(three, 'list', 3)).toHaveLength(3);
+    expectCode(() => childrenOf(three, 'list', 2), 'DER_INVALID', /list has more than 2 elements/);
+    expect(readUnsignedInteger(parseDer(integer(Buffer.alloc(20, 0xff))), 'serial', 20)).toHaveLength(20);
+    expectCode(() => readUnsignedInteger(parseDer(integer(Buffer.alloc(21, 0xff))), 'serial', 20), 'DER_INVALID', /serial is longer than 20 bytes/);
+    expectCode(() => readBitString(parseDer(bitString(Buffer.alloc(9))), 'signature', 8), 'DER_INVALID', /signature is longer than 8 bytes/);
+  });
+
   it('times that are not in the RFC 5280 profile or not real dates', () => {
     const t = (tag: number, s: string) => parseDer(tlv(tag, Buffer.from(s, 'latin1')));
     expectCode(() => readTime(t(Tag.UTC_TIME, '2601020304Z')), 'DER_INVALID');
@@ -163,6 +182,13 @@ describe('DER reader rejects what is not strict DER', () => {
     expectCode(() => readString(parseDer(tlv(Tag.UTF8_STRING, buf('c3')))), 'DER_INVALID');
     expectCode(() => readString(parseDer(tlv(Tag.PRINTABLE_STRING, buf('e9')))), 'DER_INVALID');
     expectCode(() => readString(parseDer(tlv(Tag.OCTET_STRING, buf('41')))), 'DER_INVALID');
+    expectCode(() => readString(parseDer(utf8String('x'.repeat(DER_LIMITS.stringBytes + 1)))), 'DER_INVALID', /longer than/);
+  });
+
+  it('UniversalStrings: any character up to U+10FFFF; beyond it, or a surrogate, is DER_INVALID (not a RangeError)', () => {
+    expect(readString(parseDer(tlv(Tag.UNIVERSAL_STRING, buf('00000041 0001f600 0010ffff'))))).toBe('A\u{1f600}\u{10ffff}');
+    expectCode(() => readString(parseDer(tlv(Tag.UNIVERSAL_STRING, buf('00110000'))), 'CN'), 'DER_INVALID', /CN: UniversalString holds U\+110000, which is not a character/);
+    expectCode(() => readString(parseDer(tlv(Tag.UNIVERSAL_STRING, buf('0000dc00')))), 'DER_INVALID', /U\+DC00/);
   });
 
   it('a cursor insists on the expected tags and on reading every child', () => {
