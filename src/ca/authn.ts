@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Clock } from '../clock.js';
-import { CitadelError } from '../errors.js';
+import { CitadelError, isCitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { TokenReviewer } from '../kube/tokenreview.js';
 import { checkWorkloadSvid, parseCertificate, parseWorkloadSpiffeId, verifyChain, workloadSpiffeId } from '../pki/index.js';
@@ -43,9 +43,13 @@ export interface Authenticator {
   authenticate(creds: Credentials): Promise<Caller>;
 }
 
-/** A short, safe reason plus the detail for logs. */
+/** A short, safe reason, the detail for logs, and the `reason` label it is counted under. */
 class AuthnFailure extends Error {
-  constructor(readonly reason: string, readonly detail: string) {
+  constructor(
+    readonly reason: string,
+    readonly detail: string,
+    readonly label = reason.replace(/[^a-z]+/g, '_'),
+  ) {
     super(reason);
   }
 }
@@ -165,28 +169,32 @@ export function createTokenAuthenticator(deps: TokenAuthenticatorDeps): { authen
  * intermediates, is a valid X.509-SVID, and names a workload in our trust domain.
  */
 export function authenticateClientCertificate(der: Buffer, material: VerificationMaterial, trustDomain: string, now: number, serialRevoked?: (serialHex: string) => string | undefined): Caller {
+  // Each way a certificate can fail has its own reason and label: an operator must be able to tell a fleet with
+  // expired certificates from a client of another mesh (issue 14).
+  const rejected = (why: string, label: string, detail: string) => new AuthnFailure(`client certificate rejected: ${why}`, detail, `client_certificate_${label}`);
   let leaf;
   try {
     leaf = parseCertificate(der);
   } catch (err) {
-    throw new AuthnFailure('client certificate rejected', `unparseable: ${(err as Error).message}`);
+    throw rejected('malformed', 'malformed', `unparseable: ${(err as Error).message}`);
   }
   try {
     verifyChain({ leaf, intermediates: material.intermediates, roots: material.roots, now });
   } catch (err) {
-    throw new AuthnFailure('client certificate rejected', `does not verify: ${(err as Error).message}`);
+    if (isCitadelError(err, 'CERT_EXPIRED')) throw rejected('expired', 'expired', `${err.message}: ${err.detail ?? ''}`);
+    throw rejected('not issued by this CA', 'untrusted', `does not verify: ${(err as Error).message}`);
   }
   const revoked = serialRevoked?.(leaf.serialHex);
-  if (revoked) throw new AuthnFailure('client certificate rejected', revoked);
+  if (revoked) throw rejected('revoked', 'revoked', revoked);
   let id: string;
   try {
     id = checkWorkloadSvid(leaf);
   } catch (err) {
-    throw new AuthnFailure('client certificate rejected', (err as Error).message);
+    throw rejected('not a workload certificate', 'not_workload', (err as Error).message);
   }
   const parsed = parseWorkloadSpiffeId(id);
-  if (!parsed) throw new AuthnFailure('client certificate rejected', `${id} is not a workload ID`);
-  if (parsed.trustDomain !== trustDomain) throw new AuthnFailure('client certificate rejected', `${id} is not in trust domain ${trustDomain}`);
+  if (!parsed) throw rejected('not a workload certificate', 'not_workload', `${id} is not a workload ID`);
+  if (parsed.trustDomain !== trustDomain) throw rejected(`not in trust domain ${trustDomain}`, 'not_workload', `${id} is not in trust domain ${trustDomain}`);
   return { identity: id, method: 'client-certificate', namespace: parsed.namespace, serviceAccount: parsed.serviceAccount };
 }
 
@@ -230,7 +238,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): Authenticator {
       }
       if (failures.length === 0) failures.push(new AuthnFailure('no credentials', 'no bearer token and no client certificate'));
       const reason = failures.map((f) => f.reason).join('; ');
-      const label = failures[failures.length - 1]!.reason.replace(/[^a-z]+/g, '_');
+      const label = failures[failures.length - 1]!.label;
       deps.metrics?.authenticationFailureCount.inc({ reason: label });
       deps.log.warn(
         { reason, detail: failures.map((f) => f.detail).join('; '), ...(creds.bearerToken ? { tokenHash: tokenFingerprint(creds.bearerToken) } : {}) },

@@ -2,7 +2,7 @@
  * A thin shell around grpc-js's Server: bind an address, swap TLS material at runtime, shut down gracefully, and
  * read what handlers need from a call (bearer token, peer address, client certificate) without importing @grpc.
  */
-import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import { createSecureContext, Server as TlsServer, type SecureContextOptions, type TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { CitadelError } from '../errors.js';
 
@@ -19,8 +19,9 @@ export interface ServerTlsMaterial {
   /** PEM private key of the leaf. */
   keyPem: string;
   /**
-   * PEM bundle that client certificates are checked against. Without it no client certificate is requested.
-   * A client certificate that does not chain here is not fatal to the handshake: the call simply sees none.
+   * PEM bundle that client certificates are checked against (and whose names the server sends as acceptable
+   * issuers). A client certificate that does not chain here is not fatal to the handshake: the call still sees it
+   * (CallContext.peerCertificateDer), so that it can be refused with a reason; handlers verify it themselves.
    */
   clientCaPem?: string;
 }
@@ -146,6 +147,7 @@ export async function startGrpcServer(opts: {
       else resolve(boundPort);
     });
   });
+  watchUnverifiedClientCertificates(server);
   let stopping: Promise<boolean> | undefined;
   return {
     port,
@@ -177,6 +179,40 @@ export async function startGrpcServer(opts: {
   };
 }
 
+/**
+ * Open TLS connections whose client presented a certificate that TLS did not verify, by peer address (`ip:port`,
+ * as grpc-js's getPeer() reports it; unique among one server's open connections, and citadel runs one TLS server
+ * per process). grpc-js hands a call the client certificate only when it chained to the client CA bundle at
+ * handshake time, so without this an expired, self-signed or foreign certificate looks like no certificate at all,
+ * and the caller and the operator hear "no credentials" (issue 14). Entries hold the socket (which holds the
+ * certificate anyway) and go with the connection.
+ */
+const unverifiedPeers = new Map<string, TLSSocket>();
+
+/**
+ * Records connections with an unverified client certificate on every TLS listener of `server`. grpc-js does not
+ * expose its listeners, so this reads its `http2Servers` field; if a grpc-js upgrade drops it, starting a server
+ * fails loudly here (and the tests with it) rather than silently losing the reasons.
+ */
+function watchUnverifiedClientCertificates(server: grpc.Server): void {
+  const listeners = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(listeners instanceof Map)) throw new Error('grpc-js internals changed: Server.http2Servers is gone; see watchUnverifiedClientCertificates');
+  for (const listener of listeners.keys()) {
+    if (!(listener instanceof TlsServer)) continue;
+    listener.on('secureConnection', (socket: TLSSocket) => {
+      if (socket.authorized || !socket.getPeerCertificate()?.raw) return;
+      const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+      unverifiedPeers.set(peer, socket);
+      socket.once('close', () => {
+        if (unverifiedPeers.get(peer) === socket) unverifiedPeers.delete(peer);
+      });
+    });
+  }
+}
+
+/** Open connections holding a client certificate TLS did not verify (for tests and metrics). */
+export const unverifiedPeerCount = (): number => unverifiedPeers.size;
+
 /** What a handler may know about the caller; built from the grpc-js call, free of @grpc types. */
 export interface CallContext {
   /** The token of an `authorization: Bearer <token>` header, if any (never log it). */
@@ -184,8 +220,9 @@ export interface CallContext {
   /** The remote address as grpc-js reports it (`ip:port`), for logs and audit lines. */
   readonly peerAddress: string;
   /**
-   * DER of the client's leaf certificate when one was presented and chained to the server's client CA bundle at
-   * handshake time; undefined otherwise. Callers re-verify it against their current trust bundle.
+   * DER of the client's leaf certificate when one was presented, whether or not it chained to the server's client
+   * CA bundle at handshake time (TLS did check that the client holds its key); undefined otherwise. Callers must
+   * verify it against their current trust bundle before trusting anything in it.
    */
   readonly peerCertificateDer: Buffer | undefined;
   /** First value of a request header (lower-cased name), as text. */
@@ -205,16 +242,17 @@ export function bearerToken(metadata: grpc.Metadata): string | undefined {
 /** Builds a CallContext from any grpc-js server call. */
 export function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>): CallContext {
   const metadata = call.metadata;
+  const peerAddress = call.getPeer();
   let der: Buffer | undefined;
   try {
-    const raw = call.getAuthContext().sslPeerCertificate?.raw;
+    const raw = call.getAuthContext().sslPeerCertificate?.raw ?? unverifiedPeers.get(peerAddress)?.getPeerCertificate()?.raw;
     der = raw && raw.length > 0 ? Buffer.from(raw) : undefined;
   } catch {
     der = undefined;
   }
   return {
     bearerToken: bearerToken(metadata),
-    peerAddress: call.getPeer(),
+    peerAddress,
     peerCertificateDer: der,
     header(name) {
       const value = metadata.get(name.toLowerCase())[0];

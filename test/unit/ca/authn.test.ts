@@ -163,17 +163,44 @@ describe('createAuthenticator', () => {
     const { authn, metrics } = setup(async () => { throw new Error('unused'); });
     const foreignDer = await leafFrom(foreign, `spiffe://${TD}/ns/n/sa/s`);
     const otherTd = await leafFrom(inter, 'spiffe://other.domain/ns/n/sa/s');
-    for (const creds of [{ bearerToken: undefined, peerCertificateDer: undefined }, { bearerToken: undefined, peerCertificateDer: foreignDer }, { bearerToken: undefined, peerCertificateDer: otherTd }]) {
-      await authn.authenticate(creds).then(
+    const cases: Array<[Buffer | undefined, string]> = [
+      [undefined, 'no credentials'],
+      [foreignDer, 'client certificate rejected: not issued by this CA'],
+      [otherTd, `client certificate rejected: not in trust domain ${TD}`],
+      [Buffer.from('30030201', 'hex'), 'client certificate rejected: malformed'],
+    ];
+    for (const [peerCertificateDer, reason] of cases) {
+      await authn.authenticate({ bearerToken: undefined, peerCertificateDer }).then(
         () => expect.fail('accepted'),
         (err) => {
           expect(isCitadelError(err, 'UNAUTHENTICATED')).toBe(true);
-          expect((err as Error).message).toMatch(/^authentication failed: (no credentials|client certificate rejected)$/);
+          expect((err as Error).message).toBe(`authentication failed: ${reason}`);
         },
       );
     }
     const text = await metrics.registry.getSingleMetricAsString('citadel_server_authentication_failure_count');
     expect(text).toContain('reason="no_credentials"} 1');
-    expect(text).toContain('reason="client_certificate_rejected"} 2');
+    expect(text).toContain('reason="client_certificate_untrusted"} 1');
+    expect(text).toContain('reason="client_certificate_not_workload"} 1');
+    expect(text).toContain('reason="client_certificate_malformed"} 1');
+  });
+
+  it('tells an expired client certificate apart, by message and label', async () => {
+    const { metrics } = setup(async () => { throw new Error('unused'); });
+    const der = await leafFrom(inter, `spiffe://${TD}/ns/n/sa/s`);
+    const later = createAuthenticator({
+      token: { authenticate: async () => { throw new Error('unused'); } },
+      verificationMaterial: () => {
+        const keyring = new Keyring({ clock: new FakeClock(NOW), log: silentLogger, maxWorkloadTtlMs: DAY });
+        keyring.install(loadPluggedMaterial(istioFiles(inter, root), 't', NOW));
+        return keyring.verificationMaterial();
+      },
+      trustDomain: () => TD,
+      clock: new FakeClock(NOW + DAY),
+      log: silentLogger,
+      metrics,
+    });
+    await expect(later.authenticate({ bearerToken: undefined, peerCertificateDer: der })).rejects.toThrow(/^authentication failed: client certificate rejected: expired$/);
+    expect(await metrics.registry.getSingleMetricAsString('citadel_server_authentication_failure_count')).toContain('reason="client_certificate_expired"} 1');
   });
 });

@@ -5,7 +5,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CitadelError } from '../../../src/errors.js';
 import { caServiceBinding, type CsrRequest } from '../../../src/grpc/ca-service.js';
 import { createCaClient } from '../../../src/grpc/client.js';
-import { ReloadableServerCredentials, bearerToken, grpcBindAddress, startGrpcServer, type CallContext, type RunningServer } from '../../../src/grpc/server.js';
+import { ReloadableServerCredentials, bearerToken, grpcBindAddress, startGrpcServer, unverifiedPeerCount, type CallContext, type RunningServer } from '../../../src/grpc/server.js';
+import { waitFor } from '../../support/wait.js';
 import { makeCa } from './tls-fixtures.js';
 import * as grpc from '@grpc/grpc-js';
 
@@ -81,7 +82,7 @@ describe('grpc server', () => {
     expect(err.message).not.toBe('connected');
   });
 
-  it('passes the request, token, headers and a client certificate to the handler only when one is given', async () => {
+  it('passes the request, token, headers and any client certificate presented (verified by TLS or not) to the handler', async () => {
     const ca = await makeCa();
     const serving = await ca.issue({ spiffeId: 'spiffe://cluster.local/ns/citadel-system/sa/citadel', dnsNames: [SERVER_NAME] });
     const workload = await ca.issue({ spiffeId: 'spiffe://cluster.local/ns/app/sa/web' });
@@ -115,8 +116,10 @@ describe('grpc server', () => {
     const { X509Certificate } = await import('node:crypto');
     expect(b!.ctx.peerCertificateDer).toBeDefined();
     expect(new X509Certificate(b!.ctx.peerCertificateDer!).serialNumber.toLowerCase()).toBe(new X509Certificate(workload.certPem).serialNumber.toLowerCase());
-    // A certificate from another CA does not fail the handshake, but the handler does not see it.
-    expect(c!.ctx.peerCertificateDer).toBeUndefined();
+    // A certificate from another CA does not fail the handshake, and the handler sees it too (to refuse it with a
+    // reason); the record of it goes with the connection.
+    expect(new X509Certificate(c!.ctx.peerCertificateDer!).serialNumber.toLowerCase()).toBe(new X509Certificate(stranger.certPem).serialNumber.toLowerCase());
+    await waitFor('the closed connection to be forgotten', () => unverifiedPeerCount() === 0);
   });
 
   it('maps handler errors to statuses and client errors to CitadelErrors', async () => {
