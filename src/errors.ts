@@ -51,6 +51,8 @@ export const ERROR_TABLE = {
   RATE_LIMITED: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, metric: 'RATE_LIMITED' },
   /** The Workload API has no identity for the caller yet (the spec's PermissionDenied; clients retry). */
   NO_IDENTITY: { grpc: GrpcStatus.PERMISSION_DENIED, metric: 'NO_IDENTITY' },
+  // Load shedding: the CA could not give the call a turn before its deadline (src/ca/admission.ts).
+  CA_BUSY: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, metric: 'CA_BUSY' },
   // The CA itself.
   // Not ready is a state that passes (material loading, a signing certificate renewing): UNAVAILABLE, so callers retry.
   CA_NOT_READY: { grpc: GrpcStatus.UNAVAILABLE, metric: 'CA_NOT_READY' },

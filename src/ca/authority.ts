@@ -31,6 +31,8 @@ export interface CsrCertRequest {
   /** The caller's SPIFFE ID: the only identity the CSR may ask for. */
   readonly identity: string;
   readonly ttlMs: number;
+  /** When the caller needs its answer (ms since the epoch; the gRPC deadline), so a busy CA can refuse in time. */
+  readonly deadline?: number;
 }
 
 export interface IssuedFromCsr extends IssuedWorkloadCert {

@@ -44,6 +44,8 @@ export interface CsrInput {
 /** Where the call came from, for the audit line. */
 export interface CallInfo {
   readonly peerAddress?: string;
+  /** The call's deadline (ms since the epoch), if it has one. */
+  readonly deadline?: number;
 }
 
 export interface CsrService {
@@ -51,7 +53,7 @@ export interface CsrService {
    * Checks and signs (parse, verify and sign on a signing worker when the CA has them). Counts every refusal in `citadel_server_csr_sign_err_count{error}` and every success in
    * `citadel_server_success_cert_issuance_count`.
    * @throws CitadelError INPUT_TOO_LARGE, PEM_*, DER_INVALID, CSR_INVALID, SIGNATURE_INVALID, KEY_UNSUPPORTED,
-   *   KEY_TOO_WEAK, TTL_INVALID (INVALID_ARGUMENT); PERMISSION_DENIED; RATE_LIMITED; CA_NOT_READY, CERT_GEN_ERROR.
+   *   KEY_TOO_WEAK, TTL_INVALID (INVALID_ARGUMENT); PERMISSION_DENIED; RATE_LIMITED; CA_BUSY; CA_NOT_READY, CERT_GEN_ERROR.
    */
   handleCsr(caller: Caller, input: CsrInput, call?: CallInfo): Promise<IssuedWorkloadCert>;
 }
@@ -87,7 +89,7 @@ export function createCsrService(deps: CsrServiceDeps): CsrService {
         if (deps.rateLimiter && !deps.rateLimiter.tryTake(caller.identity)) {
           throw new CitadelError('RATE_LIMITED', `too many certificate requests for ${caller.identity}; retry later`);
         }
-        const issued = await ca.issueFromCsr({ csrPem: input.csr, identity: caller.identity, ttlMs });
+        const issued = await ca.issueFromCsr({ csrPem: input.csr, identity: caller.identity, ttlMs, deadline: call.deadline });
         metrics?.successCertIssuanceCount.inc();
         metrics?.signLatency.observe((performance.now() - started) / 1000);
         log.info(

@@ -169,7 +169,7 @@ export class Keyring implements CertificateAuthority, CsrAuthority {
     const material = this.ready();
     this.guard?.check(req.identity);
     const signer = this.deps.csrSigner ?? inlineCsrSigner;
-    const leaf = await signer.sign(material.signer, { csrPem: req.csrPem, identity: req.identity, ttlMs: req.ttlMs, now: this.deps.clock.now() });
+    const leaf = await signer.sign(material.signer, { csrPem: req.csrPem, identity: req.identity, ttlMs: req.ttlMs, now: this.deps.clock.now() }, req.deadline);
     return { ...this.recordIssued(material, req.identity, leaf), keyType: leaf.keyType };
   }
 

@@ -61,7 +61,7 @@ export function createCertificateHandler(deps: CertificateHandlerDeps): CreateCe
     deps.calls?.started();
     try {
       const caller = await deps.authenticator.authenticate({ bearerToken: ctx.bearerToken, peerCertificateDer: ctx.peerCertificateDer });
-      const issued = await deps.csrService.handleCsr(caller, { csr: req.csr, validityDurationSeconds: req.validityDurationSeconds, metadata: req.metadata }, { peerAddress: ctx.peerAddress });
+      const issued = await deps.csrService.handleCsr(caller, { csr: req.csr, validityDurationSeconds: req.validityDurationSeconds, metadata: req.metadata }, { peerAddress: ctx.peerAddress, deadline: ctx.deadline });
       return [...issued.chain];
     } finally {
       deps.calls?.ended();

@@ -13,19 +13,22 @@
  * createCallTracker (src/ca/server.ts) for what "alone" means.
  */
 import { Worker } from 'node:worker_threads';
+import { systemClock, type Clock } from '../clock.js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Signer } from '../pki/index.js';
+import { createAdmissionQueue } from './admission.js';
 import { errorFromData, signCsr, type PoolReply, type PoolRequest, type SignCsrJob, type SignCsrResult } from './sign-job.js';
 
 /** Checks and signs CSRs with a given signer. */
 export interface CsrSigner {
   /**
-   * Runs `signCsr(signer, job)`.
+   * Runs `signCsr(signer, job)`, waiting for a turn when the pool is full, as long as the answer can still come
+   * before `deadline` (ms since the epoch; default none).
    * @throws CitadelError what signCsr throws (same codes); CERT_GEN_ERROR when a worker died with the call;
-   *   RATE_LIMITED when the pool's queue is full; CA_NOT_READY once closed.
+   *   CA_BUSY when the job cannot get a turn in time (src/ca/admission.ts); CA_NOT_READY once closed.
    */
-  sign(signer: Signer, job: SignCsrJob): Promise<SignCsrResult>;
+  sign(signer: Signer, job: SignCsrJob, deadline?: number): Promise<SignCsrResult>;
   /**
    * Waits for calls in progress (up to `deadlineMs`, default 10 s; calls still running then fail with
    * CERT_GEN_ERROR), then stops the workers.
@@ -49,8 +52,14 @@ export interface SigningPoolDeps {
   /** Number of worker threads, at least 1. */
   readonly size: number;
   readonly log: Logger;
-  /** Calls waiting or running over all workers; beyond it sign() fails with RATE_LIMITED. Default 256 per worker. */
+  /** Calls running over all workers (posted to a worker); more wait for a turn. Default 256 per worker. */
   readonly maxPending?: number;
+  /** Calls that may wait for a turn; beyond it sign() fails with CA_BUSY. Default 2048. */
+  readonly maxQueued?: number;
+  /** Longest wait for a turn, whatever the call's deadline. Default 10 s (the agent's own deadline). */
+  readonly maxWaitMs?: number;
+  /** For waits and deadlines (gRPC deadlines are wall-clock). Default the system clock. */
+  readonly clock?: Clock;
   /** The worker script; default the compiled signing-worker.js next to this module. */
   readonly workerUrl?: URL;
   /** True when the caller is alone (e.g. the only CSR call in progress): then sign inline if no job is on a worker. */
@@ -83,6 +92,7 @@ export function createSigningPool(deps: SigningPoolDeps): SigningPool {
   if (!Number.isInteger(deps.size) || deps.size < 1) throw new RangeError('a signing pool needs at least one worker');
   const workerUrl = deps.workerUrl ?? new URL('./signing-worker.js', import.meta.url);
   const maxPending = deps.maxPending ?? 256 * deps.size;
+  const admission = createAdmissionQueue({ capacity: maxPending, maxQueued: deps.maxQueued ?? 2048, maxWaitMs: deps.maxWaitMs ?? 10_000, clock: deps.clock ?? systemClock });
   const log = deps.log;
   const signerIds = new WeakMap<Signer, number>();
   let nextSignerId = 1;
@@ -144,37 +154,44 @@ export function createSigningPool(deps: SigningPoolDeps): SigningPool {
     return best;
   };
 
+  const dispatch = (signer: Signer, job: SignCsrJob): Promise<SignCsrResult> => {
+    if (closing) return Promise.reject(new CitadelError('CA_NOT_READY', 'the CA is shutting down'));
+    const slot = pick();
+    const worker = slot.worker ?? spawn(slot);
+    let signerId = signerIds.get(signer);
+    if (signerId === undefined) {
+      signerId = nextSignerId++;
+      signerIds.set(signer, signerId);
+    }
+    const id = nextCallId++;
+    return new Promise<SignCsrResult>((resolve, reject) => {
+      try {
+        if (slot.signerId !== signerId) {
+          const msg: PoolRequest = { kind: 'signer', signerId, certDer: signer.cert.der, key: signer.key };
+          worker.postMessage(msg);
+          slot.signerId = signerId;
+        }
+        const msg: PoolRequest = { kind: 'job', id, signerId, job };
+        worker.postMessage(msg);
+      } catch (err) {
+        reject(new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', err instanceof Error ? err.message : String(err)));
+        return;
+      }
+      slot.calls.set(id, { resolve, reject });
+      inFlight++;
+    });
+  };
+
   return {
     size: deps.size,
-    pending: () => inFlight,
-    sign(signer, job) {
+    pending: () => inFlight + admission.waiting(),
+    sign(signer, job, deadline) {
       if (closing) return Promise.reject(new CitadelError('CA_NOT_READY', 'the CA is shutting down'));
-      if (inFlight === 0 && deps.signInlineWhen?.()) return inlineCsrSigner.sign(signer, job);
-      if (inFlight >= maxPending) return Promise.reject(new CitadelError('RATE_LIMITED', 'the CA is busy; retry later'));
-      const slot = pick();
-      const worker = slot.worker ?? spawn(slot);
-      let signerId = signerIds.get(signer);
-      if (signerId === undefined) {
-        signerId = nextSignerId++;
-        signerIds.set(signer, signerId);
-      }
-      const id = nextCallId++;
-      return new Promise<SignCsrResult>((resolve, reject) => {
-        try {
-          if (slot.signerId !== signerId) {
-            const msg: PoolRequest = { kind: 'signer', signerId, certDer: signer.cert.der, key: signer.key };
-            worker.postMessage(msg);
-            slot.signerId = signerId;
-          }
-          const msg: PoolRequest = { kind: 'job', id, signerId, job };
-          worker.postMessage(msg);
-        } catch (err) {
-          reject(new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', err instanceof Error ? err.message : String(err)));
-          return;
-        }
-        slot.calls.set(id, { resolve, reject });
-        inFlight++;
-      });
+      if (inFlight === 0 && admission.waiting() === 0 && deps.signInlineWhen?.()) return inlineCsrSigner.sign(signer, job);
+      const run = (release: () => void) => dispatch(signer, job).finally(release);
+      // Straight to a worker when there is room (no extra turn of the event loop); otherwise wait for a turn.
+      const release = admission.tryAdmit();
+      return release ? run(release) : admission.admit(deadline).then(run);
     },
     close(deadlineMs = 10_000) {
       closing = true;

@@ -225,6 +225,8 @@ export interface CallContext {
    * verify it against their current trust bundle before trusting anything in it.
    */
   readonly peerCertificateDer: Buffer | undefined;
+  /** The call's deadline in ms since the epoch (wall clock, as gRPC defines it); Infinity when it has none. */
+  readonly deadline: number;
   /** First value of a request header (lower-cased name), as text. */
   header(name: string): string | undefined;
 }
@@ -237,6 +239,12 @@ export function bearerToken(metadata: grpc.Metadata): string | undefined {
     if (match) return match[1];
   }
   return undefined;
+}
+
+/** A grpc-js deadline (a Date, or a number where Infinity means none) in ms since the epoch. */
+function deadlineMs(deadline: grpc.Deadline): number {
+  const ms = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(ms) ? ms : Infinity;
 }
 
 /** Builds a CallContext from any grpc-js server call. */
@@ -253,6 +261,7 @@ export function callContext(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.
   return {
     bearerToken: bearerToken(metadata),
     peerAddress,
+    deadline: deadlineMs(call.getDeadline()),
     peerCertificateDer: der,
     header(name) {
       const value = metadata.get(name.toLowerCase())[0];

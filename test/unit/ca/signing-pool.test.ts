@@ -170,12 +170,21 @@ describe('signing pool', () => {
     expect(p.pending()).toBe(0);
   });
 
-  it('bounds its queue, lets in-flight calls finish on close, then refuses', async () => {
+  it('queues calls beyond its capacity instead of refusing them', async () => {
+    const p = pool(1, { maxPending: 3 });
+    const calls = Array.from({ length: 12 }, () => outcome(p.sign(signerOf(interA), job(csr))));
+    expect(p.pending()).toBe(12);
+    expect(await Promise.all(calls)).toEqual(Array(12).fill('OK'));
+    expect(p.pending()).toBe(0);
+    await p.close();
+  });
+
+  it('lets in-flight calls finish on close, then refuses, queued calls included', async () => {
     const p = pool(1, { maxPending: 3 });
     const calls = Array.from({ length: 4 }, () => outcome(p.sign(signerOf(interA), job(csr))));
     const closed = p.close();
     expect(await outcome(p.sign(signerOf(interA), job(csr)))).toMatchObject({ code: 'CA_NOT_READY' });
-    expect(await Promise.all(calls)).toEqual(['OK', 'OK', 'OK', expect.objectContaining({ code: 'RATE_LIMITED', grpc: 8 })]);
+    expect(await Promise.all(calls)).toEqual(['OK', 'OK', 'OK', expect.objectContaining({ code: 'CA_NOT_READY' })]);
     await closed;
     expect(p.pending()).toBe(0);
     expect(() => createSigningPool({ size: 0, log: silentLogger })).toThrow(RangeError);
