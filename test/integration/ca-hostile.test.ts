@@ -4,6 +4,7 @@
  * with its status and message and counted under its own label; nothing is issued and the CA stays healthy.
  */
 import fs from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { implicit, oid, sequence, Tag, tlv, utf8String, contextTag } from '../../src/pki/der.js';
@@ -154,5 +155,33 @@ describe('citadel ca under hostile input', () => {
     const good = leafUnder(caSigner, now - 60_000, HOUR);
     const renewed = await call({ csr, clientCertChainPem: good, clientKeyPem: keyPem });
     expect(parseCertificate(renewed[0]!).uris).toEqual([id]);
+  });
+
+  it('keeps serving while 1,000 connections sit idle or stalled in the TLS handshake, within a bounded memory', async () => {
+    const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${ca.child.pid}/status`, 'utf8'))![1]) / 1024;
+    const pod = await startPod(cluster, { namespace: ns, serviceAccount: 'patient', watchRootCert: false });
+    const token = fs.readFileSync(pod.tokenPath, 'utf8');
+    const id = `spiffe://${TD}/ns/${ns}/sa/patient`;
+    const before = rssMb();
+    // Half send nothing; half send the first bytes of a TLS record (a ClientHello that never completes).
+    const sockets: Socket[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const s = connect({ host: '127.0.0.1', port: ca.grpcPort });
+      s.on('error', () => undefined);
+      if (i % 2) s.once('connect', () => s.write(Buffer.from('160301', 'hex')));
+      sockets.push(s);
+    }
+    try {
+      await Promise.all(sockets.map((s) => (s.readyState === 'open' ? undefined : new Promise((r) => s.once('connect', r)))));
+      const started = Date.now();
+      const chain = await call({ csr: createCsr({ key: (await generateKeyPair('ecdsa-p256')).privateKey, spiffeId: id }), token });
+      expect(parseCertificate(chain[0]!).uris).toEqual([id]);
+      const grownMb = rssMb() - before;
+      console.log(`1,000 idle/stalled handshakes: a real request answered in ${Date.now() - started} ms; CA RSS ${grownMb.toFixed(1)} MB above where it started`);
+      expect(grownMb).toBeLessThan(64);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await pod.delete();
+    }
   });
 });
