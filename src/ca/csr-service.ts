@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 import type { CsrAuthority, IssuedWorkloadCert } from './authority.js';
 import type { Caller } from './authn.js';
 import type { CaMetrics } from './metrics.js';
-import type { KeyedRateLimiter } from './rate-limit.js';
+import type { KeyedRateLimiter } from '../rate-limit.js';
 
 export { checkRequestedIdentity } from './sign-job.js';
 

@@ -18,7 +18,7 @@ import { deriveJwtSigningKey, signJwtSvid, spiffeBundleJson, type JwtSigningKey 
 import type { Caller } from './authn.js';
 import type { Keyring } from './keyring.js';
 import type { CaMaterial } from './material.js';
-import type { KeyedRateLimiter } from './rate-limit.js';
+import type { KeyedRateLimiter } from '../rate-limit.js';
 
 export interface JwtKeySet {
   /** The key that signs at `now`. @throws CitadelError CA_NOT_READY before key material is loaded. */

@@ -13,7 +13,7 @@ import { createCsrService } from '../ca/csr-service.js';
 import { Keyring } from '../ca/keyring.js';
 import { createCaMetrics } from '../ca/metrics.js';
 import { cacertsFromSecret, hasPluggedFiles, readCacertsDir, startDirectorySource, startSecretSource } from '../ca/plugged.js';
-import { createKeyedRateLimiter } from '../ca/rate-limit.js';
+import { createKeyedRateLimiter } from '../rate-limit.js';
 import { REVOCATIONS_KEY, REVOCATIONS_SECRET_NAME } from '../ca/revocation-list.js';
 import { createRevocationMetrics, Revocations } from '../ca/revocation.js';
 import { createSigningPool } from '../ca/signing-pool.js';

@@ -7,39 +7,8 @@
  */
 import * as k8s from '@kubernetes/client-node';
 import type { Clock } from '../clock.js';
+import { createRateLimiter } from '../rate-limit.js';
 import { apiStatus, type KubeClients } from './client.js';
-
-/** A token bucket: `qps` tokens per second, at most `burst` saved up. */
-export interface RateLimiter {
-  /** Resolves when a token is available; rejects with the signal's reason when aborted. */
-  take(signal?: AbortSignal): Promise<void>;
-}
-
-/** Creates a token bucket on `clock`. @throws RangeError when qps or burst is not positive. */
-export function createRateLimiter(opts: { qps: number; burst: number; clock: Clock }): RateLimiter {
-  if (!(opts.qps > 0) || !(opts.burst >= 1)) throw new RangeError('qps must be > 0 and burst >= 1');
-  const { clock, qps, burst } = opts;
-  let tokens = burst;
-  let last = clock.now();
-  // Callers reserve tokens in arrival order: `tokens` may go negative, and each caller waits for its own debt.
-  return {
-    async take(signal) {
-      signal?.throwIfAborted();
-      const now = clock.now();
-      tokens = Math.min(burst, tokens + ((now - last) / 1000) * qps);
-      last = now;
-      tokens -= 1;
-      if (tokens >= 0) return;
-      const waitMs = Math.ceil((-tokens / qps) * 1000);
-      try {
-        await clock.sleep(waitMs, signal);
-      } catch (err) {
-        tokens += 1; // give the reservation back
-        throw err;
-      }
-    },
-  };
-}
 
 export type CreateOutcome = 'created' | 'exists' | 'namespace-gone' | 'namespace-terminating';
 export type UpdateOutcome = 'updated' | 'conflict' | 'gone';

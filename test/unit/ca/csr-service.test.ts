@@ -8,7 +8,7 @@ import { checkRequestedIdentity, createCsrService, resolveTtl, type CsrPolicy } 
 import { Keyring } from '../../../src/ca/keyring.js';
 import { loadPluggedMaterial } from '../../../src/ca/material.js';
 import { createCaMetrics } from '../../../src/ca/metrics.js';
-import { createKeyedRateLimiter } from '../../../src/ca/rate-limit.js';
+import { createKeyedRateLimiter } from '../../../src/rate-limit.js';
 import { CitadelError } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { createCsr, generateKeyPair, parseCertificate } from '../../../src/pki/index.js';

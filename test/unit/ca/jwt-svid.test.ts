@@ -3,7 +3,7 @@ import type { Caller } from '../../../src/ca/authn.js';
 import { createJwtKeySet, createSpiffeBundleSource, mintJwtSvid } from '../../../src/ca/jwt-svid.js';
 import { Keyring } from '../../../src/ca/keyring.js';
 import { loadPluggedMaterial } from '../../../src/ca/material.js';
-import { createKeyedRateLimiter } from '../../../src/ca/rate-limit.js';
+import { createKeyedRateLimiter } from '../../../src/rate-limit.js';
 import { silentLogger } from '../../../src/log.js';
 import { decodeJwtSvid, importJwks, parseSpiffeBundle, validateJwtSvid } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createRateLimiter } from '../../../src/kube/writes.js';
-import { FakeClock, flushMicrotasks } from '../../support/fake-clock.js';
+import { createKeyedRateLimiter, createRateLimiter } from '../../src/rate-limit.js';
+import { FakeClock, flushMicrotasks } from '../support/fake-clock.js';
 
 describe('createRateLimiter', () => {
   it('lets a burst through at once, then paces callers at qps in arrival order', async () => {
@@ -53,5 +53,40 @@ describe('createRateLimiter', () => {
 
   it('refuses a non-positive rate', () => {
     expect(() => createRateLimiter({ qps: 0, burst: 1, clock: new FakeClock() })).toThrow(RangeError);
+  });
+});
+
+describe('createKeyedRateLimiter', () => {
+  it('gives each key its own burst, refills at qps, and refuses at once when a bucket is empty', async () => {
+    const clock = new FakeClock();
+    const limiter = createKeyedRateLimiter({ qps: 2, burst: 3, clock });
+    expect([1, 2, 3, 4].map(() => limiter.tryTake('a'))).toEqual([true, true, true, false]);
+    expect(limiter.tryTake('b')).toBe(true); // another key is not affected
+    await clock.advance(499);
+    expect(limiter.tryTake('a')).toBe(false);
+    await clock.advance(1);
+    expect(limiter.tryTake('a')).toBe(true); // 0.5 s at 2/s is one token
+    expect(limiter.tryTake('a')).toBe(false);
+  });
+
+  it('keeps at most maxKeys buckets, dropping full ones first, so many callers cannot grow it without bound', async () => {
+    const clock = new FakeClock();
+    const limiter = createKeyedRateLimiter({ qps: 1, burst: 2, clock, maxKeys: 3 });
+    limiter.tryTake('busy');
+    limiter.tryTake('busy');
+    limiter.tryTake('x');
+    await clock.advance(10_000); // x's bucket and busy's are full again
+    limiter.tryTake('busy');
+    limiter.tryTake('busy');
+    limiter.tryTake('y');
+    expect(limiter.size()).toBe(3);
+    limiter.tryTake('z');
+    expect(limiter.size()).toBeLessThanOrEqual(3);
+    expect(limiter.tryTake('busy')).toBe(false); // its empty bucket was kept
+  });
+
+  it('refuses a rate that is not positive', () => {
+    expect(() => createKeyedRateLimiter({ qps: 0, burst: 1, clock: new FakeClock() })).toThrow(RangeError);
+    expect(() => createRateLimiter({ qps: 1, burst: 0, clock: new FakeClock() })).toThrow(RangeError);
   });
 });
