@@ -10,7 +10,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
-import { signCsr } from '../src/ca/sign-job.js';
+import { signCsr } from '../src/ca/signing-policy.js';
 import { createCsr, issueCaCertificate, parseCertificate, type Signer } from '../src/pki/index.js';
 
 export type BenchKeyType = 'ecdsa-p256' | 'rsa-2048';

@@ -31,7 +31,7 @@ import {
   type KeyType,
   type Signer,
 } from '../src/pki/index.js';
-import { signCsr } from '../src/ca/sign-job.js';
+import { signCsr } from '../src/ca/signing-policy.js';
 import { hostileCsrs, hostilePemTexts } from '../test/support/hostile-csrs.js';
 
 const arg = (name: string, dflt: number) => {

@@ -13,7 +13,7 @@ import type { Caller } from './authn.js';
 import type { CaMetrics } from './metrics.js';
 import type { KeyedRateLimiter } from '../rate-limit.js';
 
-export { checkRequestedIdentity } from './sign-job.js';
+export { checkRequestedIdentity } from './signing-policy.js';
 
 export interface CsrPolicy {
   /** Used when the request asks for 0 or a negative lifetime (Istio DEFAULT_WORKLOAD_CERT_TTL, 24 h). */

@@ -18,7 +18,7 @@ import { buildResponseChain, type ParsedCertificate } from '../pki/index.js';
 import type { CertificateAuthority, CsrAuthority, CsrCertRequest, IssuedFromCsr, IssuedWorkloadCert, WorkloadCertRequest } from './authority.js';
 import type { CaMaterial } from './material.js';
 import type { CaMetrics } from './metrics.js';
-import { issueLeaf, type SignedLeaf } from './sign-job.js';
+import { issueLeaf, type SignedLeaf } from './signing-policy.js';
 import { inlineCsrSigner, type CsrSigner } from './signing-pool.js';
 
 interface Retained {

@@ -1,6 +1,6 @@
 /**
  * Where CSRs are checked and signed: inline on the main thread, or in a fixed pool of worker threads
- * (`--signing-workers`). Both run `signCsr` (src/ca/sign-job.ts), so the policy exists once.
+ * (`--signing-workers`). Both run `signCsr` (src/ca/signing-policy.ts), so the policy exists once.
  *
  * The pool sends each worker the signer (certificate DER + private KeyObject, cloned by postMessage) before the
  * first job that uses it; a job names its signer, so after a key material switch the next job on every worker signs
@@ -18,7 +18,8 @@ import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Signer } from '../pki/index.js';
 import { createAdmissionQueue } from './admission.js';
-import { errorFromData, signCsr, type PoolReply, type PoolRequest, type SignCsrJob, type SignCsrResult } from './sign-job.js';
+import { errorFromData, type PoolReply, type PoolRequest } from './signing-messages.js';
+import { signCsr, type SignCsrJob, type SignCsrResult } from './signing-policy.js';
 
 /** Checks and signs CSRs with a given signer. */
 export interface CsrSigner {

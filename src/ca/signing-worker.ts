@@ -1,10 +1,10 @@
 /**
  * A signing worker thread (started by src/ca/signing-pool.ts): answers the pool's messages with
- * `createSignJobHandler` (src/ca/sign-job.ts), i.e. `signCsr`, the same function the main thread runs when
+ * `createSignJobHandler` (src/ca/signing-messages.ts), i.e. `signCsr`, the same function the main thread runs when
  * `--signing-workers 0`. Messages arrive in order, so the pool's signer message precedes the first job that needs it.
  */
 import { parentPort } from 'node:worker_threads';
-import { createSignJobHandler, type PoolRequest } from './sign-job.js';
+import { createSignJobHandler, type PoolRequest } from './signing-messages.js';
 
 if (!parentPort) throw new Error('signing-worker.js runs only as a worker thread');
 const port = parentPort;

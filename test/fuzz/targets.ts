@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type * as grpc from '@grpc/grpc-js';
 import type { ResponseSink } from '../../src/agent/sds/service.js';
-import { checkRequestedIdentity } from '../../src/ca/sign-job.js';
+import { checkRequestedIdentity } from '../../src/ca/signing-policy.js';
 import { CitadelError } from '../../src/errors.js';
 import { createCsr, generateKeyPair, issueCaCertificate, issueWorkloadCertificate, parseCertificate, parseCsr } from '../../src/pki/index.js';
 import { decodePemBlocks, encodePem } from '../../src/pki/pem.js';

@@ -4,7 +4,7 @@
  * Used by signing-pool.test.ts through its compiled copy in dist/.
  */
 import { parentPort } from 'node:worker_threads';
-import { createSignJobHandler, type PoolRequest } from '../../../src/ca/sign-job.js';
+import { createSignJobHandler, type PoolRequest } from '../../../src/ca/signing-messages.js';
 
 const handle = createSignJobHandler();
 parentPort?.on('message', (msg: PoolRequest) => {

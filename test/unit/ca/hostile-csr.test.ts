@@ -13,7 +13,7 @@ import { createCsrService, type CsrPolicy, type CsrService } from '../../../src/
 import { Keyring } from '../../../src/ca/keyring.js';
 import { loadPluggedMaterial } from '../../../src/ca/material.js';
 import { createCaMetrics, type CaMetrics } from '../../../src/ca/metrics.js';
-import { signCsr } from '../../../src/ca/sign-job.js';
+import { signCsr } from '../../../src/ca/signing-policy.js';
 import { CitadelError, GrpcStatus } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { contextTag, implicit, oid, sequence, Tag, tlv, utf8String } from '../../../src/pki/der.js';

@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Keyring } from '../../../src/ca/keyring.js';
 import { loadPluggedMaterial } from '../../../src/ca/material.js';
-import type { SignCsrJob } from '../../../src/ca/sign-job.js';
+import type { SignCsrJob } from '../../../src/ca/signing-policy.js';
 import { createSigningPool, inlineCsrSigner, type SigningPool } from '../../../src/ca/signing-pool.js';
 import { CitadelError } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';

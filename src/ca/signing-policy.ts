@@ -2,12 +2,12 @@
  * The CPU-heavy part of answering a CSR, as one pure function: parse the CSR and check its signature, check that
  * it asks for nothing but the caller's identity, and sign the leaf. No clock, no I/O, no state beyond the signer
  * passed in, so the very same code runs on the main thread (`--signing-workers 0`) and in a signing worker
- * (src/ca/signing-worker.ts). Everything else (authentication, rate limits, TTL resolution, the keyring's
+ * (src/ca/signing-worker.ts, speaking src/ca/signing-messages.ts). Everything else (authentication, rate limits, TTL resolution, the keyring's
  * bookkeeping and chain, metrics, the audit line) stays on the main thread.
  */
 import type { KeyObject } from 'node:crypto';
-import { CitadelError, ERROR_TABLE, isCitadelError, type ErrorCode } from '../errors.js';
-import { issueWorkloadCertificate, parseCertificate, parseCsr, type KeyType, type Signer } from '../pki/index.js';
+import { CitadelError, isCitadelError } from '../errors.js';
+import { issueWorkloadCertificate, parseCsr, type KeyType, type Signer } from '../pki/index.js';
 
 /** The SANs a CSR asks for (a ParsedCsr has them). */
 export interface RequestedNames {
@@ -95,62 +95,4 @@ export function signCsr(signer: Signer, job: SignCsrJob): SignCsrResult {
   checkRequestedIdentity({ identity: job.identity }, csr);
   const leaf = issueLeaf(signer, { publicKey: csr.publicKey, spiffeId: job.identity, dnsNames: job.dnsNames, ttlMs: job.ttlMs }, job.now);
   return { ...leaf, keyType: csr.key.type };
-}
-
-/** A CitadelError as plain data, to cross a thread boundary. */
-export interface ErrorData {
-  readonly code: ErrorCode;
-  readonly message: string;
-  readonly detail?: string;
-}
-
-/** Anything thrown -> ErrorData; what is not a CitadelError is a bug and becomes CERT_GEN_ERROR (message kept in detail). */
-export function errorToData(err: unknown): ErrorData {
-  if (err instanceof CitadelError) return { code: err.code, message: err.message, ...(err.detail !== undefined ? { detail: err.detail } : {}) };
-  return { code: 'CERT_GEN_ERROR', message: 'certificate generation failed', detail: err instanceof Error ? err.message : String(err) };
-}
-
-/** ErrorData -> the CitadelError it came from (same code, so the same gRPC status and metric label). */
-export function errorFromData(data: ErrorData): CitadelError {
-  if (!Object.hasOwn(ERROR_TABLE, data.code)) return new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', `unknown error code ${String(data.code)}: ${data.message}`);
-  return new CitadelError(data.code, data.message, data.detail);
-}
-
-/** Pool -> worker: the signer for the jobs that follow (certificate DER + private key; KeyObject clones). */
-export interface SignerMessage {
-  readonly kind: 'signer';
-  readonly signerId: number;
-  readonly certDer: Uint8Array;
-  readonly key: KeyObject;
-}
-/** Pool -> worker: one job, naming the signer it must be signed with. */
-export interface JobMessage {
-  readonly kind: 'job';
-  readonly id: number;
-  readonly signerId: number;
-  readonly job: SignCsrJob;
-}
-export type PoolRequest = SignerMessage | JobMessage;
-/** Worker -> pool. */
-export type PoolReply = { readonly id: number; readonly result: SignCsrResult } | { readonly id: number; readonly error: ErrorData };
-
-/**
- * The signing worker's message handler: remembers the last signer and answers each job with signCsr, or with
- * CERT_GEN_ERROR when the job names a signer it does not hold (the pool always sends the signer first). Returns
- * the reply to post, or undefined for a signer message.
- */
-export function createSignJobHandler(): (msg: PoolRequest) => PoolReply | undefined {
-  let current: { id: number; signer: Signer } | undefined;
-  return (msg) => {
-    if (msg.kind === 'signer') {
-      current = { id: msg.signerId, signer: { cert: parseCertificate(Buffer.from(msg.certDer)), key: msg.key } };
-      return undefined;
-    }
-    try {
-      if (current?.id !== msg.signerId) throw new Error(`signer ${msg.signerId} is not loaded in this worker`);
-      return { id: msg.id, result: signCsr(current.signer, msg.job) };
-    } catch (err) {
-      return { id: msg.id, error: errorToData(err) };
-    }
-  };
 }
