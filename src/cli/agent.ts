@@ -11,6 +11,8 @@ import path from 'node:path';
 import { createCaIssuer, type CsrClientFactory } from '../agent/ca-issuer.js';
 import { watchCrlFile } from '../agent/crl-file.js';
 import { createFileCertSource, hasMountedCerts } from '../agent/file-certs.js';
+import { watchAuthzFiles } from '../agent/authz/config-source.js';
+import { createEcdsService } from '../agent/authz/ecds-service.js';
 import { createAgentMetrics } from '../agent/metrics.js';
 import { watchJwtBundle } from '../agent/workload-api/jwt-bundle.js';
 import { prometheusWorkloadApiMetrics } from '../agent/workload-api/metrics.js';
@@ -25,6 +27,7 @@ import { createWorkloadSecrets } from '../agent/workload-secrets.js';
 import { systemClock } from '../clock.js';
 import { flag, formatDuration, parse, type ConfigOf } from '../config/flags.js';
 import { createCaClient, hostOfAddress } from '../grpc/client.js';
+import { ecdsServiceBinding } from '../grpc/ecds-server.js';
 import { startSdsServer } from '../grpc/sds-server.js';
 import { workloadApiServiceBinding, type WorkloadApiBinding } from '../grpc/workload-api-server.js';
 import { CitadelError } from '../errors.js';
@@ -77,6 +80,16 @@ export const agentFlags = {
     help: 'With --pod-certificate-bundle: the projected clusterTrustBundle file served as ROOTCA. Default: trust-bundle.pem beside the credential bundle.',
     parse: parse.string,
   }),
+  authzPolicyFile: flag({
+    name: 'authz-policy-file', env: 'CITADEL_AUTHZ_POLICY_FILE', default: './var/run/secrets/citadel/authz/authz.json',
+    help: 'Compiled AuthorizationPolicies of the namespace (ConfigMap citadel-authz, key authz.json), watched; served to Envoy as RBAC filters over ECDS on the SDS socket.',
+    parse: parse.string,
+  }),
+  podLabelsFile: flag({
+    name: 'pod-labels-file', env: 'CITADEL_POD_LABELS_FILE', default: './etc/istio/pod/labels',
+    help: "The pod's labels (downward API file, Istio's path), watched: they pick the policies that apply to this workload.",
+    parse: parse.string,
+  }),
   clusterId: flag({ name: 'cluster-id', env: 'ISTIO_META_CLUSTER_ID', help: 'Sent to the CA as the ClusterID header.', parse: parse.string }),
   logLevel: flag({ name: 'log-level', env: 'LOG_LEVEL', default: 'info', help: 'Log level.', parse: parse.oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent') }),
 };
@@ -86,7 +99,7 @@ export type AgentConfig = ConfigOf<typeof agentFlags>;
 export const agentCommand = defineCommand({
   name: 'agent',
   usage: 'citadel agent [flags]',
-  summary: 'Workload agent: key + CSR to the CA, Envoy SDS (default, ROOTCA, file-cert:, file-root:) over a Unix socket, rotation.',
+  summary: 'Workload agent: key + CSR to the CA, Envoy SDS (default, ROOTCA, file-cert:, file-root:) and ECDS (RBAC from AuthorizationPolicies) over a Unix socket, rotation.',
   flags: agentFlags,
   async run(config, io) {
     const log = createLogger({ level: config.logLevel, name: 'citadel-agent' });
@@ -151,6 +164,9 @@ export const agentCommand = defineCommand({
       };
     }
 
+    const authz = watchAuthzFiles({ policyFile: abs(config.authzPolicyFile), labelsFile: abs(config.podLabelsFile), clock, log: log.child({ component: 'authz' }) });
+    await authz.start();
+    const ecds = createEcdsService({ source: authz, log: log.child({ component: 'ecds' }) });
     const store = new SecretStore({ clock, log: log.child({ component: 'sds-store' }), resolvers: [fileSecretResolver({ clock, log: log.child({ component: 'sds-files' }) })] });
     const unbridge = bridgeWorkloadSecrets({ secrets, sink: store, log: log.child({ component: 'sds-bridge' }) });
     let sds;
@@ -169,7 +185,10 @@ export const agentCommand = defineCommand({
         });
         workloadApi = workloadApiServiceBinding({ api, log: log.child({ component: 'workload-api' }), metrics: prometheusWorkloadApiMetrics(metrics.registry) });
       }
-      sds = await startSdsServer({ socketPath: config.sdsSocket, store, log, clock, registry: metrics.registry, ...(workloadApi ? { extraServices: [workloadApi] } : {}) });
+      sds = await startSdsServer({
+        socketPath: config.sdsSocket, store, log, clock, registry: metrics.registry,
+        extraServices: [...(workloadApi ? [workloadApi] : []), ecdsServiceBinding(ecds, log.child({ component: 'ecds' }))],
+      });
       status = await startStatusServer({
         address: config.statusAddress,
         registry: metrics.registry,
@@ -188,6 +207,8 @@ export const agentCommand = defineCommand({
       stopSource();
       workloadApi?.close();
       jwtBundle?.close();
+      ecds.close();
+      authz.stop();
       await sds?.stop();
       store.close();
       throw err;
@@ -197,6 +218,8 @@ export const agentCommand = defineCommand({
     log.info({ reason: await untilAborted(io.signal) }, 'shutting down');
     workloadApi?.close();
     jwtBundle?.close();
+    ecds.close();
+    authz.stop();
     await sds.stop();
     unbridge();
     stopSource();

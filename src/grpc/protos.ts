@@ -1,6 +1,6 @@
 /**
  * Loads the protobuf definitions citadel speaks: our Istio CA API (proto/security/v1alpha1/ca.proto) and
- * Envoy's SDS (from @grpc/grpc-js-xds's bundled protos), the SPIFFE Workload API (proto/spiffe/workload) and
+ * Envoy's SDS and ECDS (from @grpc/grpc-js-xds's bundled protos), the SPIFFE Workload API (proto/spiffe/workload) and
  * citadel's JWT-SVID API (proto/citadel/v1). Each is parsed once per process and cached.
  */
 import { existsSync } from 'node:fs';
@@ -19,6 +19,7 @@ export const SDS_SERVICE_NAME = 'envoy.service.secret.v3.SecretDiscoveryService'
 /** The SPIFFE proto has no package: methods are /SpiffeWorkloadAPI/<Method>. */
 export const WORKLOAD_API_SERVICE_NAME = 'SpiffeWorkloadAPI';
 export const JWT_SVID_SERVICE_NAME = 'citadel.v1.JwtSvidService';
+export const ECDS_SERVICE_NAME = 'envoy.service.extension.v3.ExtensionConfigDiscoveryService';
 
 // int64 becomes a JS number (validity_duration in seconds fits easily); enums as strings; default values are
 // filled in so handlers see '' and [] rather than undefined; oneofs add a virtual field naming the set member.
@@ -53,6 +54,7 @@ let caDefinition: protoLoader.PackageDefinition | undefined;
 let sdsDefinition: protoLoader.PackageDefinition | undefined;
 let workloadApiDefinition: protoLoader.PackageDefinition | undefined;
 let jwtSvidDefinition: protoLoader.PackageDefinition | undefined;
+let ecdsDefinition: protoLoader.PackageDefinition | undefined;
 
 /** The parsed Istio CA API (package istio.v1.auth). */
 export function caPackageDefinition(): protoLoader.PackageDefinition {
@@ -87,7 +89,19 @@ export function jwtSvidPackageDefinition(): protoLoader.PackageDefinition {
   return jwtSvidDefinition;
 }
 
-const SERVICE_METHODS = ['CreateCertificate', 'StreamSecrets', 'FetchX509SVID', 'CreateJwtSvid'];
+/**
+ * The parsed ECDS service plus the messages its resources carry (TypedExtensionConfig wrapping the HTTP RBAC
+ * filter config), loaded in one call so that Anys written as `{ '@type': ..., ...fields }` encode with their types.
+ */
+export function ecdsPackageDefinition(): protoLoader.PackageDefinition {
+  ecdsDefinition ??= protoLoader.loadSync(
+    ['envoy/service/extension/v3/config_discovery.proto', 'envoy/config/core/v3/extension.proto', 'envoy/extensions/filters/http/rbac/v3/rbac.proto'],
+    { ...LOADER_OPTIONS, includeDirs: envoyProtoIncludeDirs() },
+  );
+  return ecdsDefinition;
+}
+
+const SERVICE_METHODS = ['CreateCertificate', 'StreamSecrets', 'StreamExtensionConfigs', 'FetchX509SVID', 'CreateJwtSvid'];
 
 function serviceDefinition(def: protoLoader.PackageDefinition, name: string): grpc.ServiceDefinition {
   const service = def[name];
@@ -105,6 +119,16 @@ export function caServiceDefinition(): grpc.ServiceDefinition {
 /** Service definition of envoy.service.secret.v3.SecretDiscoveryService. */
 export function sdsServiceDefinition(): grpc.ServiceDefinition {
   return serviceDefinition(sdsPackageDefinition(), SDS_SERVICE_NAME);
+}
+
+/** Service definition of envoy.service.extension.v3.ExtensionConfigDiscoveryService. */
+export function ecdsServiceDefinition(): grpc.ServiceDefinition {
+  return serviceDefinition(ecdsPackageDefinition(), ECDS_SERVICE_NAME);
+}
+
+/** Client constructor for ECDS; used by tests that play Envoy. */
+export function ecdsClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeGenericClientConstructor(ecdsServiceDefinition(), 'ExtensionConfigDiscoveryService');
 }
 
 /** Client constructor for the CA API (callers pass address, credentials, options). */

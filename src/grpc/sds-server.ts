@@ -137,7 +137,7 @@ export async function startSdsServer(deps: {
   clock?: Clock;
   registry?: Registry;
   metrics?: SdsMetrics;
-  /** More services on the same socket (the SPIFFE Workload API). */
+  /** More services on the same socket (the SPIFFE Workload API, the agent's ECDS). */
   extraServices?: readonly ServiceBinding[];
 }): Promise<SdsServer> {
   const log = deps.log.child({ component: 'sds' });

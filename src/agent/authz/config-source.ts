@@ -1,0 +1,108 @@
+/**
+ * The agent's authorization input: the namespace's compiled document (the `citadel-authz` ConfigMap, mounted as a
+ * file) and the pod's labels (a downward-API file), both watched. From them it derives, per ECDS resource name, the
+ * RBAC filter config for this workload (src/authz/workload.ts), and tells subscribers when anything changed.
+ *
+ * Until both files have been read successfully no name is available, so Envoy keeps waiting instead of serving
+ * with no policy. A later unreadable or malformed file is logged and ignored: the last good configuration stays.
+ */
+import { createHash } from 'node:crypto';
+import type { Clock } from '../../clock.js';
+import type { Logger } from '../../log.js';
+import { watchFiles, type FileWatcher } from '../../file-watch.js';
+import type { CompiledAuthz } from '../../authz/types.js';
+import { parseCompiledAuthz, parsePodLabels, rbacFilterConfig } from '../../authz/workload.js';
+
+export interface AuthzConfigEntry {
+  /** Changes with content (a digest). */
+  readonly version: string;
+  /** The RBAC filter config, `@type` set. */
+  readonly typedConfig: Record<string, unknown>;
+}
+
+export interface AuthzConfigSource {
+  get(name: string): AuthzConfigEntry | undefined;
+  /** Why `name` has no entry (for logs). */
+  pendingReason(name: string): string;
+  /** Called after every change of the inputs. Returns an unsubscribe function. */
+  subscribe(listener: () => void): () => void;
+}
+
+export interface AuthzFiles extends AuthzConfigSource {
+  /** Reads both files now (and starts watching); resolves after the first read. */
+  start(): Promise<void>;
+  /** True once a document and the labels have been loaded. */
+  loaded(): boolean;
+  stop(): void;
+}
+
+const digest = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16);
+
+export function watchAuthzFiles(deps: { policyFile: string; labelsFile: string; clock: Clock; log: Logger; pollMs?: number }): AuthzFiles {
+  const { log } = deps;
+  let doc: CompiledAuthz | undefined;
+  let labels: Record<string, string> | undefined;
+  const listeners = new Set<() => void>();
+  let watcher: FileWatcher | undefined;
+
+  const onChange = (contents: ReadonlyMap<string, string | undefined>) => {
+    let changed = false;
+    const policyText = contents.get(deps.policyFile);
+    if (policyText === undefined) {
+      if (!doc) log.warn({ file: deps.policyFile }, 'authorization policy file not there (yet); Envoy waits for it');
+    } else {
+      try {
+        const next = parseCompiledAuthz(policyText);
+        if (digest(next) !== (doc && digest(doc))) {
+          doc = next;
+          changed = true;
+          log.info({ file: deps.policyFile, selectors: next.selectors.length }, 'loaded authorization policies');
+        }
+      } catch (err) {
+        log.error({ file: deps.policyFile, err: (err as Error).message }, 'authorization policy file is not valid; keeping the last good one');
+      }
+    }
+    const labelsText = contents.get(deps.labelsFile);
+    if (labelsText === undefined) {
+      if (!labels) log.warn({ file: deps.labelsFile }, 'pod labels file not there (yet); Envoy waits for it');
+    } else {
+      try {
+        const next = parsePodLabels(labelsText);
+        if (digest(next) !== (labels && digest(labels))) {
+          labels = next;
+          changed = true;
+          log.info({ labels }, 'loaded pod labels');
+        }
+      } catch (err) {
+        log.error({ file: deps.labelsFile, err: (err as Error).message }, 'pod labels file is not valid; keeping the last good one');
+      }
+    }
+    if (changed) for (const l of [...listeners]) l();
+  };
+
+  return {
+    get(name) {
+      if (!doc || !labels) return undefined;
+      const typedConfig = rbacFilterConfig(doc, labels, name);
+      return typedConfig && { version: digest(typedConfig), typedConfig };
+    },
+    pendingReason(name) {
+      if (!doc) return `no policy file ${deps.policyFile}`;
+      if (!labels) return `no labels file ${deps.labelsFile}`;
+      return `"${name}" is not an authorization filter name (citadel-authz-allow|deny[-<port>])`;
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    async start() {
+      watcher ??= watchFiles({ paths: [deps.policyFile, deps.labelsFile], clock: deps.clock, log, onChange, pollMs: deps.pollMs ?? 2000 });
+      await watcher.checkNow();
+    },
+    loaded: () => doc !== undefined && labels !== undefined,
+    stop() {
+      watcher?.close();
+      listeners.clear();
+    },
+  };
+}
