@@ -10,7 +10,9 @@ import type { CertificateAuthority } from '../ca/authority.js';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { KubeClients } from '../kube/client.js';
+import { AUTHZ_CONFIGMAP_NAME } from '../authz/types.js';
 import {
+  authorizationPolicyInformer,
   clusterTrustBundleInformer,
   namedConfigMapInformer,
   namespaceInformer,
@@ -22,6 +24,7 @@ import {
 import { createLeaderElector } from '../kube/lease.js';
 import { createObjectWriter, describeApiError } from '../kube/writes.js';
 import type { KeyType } from '../pki/index.js';
+import { createAuthzConfigMapReconciler, createAuthzStatusReconciler, policyKey, type PolicyObject } from './authz.js';
 import { createControllerMetrics } from './metrics.js';
 import { RetryLater, runWorkers, WorkQueue } from './queue.js';
 import type { Reconciler } from './reconciler.js';
@@ -58,6 +61,8 @@ export interface ControllerDeps {
   readonly identity?: string;
   /** Default `labeled`. */
   readonly saSecrets?: SaSecretsMode;
+  /** Compile AuthorizationPolicies into `citadel-authz` ConfigMaps and policy status; default true. Needs the CRD. */
+  readonly authorizationPolicies?: boolean;
   /** Which namespaces the controllers manage (root ConfigMaps and ServiceAccount secrets): a label selector; default all. */
   readonly namespaceSelector?: string | LabelSelector;
   /** Namespaces never managed whatever their labels; default kube-public, kube-node-lease. */
@@ -148,6 +153,8 @@ export function startControllers(deps: ControllerDeps): Controllers {
   };
   const namespaces = namespaceInformer(deps.kube, informerCommon);
   const informers: Informer<unknown>[] = [namespaces];
+  /** Informers whose reconcilers wait for them on their own (Reconciler.waitFor), not part of synced(). */
+  const optionalInformers: Informer<unknown>[] = [];
   const writer = createObjectWriter({ kube: deps.kube, clock, qps: deps.writeQps, burst: deps.writeBurst });
 
   const reconcilers: Reconciler[] = [];
@@ -250,6 +257,31 @@ export function startControllers(deps: ControllerDeps): Controllers {
     namespaces.on('update', enqueueNamespaceAccounts);
   }
 
+  if (deps.authorizationPolicies ?? true) {
+    // Its own informers and their own wait: a cluster without the CRD must not hold up the root ConfigMaps.
+    const policies = authorizationPolicyInformer(deps.kube, informerCommon);
+    const authzConfigMaps = namedConfigMapInformer(deps.kube, AUTHZ_CONFIGMAP_NAME, informerCommon);
+    const authzDeps = { namespaces, configMaps: authzConfigMaps, policies: policies as unknown as Informer<PolicyObject>, filter, trustDomain: deps.trustDomain, writer, log, metrics };
+    const authzReady = Promise.all([policies.start(), authzConfigMaps.start()]).then(() => undefined);
+    const authzSynced = () => authzReady;
+    const authzConfig = { ...createAuthzConfigMapReconciler(authzDeps), waitFor: authzSynced };
+    const authzStatus = { ...createAuthzStatusReconciler({ ...authzDeps, now: () => new Date(clock.now()) }), waitFor: authzSynced };
+    reconcilers.push(authzConfig, authzStatus);
+    optionalInformers.push(policies, authzConfigMaps);
+    perNamespace(authzConfig, authzConfigMaps);
+    for (const event of ['add', 'update', 'delete'] as const) {
+      policies.on(event, (p) => {
+        enqueue(authzConfig.name, p.metadata?.namespace);
+        enqueue(authzStatus.name, policyKey(p));
+      });
+    }
+    for (const event of ['add', 'update'] as const) {
+      namespaces.on(event, (ns) => {
+        for (const p of policies.list(ns.metadata?.name)) enqueue(authzStatus.name, policyKey(p));
+      });
+    }
+  }
+
   const allSynced = Promise.all(informers.map((i) => i.start())).then(() => undefined);
   const unsubscribeCa = deps.ca.onChange(() => {
     if (term) log.info('trust bundle changed; reconciling every object');
@@ -298,8 +330,10 @@ export function startControllers(deps: ControllerDeps): Controllers {
       scheduleResync();
       log.info({ controllers: reconcilers.map((r) => r.name), saSecrets: mode }, 'controllers running');
       await Promise.all(
-        reconcilers.map((r) =>
-          runWorkers(queues.get(r.name)!, workers, async (key) => {
+        reconcilers.map(async (r) => {
+          await r.waitFor?.();
+          if (signal.aborted) return;
+          await runWorkers(queues.get(r.name)!, workers, async (key) => {
             const outcome = await r.reconcile(key, signal);
             metrics.reconciles.inc({ controller: r.name, result: 'success' });
             return outcome;
@@ -313,8 +347,8 @@ export function startControllers(deps: ControllerDeps): Controllers {
               if (result.error instanceof RetryLater) log.debug(fields, 'reconcile raced; will retry');
               else log.warn(fields, 'reconcile failed; will retry');
             },
-          }),
-        ),
+          });
+        }),
       );
     };
     const current: Term = { signal, queues, done: run() };
@@ -356,7 +390,7 @@ export function startControllers(deps: ControllerDeps): Controllers {
       unsubscribeCa();
       unsubscribeSpiffeBundle?.();
       unsubscribeCrl();
-      await Promise.all(informers.map((i) => i.stop()));
+      await Promise.all([...informers, ...optionalInformers].map((i) => i.stop()));
     },
     isLeader: () => elector.isLeader(),
     onLeadershipChange(listener) {

@@ -18,4 +18,6 @@ export interface Reconciler {
    * aborts when leadership is lost; no write may be sent after that.
    */
   reconcile(key: string, signal: AbortSignal): Promise<ReconcileOutcome | void>;
+  /** Resolves once the caches this reconciler reads (beyond the shared ones) have synced; workers start after it. */
+  readonly waitFor?: () => Promise<void>;
 }

@@ -1,6 +1,6 @@
 /**
- * Keeps a published ConfigMap right in every selected namespace: `istio-ca-root-cert` (the trust bundle) and
- * `istio-ca-crl` (the CRLs). Key: the namespace name.
+ * Keeps a published ConfigMap right in every selected namespace: `istio-ca-root-cert` (the trust bundle),
+ * `istio-ca-crl` (the CRLs) and `citadel-authz` (the compiled AuthorizationPolicies, authz.ts). Key: the namespace name.
  * Triggers: namespace added/updated, the ConfigMap added/updated/deleted, a change of the content, resync.
  */
 import type { CertificateAuthority } from '../ca/authority.js';
@@ -43,9 +43,9 @@ export function createRootConfigMapReconciler(deps: RootConfigMapDeps): Reconcil
   });
 }
 
-/** The same reconciler for any published ConfigMap whose content comes from `content()`. */
-export function createContentConfigMapReconciler(deps: Omit<PublishedConfigMapDeps, 'decide'> & { content: () => string | undefined }): Reconciler {
-  return createPublishedConfigMapReconciler({ ...deps, decide: (input) => decidePublishedConfigMap({ ...input, spec: deps.spec, content: deps.content() }) });
+/** The same reconciler for any published ConfigMap whose content (per namespace, or the same for all) comes from `content`. */
+export function createContentConfigMapReconciler(deps: Omit<PublishedConfigMapDeps, 'decide'> & { content: (namespace: string) => string | undefined }): Reconciler {
+  return createPublishedConfigMapReconciler({ ...deps, decide: (input) => decidePublishedConfigMap({ ...input, spec: deps.spec, content: deps.content(input.namespaceName) }) });
 }
 
 function createPublishedConfigMapReconciler(deps: PublishedConfigMapDeps): Reconciler {

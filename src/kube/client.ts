@@ -15,6 +15,8 @@ export interface KubeClients {
   readonly coordination: k8s.CoordinationV1Api;
   /** certificates.k8s.io/v1beta1: PodCertificateRequests and ClusterTrustBundles (beta in 1.35/1.36). */
   readonly certificates: k8s.CertificatesV1beta1Api;
+  /** Custom resources (Istio's AuthorizationPolicy). */
+  readonly custom: k8s.CustomObjectsApi;
   /** TLS connections the TokenReview client (`authn`) opened so far; keep-alive reuses them (reuseConnections). */
   connectionsOpened(): number;
 }
@@ -39,6 +41,7 @@ export function connectKube(kubeconfigPath: string | undefined): KubeClients {
     authz: config.makeApiClient(k8s.AuthorizationV1Api),
     coordination: config.makeApiClient(k8s.CoordinationV1Api),
     certificates: config.makeApiClient(k8s.CertificatesV1beta1Api),
+    custom: config.makeApiClient(k8s.CustomObjectsApi),
   };
 }
 

@@ -259,3 +259,18 @@ export function clusterTrustBundleInformer(kube: KubeClients, signerName: string
     list: () => kube.certificates.listClusterTrustBundle({ fieldSelector }),
   });
 }
+
+/** Istio's AuthorizationPolicy (security.istio.io/v1) in every namespace. Needs authorizationpolicies list/watch. */
+export const AUTHORIZATION_POLICY_API = { group: 'security.istio.io', version: 'v1', plural: 'authorizationpolicies' } as const;
+
+export type CustomObject = k8s.KubernetesObject & { spec?: unknown; status?: unknown };
+
+export function authorizationPolicyInformer(kube: KubeClients, c: InformerCommon): Informer<CustomObject> {
+  const { group, version, plural } = AUTHORIZATION_POLICY_API;
+  return createInformer<CustomObject>({
+    ...common('authorizationpolicies', c),
+    config: kube.config,
+    path: `/apis/${group}/${version}/${plural}`,
+    list: async () => (await kube.custom.listClusterCustomObject({ group, version, plural })) as k8s.KubernetesListObject<CustomObject>,
+  });
+}

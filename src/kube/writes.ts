@@ -9,6 +9,7 @@ import * as k8s from '@kubernetes/client-node';
 import type { Clock } from '../clock.js';
 import { createRateLimiter } from '../rate-limit.js';
 import { apiStatus, type KubeClients } from './client.js';
+import { AUTHORIZATION_POLICY_API } from './informer.js';
 
 export type CreateOutcome = 'created' | 'exists' | 'namespace-gone' | 'namespace-terminating';
 export type UpdateOutcome = 'updated' | 'conflict' | 'gone';
@@ -23,6 +24,8 @@ export interface ObjectWriter {
   readConfigMap(namespace: string, name: string, signal: AbortSignal): Promise<k8s.V1ConfigMap | undefined>;
   createSecret(secret: k8s.V1Secret, signal: AbortSignal): Promise<CreateOutcome>;
   updateSecret(secret: k8s.V1Secret, signal: AbortSignal): Promise<UpdateOutcome>;
+  /** Sets an AuthorizationPolicy's `status` (the /status subresource; the spec is never touched). */
+  setAuthorizationPolicyStatus(namespace: string, name: string, status: unknown, signal: AbortSignal): Promise<UpdateOutcome>;
   /** Deletes a Secret only if it still has this uid (and resourceVersion when given). */
   deleteSecret(namespace: string, name: string, preconditions: { uid?: string; resourceVersion?: string }, signal: AbortSignal): Promise<DeleteOutcome>;
   /** Writes a PodCertificateRequest's status; `metadata.resourceVersion` makes it conditional (409 -> conflict). */
@@ -80,7 +83,8 @@ function nameOf(obj: { metadata?: k8s.V1ObjectMeta }): { name: string; namespace
 /**
  * Writes through `kube` with a shared rate limit (default 50 writes/s, burst 100).
  * Needs configmaps create/update/get and secrets create/update/delete in the target namespaces; the pod
- * certificate signer adds podcertificaterequests/status update, pods get and clustertrustbundles get/create/update.
+ * certificate signer adds podcertificaterequests/status update, pods get and clustertrustbundles get/create/update,
+ * and authorizationpolicies/status patch.
  */
 export function createObjectWriter(opts: { kube: KubeClients; clock: Clock; qps?: number; burst?: number }): ObjectWriter {
   const { core, certificates } = opts.kube;
@@ -119,6 +123,13 @@ export function createObjectWriter(opts: { kube: KubeClients; clock: Clock; qps?
       const { name, namespace } = nameOf(secret);
       await gate(signal);
       return classifyUpdate(() => core.replaceNamespacedSecret({ name, namespace, body: { ...secret, apiVersion: 'v1', kind: 'Secret' } }));
+    },
+    async setAuthorizationPolicyStatus(namespace, name, status, signal) {
+      await gate(signal);
+      // A JSON patch `add` sets /status whether or not it exists yet.
+      return classifyUpdate(() => opts.kube.custom.patchNamespacedCustomObjectStatus({
+        ...AUTHORIZATION_POLICY_API, namespace, name, body: [{ op: 'add', path: '/status', value: status }],
+      }));
     },
     async deleteSecret(namespace, name, preconditions, signal) {
       await gate(signal);

@@ -7,11 +7,14 @@
  * (deletion stays Terminating), nothing is garbage-collected, no `default` ServiceAccount appears by itself
  * and Pods stay Pending. test-cluster.ts and kubelet.ts stand in for the bits tests need.
  */
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { createCa, createRsaKeyPair, issueLeaf, type CaFiles } from './openssl.js';
 import { freePorts } from './ports.js';
 import { startProcess, type ManagedProcess } from './process.js';
@@ -182,6 +185,7 @@ async function startOnce(tools: Tools, log: (line: string) => void, opts: StartC
       return body === 'ok';
     });
     log(`kube-apiserver ${tools.kubernetesVersion} ready on ${server} (control plane up in ${((Date.now() - started) / 1000).toFixed(1)}s)`);
+    await applyCrds(tools, kubeconfigPath);
 
     const info: ClusterInfo = {
       dir, server, kubeconfigPath, caPem, caCertPath: ca.certPath, caKeyPath: ca.keyPath,
@@ -203,6 +207,20 @@ async function startOnce(tools: Tools, log: (line: string) => void, opts: StartC
     if (taken) throw new PortTakenError(String(err));
     throw err;
   }
+}
+
+/** deploy/crds, found from test/harness/ or from its compiled copy under dist/. */
+const CRDS_DIR = ((here) => [path.join(here, '../../deploy/crds'), path.join(here, '../../../deploy/crds')].find((p) => fs.existsSync(p)))(
+  path.dirname(fileURLToPath(import.meta.url)),
+);
+
+/** Applies deploy/crds (Istio's AuthorizationPolicy) as an operator would, and waits until it is served. */
+async function applyCrds(tools: Tools, kubeconfigPath: string): Promise<void> {
+  if (!CRDS_DIR) throw new Error('deploy/crds not found above test/harness');
+  const run = promisify(execFile);
+  const kubectl = (...args: string[]) => run(tools.kubectl, ['--kubeconfig', kubeconfigPath, ...args], { timeout: 60_000 });
+  await kubectl('apply', '-k', CRDS_DIR);
+  await kubectl('wait', '--for=condition=Established', '--timeout=60s', 'crd', '-l', 'app.kubernetes.io/part-of=citadel');
 }
 
 /** Polls `probe` every 250 ms until it returns true; throws with the log tail if `proc` exits or time runs out. */

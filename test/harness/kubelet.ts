@@ -7,6 +7,8 @@
  *       <root>/var/run/secrets/istio/root-cert.pem       the namespace's istio-ca-root-cert ConfigMap (every key of
  *                                                        it, e.g. spiffe-bundle.json, lands in this directory)
  *       <root>/var/run/secrets/workload-spiffe-uds/      where the agent puts its SDS socket
+ *       <root>/etc/istio/pod/labels                      the Pod's labels (downward API format), when given
+ *       <root>/<dir>/<key>                               each `configMapMounts` ConfigMap, kept in step
  * Files are replaced atomically (write + rename), as kubelet's atomic writer does. Roots are short
  * (/tmp/cp-XXXXXX) so the UDS path fits the 108-byte sun_path limit.
  */
@@ -22,6 +24,10 @@ export const ROOT_CERT_KEY = 'root-cert.pem';
 export const TOKEN_RELATIVE_PATH = 'var/run/secrets/tokens/istio-token';
 export const ROOT_CERT_RELATIVE_PATH = 'var/run/secrets/istio/root-cert.pem';
 export const SDS_SOCKET_RELATIVE_PATH = 'var/run/secrets/workload-spiffe-uds/socket';
+/** Where Istio's injection puts the downward-API labels file (and where `citadel agent` reads it by default). */
+export const LABELS_RELATIVE_PATH = 'etc/istio/pod/labels';
+/** Where the example's manifests mount the citadel-authz ConfigMap (the agent's --authz-policy-file default). */
+export const AUTHZ_RELATIVE_DIR = 'var/run/secrets/citadel/authz';
 
 export interface StartPodOptions {
   namespace: string;
@@ -45,6 +51,11 @@ export interface StartPodOptions {
   podSpec?: k8s.V1PodSpec;
   /** Binds the Pod to this Node (spec.nodeName), as the scheduler would; needed for PodCertificateRequests. */
   nodeName?: string;
+  /**
+   * More ConfigMaps mounted as volumes: every key becomes a file in `<root>/<dir>`, replaced atomically and kept
+   * in step through a watch (like the kubelet, though within about a second instead of about a minute).
+   */
+  configMapMounts?: ReadonlyArray<{ readonly configMap: string; readonly dir: string }>;
 }
 
 export interface SimulatedPod {
@@ -62,6 +73,8 @@ export interface SimulatedPod {
   refreshToken(): Promise<string>;
   /** Copies the ConfigMap's root-cert.pem into the pod now. Returns false if the ConfigMap (or key) is absent. */
   syncRootCert(): Promise<boolean>;
+  /** Resolves once every `configMapMounts` ConfigMap has been written into the pod at least once. */
+  waitForMounts(opts?: { timeoutMs?: number }): Promise<void>;
   /** Resolves with the file's content once root-cert.pem exists (and, if given, satisfies `predicate`). */
   waitForRootCert(opts?: { timeoutMs?: number; predicate?: (pem: string) => boolean }): Promise<string>;
   /** Stops the watch, deletes the Pod (grace period 0) and removes the root dir if the simulator made it. Idempotent. */
@@ -153,41 +166,65 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
     }
   };
 
-  let watch: AbortController | undefined;
-  const startWatch = async (): Promise<void> => {
+  const watches: AbortController[] = [];
+  /** Keeps calling `write` with the ConfigMap's data through a watch, restarted when it ends, until stopped. */
+  const watchConfigMap = async (configMap: string, write: (data: Record<string, string> | undefined) => void): Promise<void> => {
     if (stopped) return;
     try {
-      watch = await new k8s.Watch(config).watch(
+      const watch = await new k8s.Watch(config).watch(
         `/api/v1/namespaces/${namespace}/configmaps`,
-        { fieldSelector: `metadata.name=${ROOT_CERT_CONFIGMAP}` },
+        { fieldSelector: `metadata.name=${configMap}` },
         (phase, obj: k8s.V1ConfigMap) => {
           // Like kubelet, keep the last content when the ConfigMap is deleted.
           if (phase !== 'ADDED' && phase !== 'MODIFIED') return;
           try {
-            writeConfigMapData(obj.data);
+            write(obj.data);
           } catch (err) {
             // Never throw out of a watch callback (it would crash the test worker); say why in the log.
-            console.error(`kubelet simulator: cannot write ${rootCertPath}: ${(err as Error).message}`);
+            console.error(`kubelet simulator: cannot write ConfigMap ${configMap} into ${root}: ${(err as Error).message}`);
           }
         },
         () => {
           // Watches end (timeouts, apiserver restarts); start a new one unless we were stopped.
-          if (!stopped) setTimeout(() => void startWatch(), 200).unref();
+          if (!stopped) setTimeout(() => void watchConfigMap(configMap, write), 200).unref();
         },
       );
+      watches.push(watch);
       if (stopped) watch.abort();
     } catch {
-      if (!stopped) setTimeout(() => void startWatch(), 500).unref();
+      if (!stopped) setTimeout(() => void watchConfigMap(configMap, write), 500).unref();
     }
+  };
+  const mounted = new Set<string>();
+  const mountWriter = (m: { configMap: string; dir: string }) => {
+    const dir = path.join(root, m.dir);
+    fs.mkdirSync(dir, { recursive: true });
+    const last = new Map<string, string>();
+    return (data: Record<string, string> | undefined) => {
+      if (stopped || !data) return;
+      for (const [key, value] of Object.entries(data)) {
+        if (last.get(key) === value) continue;
+        last.set(key, value);
+        writeFileAtomic(path.join(dir, key), value);
+      }
+      mounted.add(m.configMap);
+    };
   };
 
   try {
     await refreshToken();
     await syncRootCert();
-    if (opts.watchRootCert ?? true) await startWatch();
+    if (opts.watchRootCert ?? true) await watchConfigMap(ROOT_CERT_CONFIGMAP, writeConfigMapData);
+    if (opts.labels) {
+      // The downward API's format: one key="value" per line, values quoted.
+      const labelsPath = path.join(root, LABELS_RELATIVE_PATH);
+      fs.mkdirSync(path.dirname(labelsPath), { recursive: true });
+      writeFileAtomic(labelsPath, Object.entries(opts.labels).map(([k, v]) => `${k}=${JSON.stringify(v)}\n`).join(''));
+    }
+    for (const m of opts.configMapMounts ?? []) await watchConfigMap(m.configMap, mountWriter(m));
   } catch (err) {
     stopped = true;
-    watch?.abort();
+    for (const w of watches) w.abort();
     await core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 }).catch(() => {});
     removeDir();
     throw err;
@@ -198,6 +235,14 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
     name, uid, namespace, serviceAccount, root, tokenPath, rootCertPath, sdsSocketPath,
     refreshToken,
     syncRootCert,
+    async waitForMounts({ timeoutMs = 30_000 } = {}) {
+      const deadline = Date.now() + timeoutMs;
+      const missing = () => (opts.configMapMounts ?? []).map((m) => m.configMap).filter((n) => !mounted.has(n));
+      while (missing().length > 0) {
+        if (Date.now() > deadline) throw new Error(`pod ${namespace}/${name}: ConfigMap(s) ${missing().join(', ')} not there after ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
     async waitForRootCert({ timeoutMs = 30_000, predicate } = {}) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
@@ -217,7 +262,7 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
     delete() {
       deleting ??= (async () => {
         stopped = true;
-        watch?.abort();
+        for (const w of watches) w.abort();
         try {
           await core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 });
         } catch (err) {

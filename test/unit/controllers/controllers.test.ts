@@ -41,6 +41,7 @@ function recordingWriter(outcomes: { create?: CreateOutcome; update?: UpdateOutc
     async readConfigMap(namespace, name) { calls.push({ op: 'readConfigMap', args: [namespace, name] }); return outcomes.live as never; },
     async createSecret(s) { calls.push({ op: 'createSecret', obj: s }); return outcomes.create ?? 'created'; },
     async updateSecret(s) { calls.push({ op: 'updateSecret', obj: s }); return outcomes.update ?? 'updated'; },
+    async setAuthorizationPolicyStatus(namespace, name, status) { calls.push({ op: 'setAuthorizationPolicyStatus', args: [namespace, name, status] }); return outcomes.update ?? 'updated'; },
     async deleteSecret(namespace, name, pre) { calls.push({ op: 'deleteSecret', args: [namespace, name, pre] }); return 'deleted'; },
     async updatePodCertificateRequestStatus(pcr) { calls.push({ op: 'updatePodCertificateRequestStatus', obj: pcr }); return outcomes.update ?? 'updated'; },
     async readPod(namespace, name) { calls.push({ op: 'readPod', args: [namespace, name] }); return outcomes.pod as never; },
