@@ -12,8 +12,12 @@ export interface SidecarBootstrapOptions {
   nodeCluster?: string;
   /** The agent's SDS socket (absolute, or relative to Envoy's cwd); at most 107 bytes. */
   sdsSocketPath: string;
-  /** Inbound: 127.0.0.1:<port>, mTLS required, the client's SPIFFE ID must be one of `allowedClientIds`; forwards to 127.0.0.1:<appPort>. */
-  inbound?: { port: number; appPort: number; allowedClientIds: readonly string[] };
+  /**
+   * Inbound: 127.0.0.1:<port>, mTLS required, the client's SPIFFE ID must be one of `allowedClientIds` (or, with
+   * `allowedClientPrefix`, start with it); forwards to 127.0.0.1:<appPort>. With `authz`, an HTTP listener whose
+   * RBAC filters (DENY, then ALLOW) come from the agent over ECDS, named for `authz.workloadPort` when given.
+   */
+  inbound?: { port: number; appPort: number; allowedClientIds: readonly string[]; allowedClientPrefix?: string; authz?: { workloadPort?: number } };
   /** Outbounds: plain TCP on 127.0.0.1:<port>, mTLS to 127.0.0.1:<upstreamPort>, whose SPIFFE ID must be `serverId`. */
   outbounds?: ReadonlyArray<{ port: number; upstreamPort: number; serverId: string }>;
   /** SDS reconnect backoff (default 0.2 s .. 2 s, so agent restarts heal quickly in tests). */
@@ -21,6 +25,7 @@ export interface SidecarBootstrapOptions {
 }
 
 const TLS_SOCKET = 'envoy.transport_sockets.tls';
+const HTTP_RBAC = 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC';
 const exactUris = (ids: readonly string[]) => ids.map((id) => ({ san_type: 'URI', matcher: { exact: id } }));
 const seconds = (s: number) => `${s}s`;
 
@@ -42,8 +47,8 @@ export function sidecarBootstrap(opts: SidecarBootstrapOptions): object {
     },
   };
   const certificateSds = [{ name: 'default', sds_config: sdsConfig }];
-  const validation = (ids: readonly string[]) => ({
-    default_validation_context: { match_typed_subject_alt_names: exactUris(ids) },
+  const validation = (ids: readonly string[], prefix?: string) => ({
+    default_validation_context: { match_typed_subject_alt_names: prefix ? [{ san_type: 'URI', matcher: { prefix } }] : exactUris(ids) },
     validation_context_sds_secret_config: { name: 'ROOTCA', sds_config: sdsConfig },
   });
 
@@ -71,6 +76,36 @@ export function sidecarBootstrap(opts: SidecarBootstrapOptions): object {
     typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', stat_prefix: statPrefix, cluster },
   });
 
+  // The RBAC filters as docs/authorization.md describes them: ECDS on the SDS socket, Envoy waits for the first
+  // config (initial_fetch_timeout 0s), and deny-all defaults should a first delivery fail.
+  const authzFilter = (action: 'deny' | 'allow', port: number | undefined) => ({
+    name: `citadel-authz-${action}${port ? `-${port}` : ''}`,
+    config_discovery: {
+      config_source: sdsConfig,
+      type_urls: [HTTP_RBAC],
+      default_config: action === 'allow'
+        ? { '@type': HTTP_RBAC, rules_stat_prefix: 'allow_', rules: { action: 'ALLOW', policies: {} } }
+        : { '@type': HTTP_RBAC, rules_stat_prefix: 'deny_', rules: { action: 'DENY', policies: { 'deny-all': { permissions: [{ any: true }], principals: [{ any: true }] } } } },
+    },
+  });
+  const authzHttp = (port: number | undefined) => ({
+    name: 'envoy.filters.network.http_connection_manager',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+      stat_prefix: 'inbound',
+      normalize_path: true,
+      merge_slashes: true,
+      forward_client_cert_details: 'SANITIZE_SET',
+      set_current_client_cert_details: { uri: true },
+      route_config: { name: 'inbound', virtual_hosts: [{ name: 'app', domains: ['*'], routes: [{ match: { prefix: '/' }, route: { cluster: 'local-app' } }] }] },
+      http_filters: [
+        authzFilter('deny', port),
+        authzFilter('allow', port),
+        { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
+      ],
+    },
+  });
+
   if (opts.inbound) {
     clusters.push(staticCluster('local-app', opts.inbound.appPort));
     listeners.push({
@@ -85,10 +120,10 @@ export function sidecarBootstrap(opts: SidecarBootstrapOptions): object {
             // Every new handshake must show the current certificate (rotation tests).
             disable_stateless_session_resumption: true,
             disable_stateful_session_resumption: true,
-            common_tls_context: { tls_certificate_sds_secret_configs: certificateSds, combined_validation_context: validation(opts.inbound.allowedClientIds) },
+            common_tls_context: { tls_certificate_sds_secret_configs: certificateSds, combined_validation_context: validation(opts.inbound.allowedClientIds, opts.inbound.allowedClientPrefix) },
           },
         },
-        filters: [tcpProxy('inbound', 'local-app')],
+        filters: [opts.inbound.authz ? authzHttp(opts.inbound.authz.workloadPort) : tcpProxy('inbound', 'local-app')],
       }],
     });
   }

@@ -15,7 +15,7 @@ export interface SidecarOptions {
   agentArgs?: readonly string[];
   agentEnv?: NodeJS.ProcessEnv;
   /** Inbound mTLS listener in front of 127.0.0.1:<appPort>, accepting only these client SPIFFE IDs. */
-  inbound?: { appPort: number; allowedClientIds: readonly string[] };
+  inbound?: { appPort: number; allowedClientIds: readonly string[]; allowedClientPrefix?: string; authz?: { workloadPort?: number } };
   /** Outbound listeners originating mTLS to `upstreamPort`, expecting `serverId` (Envoy cluster `outbound-<i>`). */
   outbounds?: ReadonlyArray<{ upstreamPort: number; serverId: string }>;
 }
@@ -60,7 +60,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     outbounds: (opts.outbounds ?? []).map((o, i) => ({ port: outboundPorts[i]!, ...o })),
   });
   const launchAgent = () => startAgent({ name: opts.name, cwd: opts.root, args: opts.agentArgs ?? [], env: opts.agentEnv, logDir: opts.logDir });
-  const launchEnvoy = () => startEnvoy({ bootstrap, name: opts.name, cwd: opts.root, logLevel: 'info', componentLogLevel: 'secret:debug,config:debug' });
+  const launchEnvoy = () => startEnvoy({ bootstrap, name: opts.name, cwd: opts.root, logLevel: 'info', componentLogLevel: 'secret:debug,config:debug,rbac:debug' });
   const agent = await launchAgent();
   let envoy: EnvoyProcess | undefined;
   try {
