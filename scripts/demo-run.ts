@@ -13,7 +13,7 @@ import { startProcess, type ManagedProcess } from '../test/harness/process.js';
 import type { TestCluster } from '../test/harness/test-cluster.js';
 import {
   APP_FILE, DEPLOY_DIR, EXAMPLE_LABEL, REPO_ROOT, bootstrapPath, containerEnv, containerOf, localAddress,
-  localBootstrap, loopbackSubnet, type DeploymentJson,
+  localBootstrap, loopbackSubnet, type ContainerJson, type DeploymentJson,
 } from './mtls-example.js';
 
 export const CITADEL_MAIN = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -57,13 +57,15 @@ export interface CertificateInfo {
 export interface CallResult {
   readonly from: string;
   readonly to: string;
+  readonly method: string;
+  readonly path: string;
   readonly expected: 'allowed' | 'refused';
   readonly outcome: 'allowed' | 'refused';
   /** HTTP status Envoy (or the peer app) answered with. */
   readonly status?: number;
   /** The caller's SPIFFE ID as the peer's Envoy verified it (allowed calls). */
   readonly peerSawCaller?: string;
-  /** Why it was refused: the server Envoy's handshake counters and the client Envoy's answer. */
+  /** Why it was refused: the server Envoy's RBAC or handshake counters and the client Envoy's answer. */
   readonly reason?: string;
 }
 
@@ -89,11 +91,15 @@ export interface RunningDemo {
   stop(): Promise<void>;
 }
 
-/** The calls the example's policy allows and refuses (deploy/examples/mtls/envoy/*.yaml). */
+/**
+ * The calls the example's policy allows and refuses: the AuthorizationPolicies in deploy/examples/mtls/authz.yaml
+ * and the SAN lists in deploy/examples/mtls/envoy/*.yaml.
+ */
 export const PATHS = [
-  { from: 'photo-frontend', to: 'photo-backend', expected: 'allowed' },
-  { from: 'photo-backend', to: 'datastore', expected: 'allowed' },
-  { from: 'photo-frontend', to: 'datastore', expected: 'refused' },
+  { from: 'photo-frontend', to: 'photo-backend', method: 'GET', path: '/apis/photos', expected: 'allowed' },
+  { from: 'photo-frontend', to: 'photo-backend', method: 'POST', path: '/apis/photos', expected: 'refused' },
+  { from: 'photo-backend', to: 'datastore', method: 'GET', path: '/', expected: 'allowed' },
+  { from: 'photo-frontend', to: 'datastore', method: 'GET', path: '/', expected: 'refused' },
 ] as const;
 
 /** Runs `kubectl`; throws with its output on a non-zero exit. */
@@ -104,12 +110,13 @@ async function kubectl(cluster: TestCluster, args: string[], input?: string): Pr
 }
 
 /**
- * `kubectl apply -k deploy/`: Namespaces first (so a failure is about the objects, not their order), then all.
- * Throws if the apiserver refuses anything.
+ * `kubectl apply -k deploy/`: CRDs and Namespaces first (the AuthorizationPolicies need their CRD served, and a
+ * failure is then about the objects, not their order), then all. Throws if the apiserver refuses anything.
  */
 export async function applyDeploy(cluster: TestCluster, dir = DEPLOY_DIR): Promise<void> {
   const docs = (await kubectl(cluster, ['kustomize', dir])).split(/^---$/m);
-  await kubectl(cluster, ['apply', '-f', '-'], docs.filter((d) => /^kind: Namespace$/m.test(d)).join('\n---\n'));
+  await kubectl(cluster, ['apply', '-f', '-'], docs.filter((d) => /^kind: (Namespace|CustomResourceDefinition)$/m.test(d)).join('\n---\n'));
+  await kubectl(cluster, ['wait', '--for=condition=Established', '--timeout=60s', 'crd', '-l', 'app.kubernetes.io/part-of=citadel']);
   await kubectl(cluster, ['apply', '-k', dir]);
 }
 
@@ -205,15 +212,18 @@ export async function startDemo(deps: DemoDeps): Promise<RunningDemo> {
       const template = d.spec.template;
       const serviceAccount = template.spec.serviceAccountName ?? 'default';
       log(`${name}: creating its Pod from the Deployment's template and the pod's token and root certificate files`);
+      const agentContainer = containerOf(d, 'citadel-agent');
       const pod = await startPod(cluster, {
         namespace, serviceAccount, name: `${name}-${randomBytes(3).toString('hex')}`,
         labels: template.metadata?.labels ?? {}, podSpec: template.spec as unknown as V1PodSpec,
+        configMapMounts: configMapMounts(template.spec, agentContainer),
       });
       pods.push(pod);
+      // As the kubelet does, the pod starts only once the ConfigMaps it mounts exist.
       await pod.waitForRootCert({ timeoutMs: readyTimeoutMs });
+      await pod.waitForMounts({ timeoutMs: readyTimeoutMs });
       const podRef = { name: pod.name, namespace, serviceAccount };
 
-      const agentContainer = containerOf(d, 'citadel-agent');
       const agentEnv = containerEnv(agentContainer, podRef);
       // In the cluster the agent dials the Service name and checks that name in the CA's certificate; here it
       // dials the CA's loopback address and still checks the in-cluster name.
@@ -259,6 +269,18 @@ export async function startDemo(deps: DemoDeps): Promise<RunningDemo> {
   }
 }
 
+/**
+ * The ConfigMap volumes the agent container mounts (other than the root certificate, which the simulator always
+ * provides), at the container's mount paths under the pod root, so the agent's default paths resolve as in the pod.
+ */
+function configMapMounts(spec: DeploymentJson['spec']['template']['spec'], container: ContainerJson): Array<{ configMap: string; dir: string }> {
+  const volumes = new Map((spec.volumes ?? []).map((v) => [v.name as string, v]));
+  return ((container.volumeMounts ?? []) as Array<{ name: string; mountPath: string }>).flatMap((m) => {
+    const configMap = (volumes.get(m.name)?.configMap as { name?: string } | undefined)?.name;
+    return configMap && configMap !== 'istio-ca-root-cert' ? [{ configMap, dir: m.mountPath.replace(/^\/+/, '') }] : [];
+  });
+}
+
 interface EnvoyCertDetail { serial_number?: string; expiration_time?: string; subject_alt_names?: Array<{ uri?: string }> }
 type EnvoyCerts = { certificates?: Array<{ cert_chain?: EnvoyCertDetail[]; ca_cert?: EnvoyCertDetail[] }> };
 
@@ -283,11 +305,16 @@ export async function envoyCertificate(adminUrl: string): Promise<CertificateInf
   throw new Error(`${adminUrl}/certs lists no certificate with a SPIFFE ID`);
 }
 
-/** Sum of the listener counters `ssl.<name>` in an Envoy's stats (e.g. fail_verify_san). */
-async function listenerSslCounter(adminUrl: string, name: string): Promise<number> {
-  const text = (await httpGet(`${adminUrl}/stats?filter=${encodeURIComponent(`^listener\\..*ssl\\.${name}$`)}`)).text;
+/** Sum of the counters whose names match `regex` in an Envoy's stats. */
+async function counter(adminUrl: string, regex: string): Promise<number> {
+  const text = (await httpGet(`${adminUrl}/stats?filter=${encodeURIComponent(regex)}`)).text;
   return text.split('\n').reduce((sum, line) => sum + (Number(/:\s*(\d+)$/.exec(line)?.[1] ?? 0)), 0);
 }
+
+/** Sum of the listener counters `ssl.<name>` in an Envoy's stats (e.g. fail_verify_san). */
+const listenerSslCounter = (adminUrl: string, name: string) => counter(adminUrl, `^listener\\..*ssl\\.${name}$`);
+/** Requests the inbound RBAC filters denied (`allow_` or `deny_` rules). */
+const rbacDenied = (adminUrl: string, action: 'allow' | 'deny') => counter(adminUrl, `^http\\.inbound\\.rbac\\.${action}_\\.denied$`);
 
 async function buildReport(caAddress: string, workloads: readonly WorkloadInfo[]): Promise<DemoReport> {
   const byName = new Map(workloads.map((w) => [w.name, w]));
@@ -296,8 +323,14 @@ async function buildReport(caAddress: string, workloads: readonly WorkloadInfo[]
   for (const p of PATHS) {
     const from = byName.get(p.from)!;
     const to = byName.get(p.to)!;
-    const before = { san: await listenerSslCounter(to.envoyAdmin, 'fail_verify_san'), error: await listenerSslCounter(to.envoyAdmin, 'fail_verify_error') };
-    const res = await httpGet(`${from.app}/call/${p.to}`);
+    const counters = async () => ({
+      san: await listenerSslCounter(to.envoyAdmin, 'fail_verify_san'),
+      error: await listenerSslCounter(to.envoyAdmin, 'fail_verify_error'),
+      allow: await rbacDenied(to.envoyAdmin, 'allow'),
+      deny: await rbacDenied(to.envoyAdmin, 'deny'),
+    });
+    const before = await counters();
+    const res = await httpGet(`${from.app}/call/${p.to}?method=${p.method}&path=${encodeURIComponent(p.path)}`);
     let body: { ok?: boolean; status?: number; response?: unknown; error?: string } = {};
     try {
       body = JSON.parse(res.text);
@@ -309,8 +342,12 @@ async function buildReport(caAddress: string, workloads: readonly WorkloadInfo[]
       calls.push({ ...p, outcome: 'allowed', status: body.status, peerSawCaller: peer?.caller ?? undefined });
       continue;
     }
-    const after = { san: await listenerSslCounter(to.envoyAdmin, 'fail_verify_san'), error: await listenerSslCounter(to.envoyAdmin, 'fail_verify_error') };
-    const serverSide = after.san > before.san
+    const after = await counters();
+    const rbac = after.allow > before.allow ? `http.inbound.rbac.allow_.denied +${after.allow - before.allow}`
+      : after.deny > before.deny ? `http.inbound.rbac.deny_.denied +${after.deny - before.deny}` : undefined;
+    const serverSide = rbac
+      ? `${p.to}'s Envoy refused the request: no AuthorizationPolicy allows ${p.method} ${p.path} from ${p.from} (${rbac})`
+      : after.san > before.san
       ? `${p.to}'s Envoy rejected the client certificate: ${p.from}'s SPIFFE ID is not in its allow-list (ssl.fail_verify_san +${after.san - before.san})`
       : after.error > before.error
         ? `${p.to}'s Envoy could not verify the client certificate chain (ssl.fail_verify_error +${after.error - before.error})`
@@ -344,15 +381,16 @@ export function formatReport(report: DemoReport): string {
     ...report.workloads.map((w) => `  ${pad(w.name, width)}  ${w.certificate.spiffeId}`
       + `\n  ${pad('', width)}  serial ${w.certificate.serial}, expires ${w.certificate.expires}`),
     '',
-    'Calls (app -> its Envoy -> mTLS -> peer Envoy -> peer app):',
+    'Calls (app -> its Envoy -> mTLS -> peer Envoy (RBAC) -> peer app):',
   ];
+  const requestWidth = Math.max(...report.calls.map((c) => `${c.method} ${c.path}`.length));
+  const indent = pad('', 2 * width + 4 + 2 + requestWidth);
   for (const c of report.calls) {
-    const arrow = `${c.from} -> ${c.to}`;
     const verdict = c.outcome === c.expected ? (c.outcome === 'allowed' ? 'ALLOWED' : 'REFUSED (as the policy says)') : `UNEXPECTED: ${c.outcome}, policy says ${c.expected}`;
-    lines.push(`  ${pad(arrow, 2 * width + 4)}  ${verdict}`);
-    if (c.outcome === 'allowed') lines.push(`  ${pad('', 2 * width + 4)}  HTTP ${c.status}; ${c.to} saw the caller as ${c.peerSawCaller ?? '(no client certificate)'}`);
-    else for (const part of (c.reason ?? '').split('\n')) lines.push(`  ${pad('', 2 * width + 4)}  ${part}`);
+    lines.push(`  ${pad(`${c.from} -> ${c.to}`, 2 * width + 4)}  ${pad(`${c.method} ${c.path}`, requestWidth)}  ${verdict}`);
+    if (c.outcome === 'allowed') lines.push(`  ${indent}  HTTP ${c.status}; ${c.to} saw the caller as ${c.peerSawCaller ?? '(no client certificate)'}`);
+    else for (const part of (c.reason ?? '').split('\n')) lines.push(`  ${indent}  ${part}`);
   }
-  lines.push('', report.ok ? 'All three paths behaved as the policy says.' : 'Some paths did NOT behave as the policy says.', '');
+  lines.push('', report.ok ? `All ${report.calls.length} calls behaved as the policy says.` : 'Some calls did NOT behave as the policy says.', '');
   return lines.join('\n');
 }

@@ -83,11 +83,14 @@ async function main(argv: string[]): Promise<number> {
     const lines = [
       'Running until Ctrl-C. Try:',
       ...demo.workloads.filter((w) => w.name === 'photo-frontend').flatMap((w) => [
-        `  curl ${w.app}/call/photo-backend`,
+        `  curl '${w.app}/call/photo-backend?path=/apis/photos'`,
+        `  curl '${w.app}/call/photo-backend?method=POST&path=/apis/photos'   # 403 from photo-backend's RBAC`,
         `  curl ${w.app}/call/datastore`,
       ]),
+      ...demo.workloads.filter((w) => w.name === 'photo-backend').map((w) => `  curl '${w.envoyAdmin}/stats?filter=rbac'`),
       ...demo.workloads.map((w) => `  curl ${w.envoyAdmin}/certs      # ${w.name}'s Envoy`),
       `  kubectl --kubeconfig ${controlPlane.info.kubeconfigPath} get configmap istio-ca-root-cert -A`,
+      `  kubectl --kubeconfig ${controlPlane.info.kubeconfigPath} get authorizationpolicies -A   # edit one: the next request obeys it`,
       `Logs: ${path.join(workDir, 'logs')} (removed on exit)`,
       '',
     ];

@@ -1,7 +1,8 @@
 /**
- * The example's mTLS policy with real Envoys, independent of the CA and the agent's CA client: certificates from
+ * The example's policy with real Envoys, independent of the CA and the agent's CA client: certificates from
  * an openssl CA, served to each Envoy by citadel's own SDS server (src/grpc/sds-server.ts over a SecretStore),
- * the example's Envoy bootstraps (local rewrite) and the example's app with the env of its Deployment.
+ * with the example's AuthorizationPolicies compiled (src/authz) and served over ECDS on the same socket, the
+ * example's Envoy bootstraps (local rewrite) and the example's app with the env of its Deployment.
  * test/e2e/demo.test.ts runs the same with citadel ca and citadel agent; this one pins down what the
  * manifests alone decide.
  */
@@ -14,6 +15,11 @@ import { openssl } from '../harness/openssl.js';
 import { startProcess, type ManagedProcess } from '../harness/process.js';
 import { startSdsServer, type SdsServer } from '../../src/grpc/sds-server.js';
 import { SecretStore } from '../../src/agent/sds/secret-store.js';
+import { watchAuthzFiles, type AuthzFiles } from '../../src/agent/authz/config-source.js';
+import { createEcdsService } from '../../src/agent/authz/ecds-service.js';
+import { compileNamespace } from '../../src/authz/compile.js';
+import type { AuthorizationPolicyObject } from '../../src/authz/types.js';
+import { ecdsServiceBinding } from '../../src/grpc/ecds-server.js';
 import { systemClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import {
@@ -27,11 +33,12 @@ type Name = (typeof NAMES)[number];
 let dir: string;
 const processes: ManagedProcess[] = [];
 const servers: SdsServer[] = [];
+const authzFiles: AuthzFiles[] = [];
 const address = loopbackSubnet();
 const ip = Object.fromEntries(NAMES.map((n, i) => [n, address(11 + i)])) as Record<Name, string>;
 
-async function call(from: Name, to: Name): Promise<{ status: number; body: { ok: boolean; status?: number; response?: { caller?: string } | string } }> {
-  const res = await fetch(`http://${ip[from]}:8080/call/${to}`, { signal: AbortSignal.timeout(15_000) });
+async function call(from: Name, to: Name, request = 'path=/apis/photos'): Promise<{ status: number; body: { ok: boolean; status?: number; response?: { caller?: string } | string } }> {
+  const res = await fetch(`http://${ip[from]}:8080/call/${to}?${request}`, { signal: AbortSignal.timeout(15_000) });
   return { status: res.status, body: await res.json() as never };
 }
 
@@ -54,7 +61,9 @@ beforeAll(async () => {
   // The example's objects as kubectl would send them (no server round trip needed for the templates).
   const res = await cluster.kubectl(['apply', '--dry-run=client', '-o', 'json', '-k', EXAMPLE_DIR]);
   expect(res.code, res.stderr).toBe(0);
-  const deployments = (JSON.parse(res.stdout).items as Array<DeploymentJson & { kind: string }>).filter((o) => o.kind === 'Deployment');
+  const items = JSON.parse(res.stdout).items as Array<DeploymentJson & { kind: string }>;
+  const deployments = items.filter((o) => o.kind === 'Deployment');
+  const policies = items.filter((o) => o.kind === 'AuthorizationPolicy') as unknown as AuthorizationPolicyObject[];
 
   await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'root.key', '-out', 'root.pem',
     '-days', '1', '-subj', '/O=policy-test/CN=root', '-addext', 'basicConstraints=critical,CA:true', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
@@ -72,7 +81,19 @@ beforeAll(async () => {
     const store = new SecretStore({ clock: systemClock, log: silentLogger });
     store.setTlsCertificate('default', fs.readFileSync(path.join(dir, `${name}.pem`), 'utf8'), fs.readFileSync(path.join(dir, `${name}.key`), 'utf8'));
     store.setValidationContext('ROOTCA', fs.readFileSync(path.join(dir, 'root.pem'), 'utf8'));
-    const sds = await startSdsServer({ socketPath: path.join(dir, `${name}.sock`), store, log: silentLogger });
+    // What the CA would publish for the namespace and the kubelet would mount, with the pod's labels.
+    const authzDir = path.join(dir, `${name}-authz`);
+    fs.mkdirSync(authzDir);
+    const compiled = compileNamespace({ namespace: d.metadata.namespace, trustDomain: 'cluster.local', policies }).document;
+    fs.writeFileSync(path.join(authzDir, 'authz.json'), JSON.stringify(compiled));
+    fs.writeFileSync(path.join(authzDir, 'labels'), Object.entries(d.spec.template.metadata?.labels ?? {}).map(([k, v]) => `${k}=${JSON.stringify(v)}\n`).join(''));
+    const authz = watchAuthzFiles({ policyFile: path.join(authzDir, 'authz.json'), labelsFile: path.join(authzDir, 'labels'), clock: systemClock, log: silentLogger });
+    await authz.start();
+    authzFiles.push(authz);
+    const sds = await startSdsServer({
+      socketPath: path.join(dir, `${name}.sock`), store, log: silentLogger,
+      extraServices: [ecdsServiceBinding(createEcdsService({ source: authz, log: silentLogger }), silentLogger)],
+    });
     servers.push(sds);
 
     const bootstrap = path.join(dir, `${name}-envoy.yaml`);
@@ -92,6 +113,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const p of processes.reverse()) await p.stop();
   for (const s of servers) await s.stop();
+  for (const a of authzFiles) a.stop();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -99,13 +121,22 @@ describe('the example policy, with real Envoys and certificates from SDS', () =>
   it('photo-frontend -> photo-backend: mTLS, and the backend sees the frontend verified SPIFFE ID', async () => {
     const res = await call('photo-frontend', 'photo-backend');
     expect(res.status).toBe(200);
-    expect(res.body.response).toEqual({ workload: 'photo-backend', caller: 'spiffe://cluster.local/ns/photo/sa/photo-frontend' });
+    expect(res.body.response).toEqual({ workload: 'photo-backend', caller: 'spiffe://cluster.local/ns/photo/sa/photo-frontend', method: 'GET', path: '/apis/photos' });
+  });
+
+  it("photo-frontend POST to photo-backend: 403 from photo-backend's RBAC filter; the app never sees it", async () => {
+    const denied = await stat('photo-backend', '^http\\.inbound\\.rbac\\.allow_\\.denied$');
+    const res = await call('photo-frontend', 'photo-backend', 'method=POST&path=/apis/photos');
+    expect(res.body).toMatchObject({ ok: false, status: 403, response: 'RBAC: access denied' });
+    expect(await stat('photo-backend', '^http\\.inbound\\.rbac\\.allow_\\.denied$')).toBe(denied + 1);
+    // A GET outside /apis/* is refused the same way.
+    expect((await call('photo-frontend', 'photo-backend', 'path=/admin')).body).toMatchObject({ status: 403 });
   });
 
   it('photo-backend -> datastore: mTLS, and datastore sees the backend', async () => {
-    const res = await call('photo-backend', 'datastore');
+    const res = await call('photo-backend', 'datastore', 'path=/');
     expect(res.status).toBe(200);
-    expect(res.body.response).toEqual({ workload: 'datastore', caller: 'spiffe://cluster.local/ns/photo/sa/photo-backend' });
+    expect(res.body.response).toEqual({ workload: 'datastore', caller: 'spiffe://cluster.local/ns/photo/sa/photo-backend', method: 'GET', path: '/' });
   });
 
   it("photo-frontend -> datastore: refused in the handshake by datastore's SAN matcher; the app never sees it", async () => {

@@ -82,14 +82,30 @@ describe('deploy/examples/mtls on the real apiserver, with citadel ca and real E
     }
   });
 
-  it('lets photo-frontend call photo-backend and photo-backend call datastore over mTLS, each seeing the verified caller', () => {
-    const call = (from: string, to: string) => report.calls.find((c) => c.from === from && c.to === to)!;
+  it('lets photo-frontend GET photo-backend and photo-backend call datastore over mTLS, each seeing the verified caller', () => {
+    const call = (from: string, to: string) => report.calls.find((c) => c.from === from && c.to === to && c.method === 'GET')!;
     expect(call('photo-frontend', 'photo-backend')).toMatchObject({
       outcome: 'allowed', status: 200, peerSawCaller: 'spiffe://cluster.local/ns/photo/sa/photo-frontend',
     });
     expect(call('photo-backend', 'datastore')).toMatchObject({
       outcome: 'allowed', status: 200, peerSawCaller: 'spiffe://cluster.local/ns/photo/sa/photo-backend',
     });
+  });
+
+  it("refuses photo-frontend's POST with a 403 from photo-backend's RBAC filter, as the AuthorizationPolicy says", () => {
+    const post = report.calls.find((c) => c.from === 'photo-frontend' && c.to === 'photo-backend' && c.method === 'POST')!;
+    expect(post).toMatchObject({ outcome: 'refused', status: 403, path: '/apis/photos' });
+    expect(post.reason).toMatch(/http\.inbound\.rbac\.allow_\.denied \+1/);
+    expect(post.reason).toMatch(/RBAC: access denied/);
+  });
+
+  it('publishes the compiled policies in each namespace and marks them compiled', async () => {
+    for (const [namespace, policy] of [['photo', 'photo-backend-api'], ['datastore', 'datastore']] as const) {
+      const cm = await cluster.kube().core.readNamespacedConfigMap({ name: 'citadel-authz', namespace });
+      expect(cm.data?.['authz.json']).toContain(`ns[${namespace}]-policy[${policy}]-rule[0]`);
+      const res = await cluster.kubectl(['get', 'authorizationpolicy', policy, '-n', namespace, '-o', 'jsonpath={.status.conditions[0].status}']);
+      expect(res.stdout).toBe('True');
+    }
   });
 
   it("refuses photo-frontend -> datastore at the TLS handshake, by datastore's SAN matcher", () => {
@@ -114,7 +130,7 @@ describe('deploy/examples/mtls on the real apiserver, with citadel ca and real E
 
   it('keeps refusing and allowing on a second round (the report can be run again)', async () => {
     const again = await demo.report();
-    expect(again.calls.map((c) => c.outcome)).toEqual(['allowed', 'allowed', 'refused']);
+    expect(again.calls.map((c) => c.outcome)).toEqual(['allowed', 'refused', 'allowed', 'refused']);
     expect(again.workloads.map((w) => w.certificate.serial)).toEqual(report.workloads.map((w) => w.certificate.serial));
   });
 });
@@ -211,9 +227,11 @@ describe('npm run demo', () => {
       expect(run.stdout).toContain(`spiffe://cluster.local/${id}`);
     }
     expect(run.stdout).toMatch(/serial [0-9a-f]+, expires \d{4}-/);
-    expect(run.stdout).toMatch(/photo-frontend -> photo-backend\s+ALLOWED/);
-    expect(run.stdout).toMatch(/photo-backend -> datastore\s+ALLOWED/);
-    expect(run.stdout).toMatch(/photo-frontend -> datastore\s+REFUSED \(as the policy says\)/);
+    expect(run.stdout).toMatch(/photo-frontend -> photo-backend\s+GET \/apis\/photos\s+ALLOWED/);
+    expect(run.stdout).toMatch(/photo-frontend -> photo-backend\s+POST \/apis\/photos\s+REFUSED \(as the policy says\)/);
+    expect(run.stdout).toMatch(/403: RBAC: access denied/);
+    expect(run.stdout).toMatch(/photo-backend -> datastore\s+GET \/\s+ALLOWED/);
+    expect(run.stdout).toMatch(/photo-frontend -> datastore\s+GET \/\s+REFUSED \(as the policy says\)/);
     expect(run.stdout).toMatch(/fail_verify_san/);
     expectFullCast(run);
     expect(run.survivors, 'processes the demo left running').toEqual([]);
@@ -223,7 +241,7 @@ describe('npm run demo', () => {
   it('without --once: keeps running after the report until Ctrl-C, then stops everything', { timeout: 420_000 }, async () => {
     const run = await runDemoCli([], /Running until Ctrl-C/);
     expect(run.code, `demo failed:\n${run.stderr}\n${run.stdout}`).toBe(0);
-    expect(run.stdout).toMatch(/All three paths behaved as the policy says/);
+    expect(run.stdout).toMatch(/All 4 calls behaved as the policy says/);
     expect(run.stdout).toMatch(/curl http:\/\/127\.\d+\.\d+\.\d+:8080\/call\/datastore/);
     expect(run.stderr).toMatch(/SIGINT: shutting down/);
     expect(run.stderr).toMatch(/stopped; nothing left running/);

@@ -49,7 +49,7 @@ export function watchAuthzFiles(deps: { policyFile: string; labelsFile: string; 
     let changed = false;
     const policyText = contents.get(deps.policyFile);
     if (policyText === undefined) {
-      if (!doc) log.warn({ file: deps.policyFile }, 'authorization policy file not there (yet); Envoy waits for it');
+      if (!doc) log.info({ file: deps.policyFile }, 'no authorization policy file (yet); ECDS requests wait for it');
     } else {
       try {
         const next = parseCompiledAuthz(policyText);
@@ -64,7 +64,7 @@ export function watchAuthzFiles(deps: { policyFile: string; labelsFile: string; 
     }
     const labelsText = contents.get(deps.labelsFile);
     if (labelsText === undefined) {
-      if (!labels) log.warn({ file: deps.labelsFile }, 'pod labels file not there (yet); Envoy waits for it');
+      if (!labels) log.info({ file: deps.labelsFile }, 'no pod labels file (yet); ECDS requests wait for it');
     } else {
       try {
         const next = parsePodLabels(labelsText);

@@ -2,7 +2,9 @@
 // Runs unchanged in the cluster (mounted from a ConfigMap into node:20-bookworm-slim) and in `npm run demo`.
 //
 //   GET /            -> {"workload": APP_NAME, "caller": <SPIFFE ID Envoy verified, or null>}
-//   GET /call/<peer> -> calls UPSTREAMS[<peer>] (its local Envoy's outbound port) and reports the result
+//   GET /call/<peer>[?method=POST&path=/apis/photos]
+//                    -> sends that request (default GET /) to UPSTREAMS[<peer>] (its local Envoy's outbound port)
+//                       and reports the result
 //   GET /healthz     -> 200
 //
 // Environment: APP_NAME, LISTEN (host:port, default 127.0.0.1:8080),
@@ -30,11 +32,11 @@ function reply(res, status, body) {
   res.end(JSON.stringify(body) + '\n');
 }
 
-async function call(peer) {
+async function call(peer, method, path) {
   const url = upstreams[peer];
   if (!url) return { status: 404, body: { workload: name, peer, ok: false, error: `no upstream named ${peer}` } };
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    const res = await fetch(new URL(path, url), { method, signal: AbortSignal.timeout(5000) });
     const text = await res.text();
     let body;
     try {
@@ -42,7 +44,8 @@ async function call(peer) {
     } catch {
       body = text.trim();
     }
-    // Envoy answers 503 with the transport failure reason when the mTLS handshake fails.
+    // Envoy answers 503 with the transport failure reason when the mTLS handshake fails, and the peer's Envoy
+    // 403 "RBAC: access denied" when its authorization policy refuses the request.
     return { status: res.ok ? 200 : 502, body: { workload: name, peer, ok: res.ok, status: res.status, response: body } };
   } catch (err) {
     return { status: 502, body: { workload: name, peer, ok: false, error: String(err.cause ?? err.message) } };
@@ -50,13 +53,15 @@ async function call(peer) {
 }
 
 const server = http.createServer((req, res) => {
-  const path = new URL(req.url ?? '/', 'http://app').pathname;
+  const url = new URL(req.url ?? '/', 'http://app');
+  const path = url.pathname;
   if (path === '/healthz') return reply(res, 200, { ok: true });
   if (path.startsWith('/call/')) {
-    call(decodeURIComponent(path.slice('/call/'.length))).then(({ status, body }) => reply(res, status, body));
+    const peer = decodeURIComponent(path.slice('/call/'.length));
+    call(peer, url.searchParams.get('method') ?? 'GET', url.searchParams.get('path') ?? '/').then(({ status, body }) => reply(res, status, body));
     return;
   }
-  reply(res, 200, { workload: name, caller: callerOf(req) });
+  reply(res, 200, { workload: name, caller: callerOf(req), method: req.method, path });
 });
 
 server.listen(Number(port), host, () => console.log(`${name} listening on ${host}:${port}`));
