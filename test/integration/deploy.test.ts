@@ -101,7 +101,7 @@ describe('deploy/base', () => {
 });
 
 describe('deploy/examples/mtls', () => {
-  it('gives every workload its own ServiceAccount, the agent, Envoy, the istio-ca token and the root ConfigMap', async () => {
+  it('gives every workload its own ServiceAccount, the agent, Envoy, the istio-ca token, the root ConfigMap and (where it takes calls) its policies', async () => {
     await applyNamespaces(EXAMPLE_DIR);
     await kubectlOk(['apply', '-k', EXAMPLE_DIR]);
     const list = JSON.parse(await kubectlOk(['get', 'deployments', '-A', '-l', EXAMPLE_LABEL, '-o', 'json']));
@@ -122,10 +122,14 @@ describe('deploy/examples/mtls', () => {
       expect(agent.env).toContainEqual({ name: 'SERVICE_ACCOUNT', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'spec.serviceAccountName' } } });
       const mounts = (c: { volumeMounts: Array<{ name: string; mountPath: string }> }) =>
         Object.fromEntries(c.volumeMounts.map((m) => [m.mountPath, m.name]));
+      // Workloads that take calls enforce AuthorizationPolicies: the agent reads the compiled policies and the pod's
+      // labels from the paths it defaults to (--authz-policy-file, --pod-labels-file).
+      const authorizes = name !== 'photo-frontend';
       expect(mounts(agent)).toEqual({
         '/var/run/secrets/workload-spiffe-uds': 'workload-socket',
         '/var/run/secrets/tokens': 'istio-token',
         '/var/run/secrets/istio': 'istiod-ca-cert',
+        ...(authorizes ? { '/var/run/secrets/citadel/authz': 'citadel-authz', '/etc/istio/pod': 'podinfo' } : {}),
       });
       expect(mounts(pod.containers[2])['/var/run/secrets/workload-spiffe-uds']).toBe('workload-socket');
       const volume = (v: string) => pod.volumes.find((x: { name: string }) => x.name === v);
@@ -134,6 +138,10 @@ describe('deploy/examples/mtls', () => {
         { serviceAccountToken: { audience: 'istio-ca', expirationSeconds: 43200, path: 'istio-token' } },
       ]);
       expect(volume('istiod-ca-cert').configMap.name).toBe('istio-ca-root-cert');
+      if (authorizes) {
+        expect(volume('citadel-authz').configMap.name).toBe('citadel-authz');
+        expect(volume('podinfo').downwardAPI.items).toEqual([{ path: 'labels', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.labels' } }]);
+      }
       // The Envoy ConfigMap is kustomize-generated from envoy/<name>.yaml (hash suffix), byte for byte.
       const cmName = volume('envoy-config').configMap.name as string;
       expect(cmName).toMatch(new RegExp(`^${name}-envoy-[a-z0-9]+$`));
