@@ -12,7 +12,7 @@ export const AUTHZ_CONFIG_KEY = 'authz.json';
 /** Version of the compiled document's format (the agent refuses others and keeps its last good one). */
 export const AUTHZ_FORMAT_VERSION = 1;
 
-export interface StringList extends ReadonlyArray<string> {}
+export type StringList = readonly string[];
 
 export interface PolicySource {
   readonly principals?: StringList;

@@ -20,8 +20,8 @@ import { insecureServerCredentials, startGrpcServer, type ServiceBinding } from 
 
 type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
 
-/** Wires one grpc-js duplex call to a stream handle of the service. */
-function bindDuplex<Req, Res>(call: Duplex, open: (sink: ResponseSink<Res>, peer: string) => StreamHandle<Req>, log: Logger): void {
+/** Wires one grpc-js duplex call to a stream handle of a discovery service (SDS here, ECDS in ecds-server.ts). */
+export function bindDuplex<Req, Res>(call: Duplex, open: (sink: ResponseSink<Res>, peer: string) => StreamHandle<Req>, log: Logger): void {
   let finished = false;
   const sink: ResponseSink<Res> = {
     send(message) {
@@ -47,7 +47,7 @@ function bindDuplex<Req, Res>(call: Duplex, open: (sink: ResponseSink<Res>, peer
     try {
       handle.onRequest(req);
     } catch (err) {
-      log.error({ err }, 'SDS request handling failed; closing the stream');
+      log.error({ err }, 'xDS request handling failed; closing the stream');
       handle.onClose();
       sink.fail(err instanceof CitadelError ? err : new CitadelError('INTERNAL', 'internal error'));
     }

@@ -45,38 +45,32 @@ export function watchAuthzFiles(deps: { policyFile: string; labelsFile: string; 
   const listeners = new Set<() => void>();
   let watcher: FileWatcher | undefined;
 
+  /**
+   * Parses `text` (one of the two files) when present; returns the new value when it differs from `current`,
+   * undefined when there is nothing new (missing, invalid or unchanged: the last good value stays).
+   */
+  const load = <T>(file: string, what: string, text: string | undefined, current: T | undefined, parse: (t: string) => T): T | undefined => {
+    if (text === undefined) {
+      if (current === undefined) log.info({ file }, `no ${what} file (yet); ECDS requests wait for it`);
+      return undefined;
+    }
+    try {
+      const next = parse(text);
+      if (current !== undefined && digest(next) === digest(current)) return undefined;
+      log.info({ file }, `loaded ${what}`);
+      return next;
+    } catch (err) {
+      log.error({ file, err: (err as Error).message }, `${what} file is not valid; keeping the last good one`);
+      return undefined;
+    }
+  };
+
   const onChange = (contents: ReadonlyMap<string, string | undefined>) => {
-    let changed = false;
-    const policyText = contents.get(deps.policyFile);
-    if (policyText === undefined) {
-      if (!doc) log.info({ file: deps.policyFile }, 'no authorization policy file (yet); ECDS requests wait for it');
-    } else {
-      try {
-        const next = parseCompiledAuthz(policyText);
-        if (digest(next) !== (doc && digest(doc))) {
-          doc = next;
-          changed = true;
-          log.info({ file: deps.policyFile, selectors: next.selectors.length }, 'loaded authorization policies');
-        }
-      } catch (err) {
-        log.error({ file: deps.policyFile, err: (err as Error).message }, 'authorization policy file is not valid; keeping the last good one');
-      }
-    }
-    const labelsText = contents.get(deps.labelsFile);
-    if (labelsText === undefined) {
-      if (!labels) log.info({ file: deps.labelsFile }, 'no pod labels file (yet); ECDS requests wait for it');
-    } else {
-      try {
-        const next = parsePodLabels(labelsText);
-        if (digest(next) !== (labels && digest(labels))) {
-          labels = next;
-          changed = true;
-          log.info({ labels }, 'loaded pod labels');
-        }
-      } catch (err) {
-        log.error({ file: deps.labelsFile, err: (err as Error).message }, 'pod labels file is not valid; keeping the last good one');
-      }
-    }
+    const nextDoc = load(deps.policyFile, 'authorization policy', contents.get(deps.policyFile), doc, parseCompiledAuthz);
+    const nextLabels = load(deps.labelsFile, 'pod labels', contents.get(deps.labelsFile), labels, parsePodLabels);
+    if (nextDoc) doc = nextDoc;
+    if (nextLabels) labels = nextLabels;
+    const changed = nextDoc !== undefined || nextLabels !== undefined;
     if (changed) for (const l of [...listeners]) l();
   };
 

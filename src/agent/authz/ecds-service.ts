@@ -7,7 +7,9 @@
  * waits, see docs/authorization.md).
  */
 import { randomUUID } from 'node:crypto';
+import { CitadelError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import type { ResponseSink, StreamHandle } from '../sds/service.js';
 import type { AuthzConfigSource } from './config-source.js';
 
 export const TYPED_EXTENSION_CONFIG_TYPE_URL = 'type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig';
@@ -28,20 +30,9 @@ export interface EcdsResponse {
   nonce: string;
 }
 
-export interface EcdsSink {
-  send(message: EcdsResponse): void;
-  end(): void;
-  /** Ends the stream with INVALID_ARGUMENT and this message. */
-  fail(message: string): void;
-}
-
-export interface EcdsStream {
-  onRequest(req: EcdsRequest): void;
-  onClose(): void;
-}
-
 export interface EcdsService {
-  openStream(sink: EcdsSink, peer: string): EcdsStream;
+  /** The same stream contract as SDS (the gRPC adapter binds both alike). */
+  openStream(sink: ResponseSink<EcdsResponse>, peer: string): StreamHandle<EcdsRequest>;
   readonly activeStreams: number;
   close(): void;
 }
@@ -54,7 +45,7 @@ export function createEcdsService(deps: { source: AuthzConfigSource; log: Logger
     for (const s of [...streams]) s.push();
   });
 
-  function openStream(sink: EcdsSink, peer: string): EcdsStream {
+  function openStream(sink: ResponseSink<EcdsResponse>, peer: string): StreamHandle<EcdsRequest> {
     let log = deps.log.child({ stream: ++seq, api: 'ecds', peer });
     let names: string[] = [];
     const sent = new Map<string, string>();
@@ -113,7 +104,7 @@ export function createEcdsService(deps: { source: AuthzConfigSource; log: Logger
         if (type !== '' && type !== TYPED_EXTENSION_CONFIG_TYPE_URL) {
           log.warn({ typeUrl: type }, 'ECDS request for a foreign type; closing the stream');
           end();
-          sink.fail(`this server serves only ${TYPED_EXTENSION_CONFIG_TYPE_URL}`);
+          sink.fail(new CitadelError('CONFIG_INVALID', `this server serves only ${TYPED_EXTENSION_CONFIG_TYPE_URL}`, `asked for ${type}`));
           return;
         }
         if (req.node?.id && names.length === 0) log = log.child({ node: req.node.id });
