@@ -198,6 +198,19 @@ describe('AuthorizationPolicy -> CA -> ConfigMap -> agent -> ECDS -> Envoy RBAC'
     }
   });
 
+  it('keeps citadel-authz right like the root ConfigMap: recreated when deleted, repaired when edited', async () => {
+    const { core } = cluster.kube();
+    const read = () => core.readNamespacedConfigMap({ name: 'citadel-authz', namespace: ns });
+    const good = (await read()).data!['authz.json']!;
+    expect(good).toContain(`ns[${ns}]-policy[api-viewer]-rule[0]`);
+    await core.deleteNamespacedConfigMap({ name: 'citadel-authz', namespace: ns });
+    await eventually('recreated', async () => (await read().catch(() => undefined))?.data?.['authz.json'] === good);
+    const cm = await read();
+    await core.replaceNamespacedConfigMap({ name: 'citadel-authz', namespace: ns, body: { ...cm, data: { 'authz.json': '{"version":1,"namespace":"x","selectors":[]}', extra: 'kept' } } });
+    await eventually('repaired', async () => (await read()).data?.['authz.json'] === good);
+    expect((await read()).data?.extra).toBe('kept');
+  });
+
   it('a policy the compiler cannot express fails closed and says so on its status', async () => {
     await remove('api-viewer');
     await until(200, () => call(ids.frontend, 'GET', '/when'), 'no policy');
