@@ -85,7 +85,7 @@ export interface RunningDemo {
   readonly workloads: readonly WorkloadInfo[];
   /** Every process the demo started (CA, agents, Envoys, apps). */
   readonly processes: readonly ManagedProcess[];
-  /** Calls along the three paths and reads each Envoy's certificate; can be run again. */
+  /** Makes the four calls (PATHS) and reads each Envoy's certificate; can be run again. */
   report(): Promise<DemoReport>;
   /** Stops every process and deletes the Pods, in reverse order of start. Idempotent. */
   stop(): Promise<void>;

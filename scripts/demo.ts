@@ -1,6 +1,6 @@
 /**
  * `npm run demo` (after `npm run build && npm run provision`): a local control plane, deploy/ applied to it, the
- * CA and the mTLS example's three workloads as local processes, calls along the three paths, and a report.
+ * CA and the mTLS example's three workloads as local processes, four calls between them, and a report.
  * Keeps running until Ctrl-C; `--once` exits after the report (exit code 1 if a path misbehaved).
  */
 import fs from 'node:fs';
@@ -73,7 +73,7 @@ async function main(argv: string[]): Promise<number> {
     const cluster = connectCluster(controlPlane.info);
     demo = await startDemo({ cluster, workDir, log: progress, signal: starting.signal });
     running = true;
-    progress('calling along the three paths');
+    progress('making the four calls');
     const report = await demo.report();
     process.stdout.write(formatReport(report));
     if (once) {
