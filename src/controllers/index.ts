@@ -331,7 +331,8 @@ export function startControllers(deps: ControllerDeps): Controllers {
       log.info({ controllers: reconcilers.map((r) => r.name), saSecrets: mode }, 'controllers running');
       await Promise.all(
         reconcilers.map(async (r) => {
-          await r.waitFor?.();
+          // Caches that never sync (no CRD, no RBAC) must not keep a stopping term from ending.
+          if (r.waitFor) await Promise.race([r.waitFor(), new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }))]);
           if (signal.aborted) return;
           await runWorkers(queues.get(r.name)!, workers, async (key) => {
             const outcome = await r.reconcile(key, signal);
