@@ -60,7 +60,7 @@ export function watchAuthzFiles(deps: { policyFile: string; labelsFile: string; 
       log.info({ file }, `loaded ${what}`);
       return next;
     } catch (err) {
-      log.error({ file, err: (err as Error).message }, `${what} file is not valid; keeping the last good one`);
+      log.error({ file, err }, `${what} file is not valid; keeping the last good one`);
       return undefined;
     }
   };
