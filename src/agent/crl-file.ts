@@ -11,7 +11,7 @@ import { watchFiles, type FileWatcher } from '../file-watch.js';
 import type { Logger } from '../log.js';
 import { ROOT_CA_RESOURCE, validateCrlMaterial } from './material.js';
 import type { AgentMetrics } from './metrics.js';
-import type { WorkloadSecretsPublisher } from './workload-secrets.js';
+import type { WorkloadSecretsPublisher } from './secret-store.js';
 
 export interface CrlFileDeps {
   path: string;

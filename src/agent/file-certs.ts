@@ -21,7 +21,7 @@ import { splitPem } from '../pki/index.js';
 import { watchFiles, type FileContents, type FileWatcher } from '../file-watch.js';
 import { mergeTrustBundles, ROOT_CA_RESOURCE, validateCertificateMaterial, WORKLOAD_CERT_RESOURCE } from './material.js';
 import type { AgentMetrics } from './metrics.js';
-import type { WorkloadSecretsPublisher } from './workload-secrets.js';
+import type { WorkloadSecretsPublisher } from './secret-store.js';
 
 export const FILE_CERT_NAMES = { certChain: 'cert-chain.pem', key: 'key.pem', root: 'root-cert.pem' } as const;
 

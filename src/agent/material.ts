@@ -29,6 +29,8 @@ export interface TrustBundleMaterial {
   readonly count: number;
   /** Earliest expiry in the bundle. */
   readonly notAfter: number;
+  /** Latest expiry in the bundle: once past, nothing can verify against it. */
+  readonly lastNotAfter: number;
 }
 
 export interface CrlMaterial {
@@ -103,5 +105,6 @@ export function mergeTrustBundles(bundles: readonly (string | undefined)[], now?
     trustedCaPem: certs.map((c) => c.pem).join(''),
     count: certs.length,
     notAfter: Math.min(...certs.map((c) => c.notAfter)),
+    lastNotAfter: Math.max(...certs.map((c) => c.notAfter)),
   };
 }

@@ -16,7 +16,7 @@ import type { CaIssuer } from './ca-issuer.js';
 import { watchFiles, type FileWatcher } from '../file-watch.js';
 import { mergeTrustBundles } from './material.js';
 import type { AgentMetrics } from './metrics.js';
-import type { WorkloadSecretsPublisher } from './workload-secrets.js';
+import type { WorkloadSecretsPublisher } from './secret-store.js';
 
 export interface BackoffPolicy {
   /** First retry delay (default 500 ms). */

@@ -16,7 +16,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Clock, Timer } from '../clock.js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { SecretData, SecretStore } from '../kube/secrets.js';
+import type { SecretData, NamespaceSecrets } from '../kube/secrets.js';
 import { BACKDATE_MS, describeKey, generateKeyPair, issueCaCertificate, keyMatchesCertificate, type KeyType, type ParsedCertificate, type Signer } from '../pki/index.js';
 import type { Keyring } from './keyring.js';
 import { loadSelfSignedMaterial, type CaMaterial } from './material.js';
@@ -43,7 +43,7 @@ export interface SelfSignedOptions {
 
 export interface SelfSignedDeps {
   readonly keyring: Keyring;
-  readonly secrets: SecretStore;
+  readonly secrets: NamespaceSecrets;
   readonly clock: Clock;
   readonly log: Logger;
   readonly metrics?: CaMetrics;

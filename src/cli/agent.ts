@@ -18,12 +18,10 @@ import { watchJwtBundle } from '../agent/workload-api/jwt-bundle.js';
 import { prometheusWorkloadApiMetrics } from '../agent/workload-api/metrics.js';
 import { createJwtSvidCache, type JwtSvidMinter } from '../agent/workload-api/jwt-cache.js';
 import { createWorkloadApi } from '../agent/workload-api/service.js';
-import { bridgeWorkloadSecrets } from '../agent/sds-bridge.js';
 import { fileSecretResolver } from '../agent/sds/file-resolver.js';
-import { SecretStore } from '../agent/sds/secret-store.js';
+import { SecretStore } from '../agent/secret-store.js';
 import { createSecretCache } from '../agent/secret-cache.js';
 import { startStatusServer } from '../status-server.js';
-import { createWorkloadSecrets } from '../agent/workload-secrets.js';
 import { systemClock } from '../clock.js';
 import { flag, formatDuration, parse, type ConfigOf } from '../config/flags.js';
 import { createCaClient, hostOfAddress } from '../grpc/client.js';
@@ -107,7 +105,13 @@ export const agentCommand = defineCommand({
     const cwd = process.cwd();
     const abs = (p: string) => path.resolve(cwd, p);
     const metrics = createAgentMetrics({ clock });
-    const secrets = createWorkloadSecrets({ clock, log: log.child({ component: 'secrets' }), metrics });
+    // One store: the sources publish default and ROOTCA into it, resolvers fill file-cert:/file-root:, SDS serves it.
+    const secrets = new SecretStore({
+      clock,
+      log: log.child({ component: 'secrets' }),
+      metrics,
+      resolvers: [fileSecretResolver({ clock, log: log.child({ component: 'sds-files' }) })],
+    });
 
     if (config.podCertificateBundle && config.fileCerts) throw new CitadelError('CONFIG_INVALID', 'invalid configuration: --pod-certificate-bundle: cannot be combined with --file-certs');
     if (config.podTrustBundle && !config.podCertificateBundle) throw new CitadelError('CONFIG_INVALID', 'invalid configuration: --pod-trust-bundle: needs --pod-certificate-bundle');
@@ -167,8 +171,6 @@ export const agentCommand = defineCommand({
     const authz = watchAuthzFiles({ policyFile: abs(config.authzPolicyFile), labelsFile: abs(config.podLabelsFile), clock, log: log.child({ component: 'authz' }) });
     await authz.start();
     const ecds = createEcdsService({ source: authz, log: log.child({ component: 'ecds' }) });
-    const store = new SecretStore({ clock, log: log.child({ component: 'sds-store' }), resolvers: [fileSecretResolver({ clock, log: log.child({ component: 'sds-files' }) })] });
-    const unbridge = bridgeWorkloadSecrets({ secrets, sink: store, log: log.child({ component: 'sds-bridge' }) });
     let sds;
     let status;
     let workloadApi: WorkloadApiBinding | undefined;
@@ -186,7 +188,7 @@ export const agentCommand = defineCommand({
         workloadApi = workloadApiServiceBinding({ api, log: log.child({ component: 'workload-api' }), metrics: prometheusWorkloadApiMetrics(metrics.registry) });
       }
       sds = await startSdsServer({
-        socketPath: config.sdsSocket, store, log, clock, registry: metrics.registry,
+        socketPath: config.sdsSocket, store: secrets, log, clock, registry: metrics.registry,
         extraServices: [...(workloadApi ? [workloadApi] : []), ecdsServiceBinding(ecds, log.child({ component: 'ecds' }))],
       });
       status = await startStatusServer({
@@ -203,14 +205,13 @@ export const agentCommand = defineCommand({
         },
       });
     } catch (err) {
-      unbridge();
       stopSource();
       workloadApi?.close();
       jwtBundle?.close();
       ecds.close();
       authz.stop();
       await sds?.stop();
-      store.close();
+      secrets.close();
       throw err;
     }
     log.info({ sdsSocket: sds.socketPath, ...(workloadApi ? { spiffeEndpointSocket: `unix://${path.resolve(sds.socketPath)}` } : {}), statusPort: status.port, mode: credentialBundle ? 'pod-certificate' : fileDir ? 'file-mounted' : 'ca', runtime: RUNTIME }, 'agent running');
@@ -221,9 +222,8 @@ export const agentCommand = defineCommand({
     ecds.close();
     authz.stop();
     await sds.stop();
-    unbridge();
     stopSource();
-    store.close();
+    secrets.close();
     await status.close();
     log.info('agent stopped');
     return 0;

@@ -30,7 +30,7 @@ import { caServiceBinding } from '../grpc/ca-service.js';
 import { jwtSvidServiceBinding } from '../grpc/jwt-svid-service.js';
 import { ReloadableServerCredentials, startGrpcServer } from '../grpc/server.js';
 import { apiStatus, connectKube, isForbidden, servedCertificatesV1beta1, type KubeClients } from '../kube/client.js';
-import { canI, createSecretStore, watchSecret, type SecretWatch } from '../kube/secrets.js';
+import { canI, createNamespaceSecrets, watchSecret, type SecretWatch } from '../kube/secrets.js';
 import { createTokenReviewer } from '../kube/tokenreview.js';
 import { createLogger, type Logger } from '../log.js';
 import { KEY_TYPES, validateTrustDomain, workloadSpiffeId, type KeyType } from '../pki/index.js';
@@ -194,7 +194,7 @@ async function startKeyMaterial(opts: {
   const onCrl = (text: string | undefined, source: string) => void opts.revocations.setOperatorCrl(text, source);
   const clock = systemClock;
   const log = opts.log.child({ component: 'keyring' });
-  const secrets = createSecretStore(kube, config.namespace);
+  const secrets = createNamespaceSecrets(kube, config.namespace);
   const readSecret = async (name: string) => {
     try {
       return await secrets.read(name);

@@ -12,7 +12,7 @@ import { systemClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { prometheusSdsMetrics, type SdsMetrics } from '../agent/sds/metrics.js';
 import { createSdsService, type ResponseSink, type SdsService, type StreamHandle } from '../agent/sds/service.js';
-import type { SecretSource } from '../agent/sds/secret-store.js';
+import type { SecretSource } from '../agent/sds/secret-source.js';
 import type { DiscoveryRequest } from '../agent/sds/xds-types.js';
 import { toGrpcStatus } from './errors.js';
 import { sdsServiceDefinition } from './protos.js';

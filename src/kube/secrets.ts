@@ -41,7 +41,7 @@ export type CreateSecretResult = { created: true; secret: SecretData } | { creat
 export type UpdateSecretResult = { updated: true; secret: SecretData } | { updated: false; reason: 'conflict' | 'gone' };
 
 /** Reads, creates and updates Secrets of one namespace. Other failures (403, 5xx) are thrown as the client's errors. */
-export interface SecretStore {
+export interface NamespaceSecrets {
   /** The Secret, or undefined when it does not exist. */
   read(name: string): Promise<SecretData | undefined>;
   /** Creates the Secret; `{created: false}` when one with that name already exists (the caller re-reads). */
@@ -50,8 +50,8 @@ export interface SecretStore {
   update(name: string, resourceVersion: string, data: Record<string, string>): Promise<UpdateSecretResult>;
 }
 
-/** A SecretStore for `namespace`. Needs secrets get/create/update there. */
-export function createSecretStore(kube: Pick<KubeClients, 'core'>, namespace: string): SecretStore {
+/** A NamespaceSecrets for `namespace`. Needs secrets get/create/update there. */
+export function createNamespaceSecrets(kube: Pick<KubeClients, 'core'>, namespace: string): NamespaceSecrets {
   return {
     async read(name) {
       try {
@@ -127,7 +127,7 @@ export function watchSecret(opts: {
 }): SecretWatch {
   const { kube, namespace, name, clock } = opts;
   const log = opts.log.child({ secret: `${namespace}/${name}` });
-  const store = createSecretStore(kube, namespace);
+  const store = createNamespaceSecrets(kube, namespace);
   const watcher = new k8s.Watch(kube.config);
   const timeoutSeconds = opts.watchTimeoutSeconds ?? 60;
   let current: SecretData | undefined;

@@ -14,7 +14,7 @@ import { getCluster } from '../harness/index.js';
 import { openssl } from '../harness/openssl.js';
 import { startProcess, type ManagedProcess } from '../harness/process.js';
 import { startSdsServer, type SdsServer } from '../../src/grpc/sds-server.js';
-import { SecretStore } from '../../src/agent/sds/secret-store.js';
+import { SecretStore } from '../../src/agent/secret-store.js';
 import { watchAuthzFiles, type AuthzFiles } from '../../src/agent/authz/config-source.js';
 import { createEcdsService } from '../../src/agent/authz/ecds-service.js';
 import { compileNamespace } from '../../src/authz/compile.js';

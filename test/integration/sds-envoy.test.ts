@@ -13,7 +13,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
-import { SecretStore } from '../../src/agent/sds/secret-store.js';
+import { SecretStore } from '../../src/agent/secret-store.js';
 import { SECRET_TYPE_URL } from '../../src/agent/sds/xds-types.js';
 import { startSdsServer, type SdsServer } from '../../src/grpc/sds-server.js';
 import { freePort, startEnvoy, type EnvoyProcess } from '../harness/index.js';

@@ -10,7 +10,7 @@ import { dirname, resolve as resolvePath } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
-import type { ResolvedSecret, SecretResolver } from './secret-store.js';
+import type { ResolvedSecret, SecretResolver } from './secret-source.js';
 
 export const FILE_CERT_PREFIX = 'file-cert:';
 export const FILE_ROOT_PREFIX = 'file-root:';

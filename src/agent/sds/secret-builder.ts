@@ -32,6 +32,11 @@ export function buildTlsCertificateSecret(name: string, chainPem: string, keyPem
   if (!(notAfter > now)) {
     throw new CitadelError('CERT_EXPIRED', `secret ${name}: the certificate expired at ${new Date(notAfter).toISOString()}`);
   }
+  return tlsCertificateSecret(name, chainPem, keyPem);
+}
+
+/** `tls_certificate` Secret from a chain and key that were checked already (the agent's own material). */
+export function tlsCertificateSecret(name: string, chainPem: string, keyPem: string): SecretAny {
   return {
     '@type': SECRET_TYPE_URL,
     name,
@@ -66,9 +71,14 @@ function parseBlocks(name: string, pem: string, what: string): X509Certificate[]
 export function buildValidationContextSecret(name: string, bundlePem: string, now: number, crlPem?: string): SecretAny {
   const anyValid = parseBlocks(name, bundlePem, 'trust bundle').some((cert) => Date.parse(cert.validTo) > now);
   if (!anyValid) throw new CitadelError('CERT_EXPIRED', `secret ${name}: every certificate in the trust bundle has expired`);
-  const withCrl = crlPem !== undefined && crlPem.trim() !== '';
-  if (withCrl && parseCrls(crlPem).length === 0) throw new CitadelError('PEM_INVALID', `secret ${name}: the CRL text holds no CRL`);
+  if (crlPem !== undefined && crlPem.trim() !== '' && parseCrls(crlPem).length === 0) throw new CitadelError('PEM_INVALID', `secret ${name}: the CRL text holds no CRL`);
+  return validationContextSecret(name, bundlePem, crlPem);
+}
+
+/** `validation_context` Secret from a bundle (and CRLs) that were checked already (the agent's own ROOTCA). */
+export function validationContextSecret(name: string, bundlePem: string, crlPem?: string): SecretAny {
   const trusted_ca = { inline_bytes: Buffer.from(normalise(bundlePem)) };
+  const withCrl = crlPem !== undefined && crlPem.trim() !== '';
   return {
     '@type': SECRET_TYPE_URL,
     name,

@@ -16,7 +16,7 @@ import { CitadelError } from '../../errors.js';
 import type { Clock } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { noopSdsMetrics, type SdsApi, type SdsMetrics } from './metrics.js';
-import type { SecretEntry, SecretSource } from './secret-store.js';
+import type { SecretEntry, SecretSource } from './secret-source.js';
 import {
   SECRET_TYPE_URL,
   type DeltaDiscoveryRequest,

@@ -1,6 +1,6 @@
 /**
  * The SPIFFE Workload API's policy, free of gRPC (src/grpc/workload-api-server.ts is the transport): what each
- * RPC answers, from the same secrets SDS serves (src/agent/workload-secrets.ts: the cached SVID and ROOTCA)
+ * RPC answers, from the same secrets SDS serves (src/agent/secret-store.ts: the cached SVID and ROOTCA)
  * plus JWT-SVIDs from the CA (cached per audience) and the JWT keys of the published SPIFFE bundle.
  *
  * The agent runs per pod, so every caller on its socket is the pod's workload and gets the pod's one identity;
@@ -11,8 +11,9 @@ import { createPrivateKey } from 'node:crypto';
 import { CitadelError } from '../../errors.js';
 import type { Clock } from '../../clock.js';
 import { decodeJwtSvid, parseCertificates, parseSpiffeId, validateJwtSvid } from '../../pki/index.js';
-import { ROOT_CA_RESOURCE } from '../material.js';
-import type { WorkloadSecrets } from '../workload-secrets.js';
+import { ROOT_CA_RESOURCE, WORKLOAD_CERT_RESOURCE } from '../material.js';
+import type { WorkloadSecrets } from '../secret-store.js';
+import type { SecretListener } from '../sds/secret-source.js';
 import type { JwtBundle } from './jwt-bundle.js';
 import type { JwtSvidCache } from './jwt-cache.js';
 
@@ -39,7 +40,7 @@ export interface WorkloadApi {
 }
 
 export interface WorkloadApiDeps {
-  readonly secrets: WorkloadSecrets;
+  readonly secrets: WorkloadSecrets & { subscribe(listener: SecretListener): () => void };
   readonly jwtSvids: JwtSvidCache;
   readonly jwtBundle: JwtBundle;
   readonly trustDomain: string;
@@ -98,7 +99,11 @@ export function createWorkloadApi(deps: WorkloadApiDeps): WorkloadApi {
       return { spiffe_id: valid.sub, claims: valid };
     },
     onChange(listener) {
-      const offSecrets = deps.secrets.onChange((name) => listener(name === ROOT_CA_RESOURCE ? 'x509-bundle' : 'x509-svid'));
+      // The store also announces the names file resolvers fill for SDS; only the workload's own two matter here.
+      const offSecrets = deps.secrets.subscribe((name) => {
+        if (name === ROOT_CA_RESOURCE) listener('x509-bundle');
+        else if (name === WORKLOAD_CERT_RESOURCE) listener('x509-svid');
+      });
       const offBundle = deps.jwtBundle.onChange(() => listener('jwt-bundle'));
       return () => {
         offSecrets();

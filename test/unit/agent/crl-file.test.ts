@@ -4,9 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { watchCrlFile } from '../../../src/agent/crl-file.js';
 import { mergeTrustBundles } from '../../../src/agent/material.js';
 import { createAgentMetrics } from '../../../src/agent/metrics.js';
-import { bridgeWorkloadSecrets } from '../../../src/agent/sds-bridge.js';
-import { SecretStore } from '../../../src/agent/sds/secret-store.js';
-import { createWorkloadSecrets } from '../../../src/agent/workload-secrets.js';
+import { SecretStore } from '../../../src/agent/secret-store.js';
 import type { FileWatcher } from '../../../src/file-watch.js';
 import { silentLogger } from '../../../src/log.js';
 import { issueCrl } from '../../../src/pki/index.js';
@@ -21,10 +19,10 @@ describe('CRL file -> ROOTCA crl', () => {
     const clock = new FakeClock(Date.now());
     const ca = await makeTestCa(clock.now());
     const metrics = createAgentMetrics({ clock });
-    const secrets = createWorkloadSecrets({ clock, log: silentLogger, metrics });
-    const store = new SecretStore({ clock, log: silentLogger });
+    // One store: what the CRL watcher publishes is what SDS serves.
+    const store = new SecretStore({ clock, log: silentLogger, metrics });
+    const secrets = store;
     secrets.publishTrustBundle(mergeTrustBundles([ca.rootPem]));
-    bridgeWorkloadSecrets({ secrets, sink: store, log: silentLogger });
     const crlOf = () => store.get('ROOTCA')!.resource.validation_context!.crl?.inline_bytes.toString();
     const file = path.join(tempDir('crl-'), 'ca-crl.pem');
     const crl = issueCrl({ signer: ca.signer, number: 1, thisUpdate: clock.now(), nextUpdate: clock.now() + 3_600_000, entries: [{ serialHex: '0abc', revokedAt: clock.now() }] }).pem;

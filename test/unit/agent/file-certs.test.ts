@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFileCertSource, hasMountedCerts, type FileCertSource } from '../../../src/agent/file-certs.js';
 import { createAgentMetrics } from '../../../src/agent/metrics.js';
-import { createWorkloadSecrets } from '../../../src/agent/workload-secrets.js';
+import { SecretStore } from '../../../src/agent/secret-store.js';
 import { silentLogger } from '../../../src/log.js';
 import { generateKeyPair, issueWorkloadCertificate, privateKeyToPem } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';
@@ -28,9 +28,9 @@ describe('file-mounted certificates', () => {
     fs.writeFileSync(path.join(dir, 'key.pem'), leaf.keyPem);
     fs.writeFileSync(path.join(dir, 'root-cert.pem'), ca.rootPem);
     const metrics = createAgentMetrics({ clock });
-    const secrets = createWorkloadSecrets({ clock, log: silentLogger, metrics });
+    const secrets = new SecretStore({ clock, log: silentLogger, metrics });
     const changes: string[] = [];
-    secrets.onChange((n) => changes.push(n));
+    secrets.subscribe((n) => changes.push(n));
     source = createFileCertSource({ dir, secrets, clock, log: silentLogger, metrics, pollMs: 1000 });
     return { clock, ca, dir, leaf, secrets, changes, metrics, source };
   }

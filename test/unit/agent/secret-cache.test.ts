@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createCaIssuer } from '../../../src/agent/ca-issuer.js';
 import { createAgentMetrics } from '../../../src/agent/metrics.js';
 import { backoffDelay, createSecretCache, renewalTime, retryDelay, type SecretCache } from '../../../src/agent/secret-cache.js';
-import { createWorkloadSecrets } from '../../../src/agent/workload-secrets.js';
+import { SecretStore } from '../../../src/agent/secret-store.js';
 import { silentLogger } from '../../../src/log.js';
 import { parseCertificates, privateKeyToPem } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';
@@ -70,9 +70,9 @@ describe('secret cache with a CA', () => {
     let responseRoot: string | undefined;
     const fake = fakeCaClients({ ca: () => ca, clock, failWith: opts.failWith, spiffeIdFor: opts.spiffeIdFor, leafPem: opts.leafPem, responseRootPem: () => responseRoot });
     const metrics = createAgentMetrics({ clock });
-    const secrets = createWorkloadSecrets({ clock, log: silentLogger, metrics });
+    const secrets = new SecretStore({ clock, log: silentLogger, metrics });
     const changes: string[] = [];
-    secrets.onChange((n) => changes.push(n));
+    secrets.subscribe((n) => changes.push(n));
     const issuer = createCaIssuer({
       clientFactory: fake.factory, rootCertPath, tokenPath, trustDomain: 'cluster.local', certTtlMs: TTL, keyType: 'ecdsa-p256',
       clock, log: silentLogger, metrics, currentCertificate: () => secrets.certificate(),

@@ -13,8 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../../src/clock.js';
 import { silentLogger } from '../../../src/log.js';
 import { mergeTrustBundles, validateCertificateMaterial } from '../../../src/agent/material.js';
-import { SecretStore } from '../../../src/agent/sds/secret-store.js';
-import { createWorkloadSecrets, type WorkloadSecretsPublisher } from '../../../src/agent/workload-secrets.js';
+import { SecretStore } from '../../../src/agent/secret-store.js';
 import { watchJwtBundle, type JwtBundle } from '../../../src/agent/workload-api/jwt-bundle.js';
 import { createJwtSvidCache } from '../../../src/agent/workload-api/jwt-cache.js';
 import { prometheusWorkloadApiMetrics } from '../../../src/agent/workload-api/metrics.js';
@@ -38,7 +37,7 @@ describe('SPIFFE Workload API on the agent socket', () => {
   let clock: FakeClock;
   let dir: string;
   let ca: TestCa;
-  let secrets: WorkloadSecretsPublisher;
+  let secrets: SecretStore;
   let jwtKey: JwtSigningKey;
   let minted: string[][];
   let jwtBundle: JwtBundle;
@@ -81,7 +80,7 @@ describe('SPIFFE Workload API on the agent socket', () => {
     dir = tempDir('wapi-');
     bundlePath = join(dir, 'spiffe-bundle.json');
     ca = await makeTestCa(clock.now(), TD);
-    secrets = createWorkloadSecrets({ clock, log: silentLogger });
+    secrets = new SecretStore({ clock, log: silentLogger });
     jwtKey = deriveJwtSigningKey({ caKey: ca.signer.key, trustDomain: TD, period: 1 });
     minted = [];
     await writeBundle([jwtKey], 1);

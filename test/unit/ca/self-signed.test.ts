@@ -1,17 +1,17 @@
 /**
- * istio-ca-secret handling over an in-memory SecretStore (our own seam; the real one is exercised by
+ * istio-ca-secret handling over an in-memory NamespaceSecrets (our own seam; the real one is exercised by
  * test/integration/ca*.test.ts): create, the create race, rotation with the same key, leader-only writes.
  */
 import { describe, expect, it } from 'vitest';
 import { Keyring } from '../../../src/ca/keyring.js';
 import { startSelfSigned, type SelfSignedOptions } from '../../../src/ca/self-signed.js';
-import type { CreateSecretResult, SecretData, SecretStore, UpdateSecretResult } from '../../../src/kube/secrets.js';
+import type { CreateSecretResult, SecretData, NamespaceSecrets, UpdateSecretResult } from '../../../src/kube/secrets.js';
 import { silentLogger } from '../../../src/log.js';
 import { generateKeyPair, parseCertificate, parseCertificates, spkiOf, verifyChain } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';
 import { DAY, TD } from './fixtures.js';
 
-class MemorySecrets implements SecretStore {
+class MemorySecrets implements NamespaceSecrets {
   secrets = new Map<string, SecretData>();
   version = 0;
   /** Called before a create lands: lets a test simulate another replica winning the race. */

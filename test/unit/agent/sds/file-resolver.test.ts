@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../../../src/clock.js';
 import { silentLogger } from '../../../../src/log.js';
 import { fileSecretResolver, parseFileResourceName } from '../../../../src/agent/sds/file-resolver.js';
-import { SecretStore } from '../../../../src/agent/sds/secret-store.js';
+import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { makeCa, type TestCa } from '../../grpc/tls-fixtures.js';
 
 const ID = 'spiffe://cluster.local/ns/app/sa/web';

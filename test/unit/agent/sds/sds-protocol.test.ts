@@ -13,12 +13,12 @@ import { systemClock } from '../../../../src/clock.js';
 import { CitadelError } from '../../../../src/errors.js';
 import { silentLogger } from '../../../../src/log.js';
 import { fileSecretResolver } from '../../../../src/agent/sds/file-resolver.js';
-import { SecretStore } from '../../../../src/agent/sds/secret-store.js';
+import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { SECRET_TYPE_URL } from '../../../../src/agent/sds/xds-types.js';
 import { startSdsServer, type SdsServer } from '../../../../src/grpc/sds-server.js';
+import { waitFor } from '../../../support/wait.js';
 import { makeCa, type TestCa } from '../../grpc/tls-fixtures.js';
 import { SdsTestClient, decodeSecret } from './sds-client.js';
-import { waitFor } from '../../../support/wait.js';
 
 const WORKLOAD = 'spiffe://cluster.local/ns/app/sa/web';
 

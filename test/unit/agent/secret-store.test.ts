@@ -1,8 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { silentLogger } from '../../../../src/log.js';
-import { SecretStore, type SecretResolver, type SecretSink } from '../../../../src/agent/sds/secret-store.js';
-import { FakeClock } from '../../../support/fake-clock.js';
-import { makeCa } from '../../grpc/tls-fixtures.js';
+import { silentLogger } from '../../../src/log.js';
+import { SecretStore } from '../../../src/agent/secret-store.js';
+import type { SecretResolver, SecretSink } from '../../../src/agent/sds/secret-source.js';
+import { mergeTrustBundles, validateCertificateMaterial } from '../../../src/agent/material.js';
+import { generateKeyPair, issueWorkloadCertificate } from '../../../src/pki/index.js';
+import { FakeClock } from '../../support/fake-clock.js';
+import { makeCa } from '../grpc/tls-fixtures.js';
+import { makeTestCa } from './support.js';
 
 describe('SecretStore', () => {
   it('versions content: a change gets a new version and one notification, identical content neither', async () => {
@@ -88,5 +92,61 @@ describe('SecretStore', () => {
     store.acquire('dyn:y');
     store.close();
     expect(events).toContain('stop dyn:y');
+  });
+});
+
+describe('SecretStore: the agent publishes default and ROOTCA', () => {
+  it('serves published material as Envoy secrets, versions each change once, and is ready with both', async () => {
+    const clock = new FakeClock(Date.now());
+    const ca = await makeTestCa(clock.now());
+    const store = new SecretStore({ clock, log: silentLogger });
+    const seen: string[] = [];
+    const off = store.subscribe((n) => seen.push(n));
+    const leaf = async (ttlMs = 60_000) => {
+      const { privateKey, publicKey } = await generateKeyPair('ecdsa-p256');
+      const cert = issueWorkloadCertificate({ signer: ca.signer, publicKey, spiffeId: 'spiffe://td/ns/n/sa/s', ttlMs, now: clock.now() });
+      return validateCertificateMaterial({ chain: cert.pem, key: privateKey, now: clock.now() });
+    };
+
+    store.publishTrustBundle(mergeTrustBundles([ca.rootPem]));
+    expect(store.get('ROOTCA')!.resource.validation_context!.trusted_ca.inline_bytes.toString()).toBe(ca.rootPem.trim() + '\n');
+    expect(store.ready()).toBe(false);
+    const first = await leaf();
+    store.publishCertificate(first);
+    expect(store.certificate()).toBe(first);
+    expect(store.ready()).toBe(true);
+    const v1 = store.get('default')!.version;
+    const served = store.get('default')!.resource.tls_certificate!;
+    expect(served.certificate_chain.inline_bytes.toString()).toContain(first.certificateChainPem.trim());
+    expect(served.private_key.inline_bytes.toString()).toBe(first.privateKeyPem);
+
+    store.publishCertificate(first); // same content: no event, no new version
+    store.publishTrustBundle(mergeTrustBundles([ca.rootPem]));
+    expect(store.get('default')!.version).toBe(v1);
+    const second = await leaf();
+    store.publishCertificate(second);
+    expect(store.get('default')!.version).not.toBe(v1);
+    expect(store.certificate()).toBe(second);
+    expect(seen).toEqual(['ROOTCA', 'default', 'default']);
+
+    await clock.advance(61_000);
+    expect(store.ready()).toBe(false); // the certificate expired
+    off();
+    store.publishCertificate(await leaf());
+    expect(seen).toHaveLength(3);
+  });
+
+  it('refuses a trust bundle whose every certificate has expired and keeps the old one', async () => {
+    const clock = new FakeClock(Date.now());
+    const ca = await makeTestCa(clock.now());
+    const store = new SecretStore({ clock, log: silentLogger });
+    const bundle = mergeTrustBundles([ca.rootPem]);
+    store.publishTrustBundle(bundle);
+    const before = store.get('ROOTCA');
+    const other = await makeTestCa(clock.now(), 'other');
+    await clock.advance(bundle.lastNotAfter - clock.now());
+    expect(() => store.publishTrustBundle(mergeTrustBundles([ca.rootPem, other.rootPem]))).toThrow(/every certificate in the trust bundle has expired/);
+    expect(store.get('ROOTCA')).toEqual(before);
+    expect(store.trustBundle()).toBe(bundle);
   });
 });
