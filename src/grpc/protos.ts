@@ -1,11 +1,11 @@
 /**
- * Loads the protobuf definitions citadel speaks: our Istio CA API (proto/security/v1alpha1/ca.proto) and
- * Envoy's SDS and ECDS (from @grpc/grpc-js-xds's bundled protos), the SPIFFE Workload API (proto/spiffe/workload) and
- * citadel's JWT-SVID API (proto/citadel/v1). Each is parsed once per process and cached.
+ * The protobuf definitions citadel speaks: our Istio CA API (proto/security/v1alpha1/ca.proto), Envoy's SDS and ECDS (from
+ * @grpc/grpc-js-xds's bundled protos), the SPIFFE Workload API (proto/spiffe/workload) and citadel's JWT-SVID API
+ * (proto/citadel/v1), loaded from descriptors generated from those files at build time (proto/descriptors,
+ * `npm run protos`). Each is loaded once per process and cached.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -31,23 +31,25 @@ const LOADER_OPTIONS: protoLoader.Options = {
   oneofs: true,
 };
 
-/** The repository root: the nearest ancestor of this file holding proto/security (works from src/ and dist/src/). */
+/** The repository root: the nearest ancestor of this file holding proto/descriptors (works from src/ and dist/src/). */
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
-    if (existsSync(join(dir, 'proto', 'security', 'v1alpha1', 'ca.proto'))) return dir;
+    if (existsSync(join(dir, 'proto', 'descriptors'))) return dir;
     const parent = dirname(dir);
-    if (parent === dir) throw new Error('citadel: proto/security/v1alpha1/ca.proto not found above ' + fileURLToPath(import.meta.url));
+    if (parent === dir) throw new Error('citadel: proto/descriptors not found above ' + fileURLToPath(import.meta.url));
     dir = parent;
   }
 }
 
-/** The four include directories of Envoy's protos shipped inside @grpc/grpc-js-xds. */
-export function envoyProtoIncludeDirs(): string[] {
-  const require = createRequire(import.meta.url);
-  // The package has no "exports" map, so its package.json resolves; deps/ sits beside it.
-  const root = dirname(require.resolve('@grpc/grpc-js-xds/package.json'));
-  return ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => resolve(root, 'deps', d));
+/**
+ * A descriptor generated from the .proto files at build time (scripts/proto-descriptors.ts): only the messages the
+ * services reach, so nothing is parsed at start.
+ */
+function loadDescriptor(file: string): protoLoader.PackageDefinition {
+  type Namespace = Parameters<typeof protoLoader.fromJSON>[0];
+  const json = JSON.parse(readFileSync(join(packageRoot(), 'proto', 'descriptors', file), 'utf8')) as Namespace;
+  return protoLoader.fromJSON({ nested: json.nested }, LOADER_OPTIONS);
 }
 
 let caDefinition: protoLoader.PackageDefinition | undefined;
@@ -56,48 +58,39 @@ let workloadApiDefinition: protoLoader.PackageDefinition | undefined;
 let jwtSvidDefinition: protoLoader.PackageDefinition | undefined;
 let ecdsDefinition: protoLoader.PackageDefinition | undefined;
 
-/** The parsed Istio CA API (package istio.v1.auth). */
+/** The Istio CA API (package istio.v1.auth), from proto/security/v1alpha1/ca.proto. */
 export function caPackageDefinition(): protoLoader.PackageDefinition {
-  caDefinition ??= protoLoader.loadSync('security/v1alpha1/ca.proto', {
-    ...LOADER_OPTIONS,
-    includeDirs: [join(packageRoot(), 'proto')],
-  });
+  caDefinition ??= loadDescriptor('ca.json');
   return caDefinition;
 }
 
 /**
- * The parsed SDS service plus the Secret message. Both are loaded in the same call so that an Any written as
- * `{ '@type': SECRET_TYPE_URL, ...fields }` is encoded with the Secret type.
+ * The SDS service plus the Secret message, from Envoy's protos (@grpc/grpc-js-xds). Both are in the same
+ * descriptor so that an Any written as `{ '@type': SECRET_TYPE_URL, ...fields }` is encoded with the Secret type.
  */
 export function sdsPackageDefinition(): protoLoader.PackageDefinition {
-  sdsDefinition ??= protoLoader.loadSync(
-    ['envoy/service/secret/v3/sds.proto', 'envoy/extensions/transport_sockets/tls/v3/secret.proto'],
-    { ...LOADER_OPTIONS, includeDirs: envoyProtoIncludeDirs() },
-  );
+  sdsDefinition ??= loadDescriptor('sds.json');
   return sdsDefinition;
 }
 
-/** The parsed SPIFFE Workload API (no package: service SpiffeWorkloadAPI). */
+/** The SPIFFE Workload API (no package: service SpiffeWorkloadAPI), from proto/spiffe/workload/workload.proto. */
 export function workloadApiPackageDefinition(): protoLoader.PackageDefinition {
-  workloadApiDefinition ??= protoLoader.loadSync('spiffe/workload/workload.proto', { ...LOADER_OPTIONS, includeDirs: [join(packageRoot(), 'proto')] });
+  workloadApiDefinition ??= loadDescriptor('workload.json');
   return workloadApiDefinition;
 }
 
-/** The parsed JWT-SVID API (package citadel.v1). */
+/** The JWT-SVID API (package citadel.v1), from proto/citadel/v1/jwt.proto. */
 export function jwtSvidPackageDefinition(): protoLoader.PackageDefinition {
-  jwtSvidDefinition ??= protoLoader.loadSync('citadel/v1/jwt.proto', { ...LOADER_OPTIONS, includeDirs: [join(packageRoot(), 'proto')] });
+  jwtSvidDefinition ??= loadDescriptor('jwt.json');
   return jwtSvidDefinition;
 }
 
 /**
- * The parsed ECDS service plus the messages its resources carry (TypedExtensionConfig wrapping the HTTP RBAC
+ * The ECDS service plus the messages its resources carry (TypedExtensionConfig wrapping the HTTP RBAC
  * filter config), loaded in one call so that Anys written as `{ '@type': ..., ...fields }` encode with their types.
  */
 export function ecdsPackageDefinition(): protoLoader.PackageDefinition {
-  ecdsDefinition ??= protoLoader.loadSync(
-    ['envoy/service/extension/v3/config_discovery.proto', 'envoy/config/core/v3/extension.proto', 'envoy/extensions/filters/http/rbac/v3/rbac.proto'],
-    { ...LOADER_OPTIONS, includeDirs: envoyProtoIncludeDirs() },
-  );
+  ecdsDefinition ??= loadDescriptor('ecds.json');
   return ecdsDefinition;
 }
 

@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
+import { descriptorPath, descriptorSpecs, generateDescriptor } from '../../../scripts/proto-descriptors.js';
 import { SECRET_TYPE_URL, caPackageDefinition, caServiceDefinition, sdsPackageDefinition, sdsServiceDefinition } from '../../../src/grpc/protos.js';
 
 describe('protos', () => {
@@ -34,5 +36,9 @@ describe('protos', () => {
     expect(back.resources[0]!.type_url).toBe(SECRET_TYPE_URL);
     expect(back.resources[0]!.value.includes(Buffer.from('CERT'))).toBe(true);
     expect(back.resources[0]!.value.includes(Buffer.from('default'))).toBe(true);
+  });
+
+  it.each(descriptorSpecs().map((spec) => [spec.file, spec] as const))('proto/descriptors/%s is what the .proto files generate (npm run protos)', (_file, spec) => {
+    expect(readFileSync(descriptorPath(spec.file), 'utf8')).toBe(generateDescriptor(spec));
   });
 });
