@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Registry } from 'prom-client';
+import type { Registry } from './prom.js';
 import type { ListenAddress } from './config/flags.js';
 import type { Logger } from './log.js';
 

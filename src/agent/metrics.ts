@@ -2,7 +2,7 @@
  * The agent's Prometheus metrics, with Istio's agent names where they exist (istio_agent_*), so dashboards
  * built for pilot-agent keep working. The SDS layer registers its own stream/push metrics on the same registry.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from '../prom.js';
 import type { Clock } from '../clock.js';
 
 export interface AgentMetrics {

@@ -3,7 +3,7 @@
  * suffix; prom-client Counters keep the name as given). One Registry is made by the CA main and shared with the
  * controllers.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from '../prom.js';
 
 export interface CaMetrics {
   readonly registry: Registry;

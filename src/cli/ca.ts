@@ -7,7 +7,7 @@
  * SIGTERM/SIGINT: stop accepting calls, let in-flight calls finish (up to --shutdown-grace), stop the rest, exit 0.
  */
 import { hostname } from 'node:os';
-import { Registry } from 'prom-client';
+import { Registry } from '../prom.js';
 import { createAuthenticator, createTokenAuthenticator } from '../ca/authn.js';
 import { createCsrService } from '../ca/csr-service.js';
 import { Keyring } from '../ca/keyring.js';

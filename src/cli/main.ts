@@ -4,10 +4,16 @@
  * gRPC or the Kubernetes client.
  */
 import { realpathSync } from 'node:fs';
+import module from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { parseConfig, helpText } from '../config/flags.js';
 import { CitadelError } from '../errors.js';
 import { unsupportedRuntime, type Command } from './command.js';
+
+// V8 keeps the compiled code of the modules a command loads (all of them load after this line) in
+// NODE_COMPILE_CACHE or the OS temp directory, so the next start skips compiling them; on a read-only file system
+// it stays off and nothing else changes.
+module.enableCompileCache?.();
 
 export const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
   ca: { summary: 'Run the certificate authority (Istio CSR API, root ConfigMaps, ServiceAccount secrets).', load: async () => (await import('./ca.js')).caCommand as unknown as Command },

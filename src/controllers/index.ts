@@ -5,7 +5,7 @@
  * refused, see src/kube/writes.ts) the moment it is lost. CSR serving is not affected by leadership.
  */
 import { randomUUID } from 'node:crypto';
-import type { Registry } from 'prom-client';
+import type { Registry } from '../prom.js';
 import type { CertificateAuthority } from '../ca/authority.js';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';

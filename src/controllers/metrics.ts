@@ -7,7 +7,7 @@
  *   citadel_leader                                            1 while this replica holds the leader Lease
  *   citadel_pod_certificate_requests_total{condition,reason}  PodCertificateRequests answered (Issued, Denied, Failed)
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from '../prom.js';
 
 export interface ControllerMetrics {
   readonly reconciles: Counter<'controller' | 'result'>;

@@ -6,7 +6,7 @@ import { mkdir, chmod, lstat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
-import type { Registry } from 'prom-client';
+import type { Registry } from '../prom.js';
 import { CitadelError } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';

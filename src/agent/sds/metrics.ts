@@ -2,7 +2,7 @@
  * What the SDS service counts. A small interface so the service does not depend on a metrics library;
  * `prometheusSdsMetrics` is the implementation the agent registers.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from '../../prom.js';
 
 export type SdsApi = 'sotw' | 'delta';
 
