@@ -95,6 +95,9 @@ export function createCaClient(opts: CaClientOptions): CaClient {
     'grpc.ssl_target_name_override': serverName,
     'grpc.default_authority': serverName,
   });
+  // Connect now rather than on the first call: the caller builds a client when it is about to use it, and the
+  // handshake can overlap whatever it does before the call (the agent generates the key meanwhile).
+  client.getChannel().getConnectivityState(true);
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const JwtClient = jwtSvidClientConstructor();
 
