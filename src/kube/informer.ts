@@ -51,6 +51,33 @@ export interface InformerOptions<T extends k8s.KubernetesObject> {
   readonly watchTimeoutSeconds?: number;
   /** Called on every watch/list failure (before the restart is scheduled). */
   readonly onError?: (err: unknown) => void;
+  /**
+   * Reduces each listed or watched object to what the readers use before it is cached (e.g. metaOnly); the cache
+   * of a large cluster holds only that.
+   */
+  readonly slim?: (obj: T) => T;
+}
+
+/**
+ * The metadata the controllers read (no managedFields, the largest part of most objects) and, for Namespaces,
+ * status.phase: what is cached of objects that are only told apart by name, labels and deletion.
+ */
+export function metaOnly<T extends k8s.KubernetesObject & { status?: { phase?: string } }>(obj: T): T {
+  const m = obj.metadata;
+  const metadata: k8s.V1ObjectMeta = {
+    name: m?.name,
+    namespace: m?.namespace,
+    uid: m?.uid,
+    resourceVersion: m?.resourceVersion,
+    labels: m?.labels,
+    annotations: m?.annotations,
+    deletionTimestamp: m?.deletionTimestamp,
+    ownerReferences: m?.ownerReferences,
+  };
+  for (const key of Object.keys(metadata) as (keyof k8s.V1ObjectMeta)[]) if (metadata[key] === undefined) delete metadata[key];
+  const slim = { apiVersion: obj.apiVersion, kind: obj.kind, metadata } as T;
+  if (obj.status?.phase !== undefined) (slim as { status?: { phase?: string } }).status = { phase: obj.status.phase };
+  return slim;
 }
 
 /** A Watch that bounds each watch's lifetime: a server timeout plus a client-side abort as a backstop. */
@@ -59,6 +86,7 @@ class BoundedWatch extends k8s.Watch {
     config: k8s.KubeConfig,
     private readonly clock: Clock,
     private readonly timeoutSeconds: number,
+    private readonly slim?: (obj: unknown) => unknown,
   ) {
     super(config);
   }
@@ -77,7 +105,10 @@ class BoundedWatch extends k8s.Watch {
       done(err);
     };
     const params = { ...queryParams, timeoutSeconds: this.timeoutSeconds, allowWatchBookmarks: true };
-    const controller = await super.watch(path, params, callback, wrappedDone);
+    const slim = this.slim;
+    // ERROR events carry a Status, not an object of the kind: those go through as they are.
+    const slimmed = slim ? (phase: string, obj: unknown, watchObj?: unknown) => callback(phase, phase === 'ERROR' ? obj : slim(obj), watchObj) : callback;
+    const controller = await super.watch(path, params, slimmed, wrappedDone);
     if (!finished) {
       // Backstop for a connection that died without a FIN: the server would have ended the watch by now.
       timer = this.clock.setTimer(() => controller.abort(), (this.timeoutSeconds + 30) * 1000);
@@ -89,8 +120,15 @@ class BoundedWatch extends k8s.Watch {
 /** Creates an informer (not started). */
 export function createInformer<T extends k8s.KubernetesObject>(opts: InformerOptions<T>): Informer<T> {
   const log = opts.log.child({ informer: opts.resource });
-  const watch = new BoundedWatch(opts.config, opts.clock, opts.watchTimeoutSeconds ?? 300);
-  const lw = new k8s.ListWatch<T>(opts.path, watch, opts.list, false, opts.labelSelector, opts.fieldSelector);
+  const slim = opts.slim;
+  const watch = new BoundedWatch(opts.config, opts.clock, opts.watchTimeoutSeconds ?? 300, slim as ((obj: unknown) => unknown) | undefined);
+  const list = slim
+    ? async () => {
+        const res = await opts.list();
+        return { ...res, items: res.items.map(slim) };
+      }
+    : opts.list;
+  const lw = new k8s.ListWatch<T>(opts.path, watch, list, false, opts.labelSelector, opts.fieldSelector);
   const baseMs = opts.restartBaseMs ?? 200;
   const maxMs = opts.restartMaxMs ?? 30_000;
   let stopped = true;
@@ -197,9 +235,9 @@ function common(resource: string, c: InformerCommon) {
   };
 }
 
-/** Every Namespace. Needs namespaces list/watch. */
+/** Every Namespace, metadata and phase only. Needs namespaces list/watch. */
 export function namespaceInformer(kube: KubeClients, c: InformerCommon): Informer<k8s.V1Namespace> {
-  return createInformer<k8s.V1Namespace>({ ...common('namespaces', c), config: kube.config, path: '/api/v1/namespaces', list: () => kube.core.listNamespace() });
+  return createInformer<k8s.V1Namespace>({ ...common('namespaces', c), config: kube.config, path: '/api/v1/namespaces', list: () => kube.core.listNamespace(), slim: metaOnly });
 }
 
 /** ConfigMaps with one name in every namespace (field selector metadata.name). Needs configmaps list/watch cluster-wide. */
@@ -214,13 +252,14 @@ export function namedConfigMapInformer(kube: KubeClients, name: string, c: Infor
   });
 }
 
-/** Every ServiceAccount. Needs serviceaccounts list/watch cluster-wide. */
+/** Every ServiceAccount, metadata only. Needs serviceaccounts list/watch cluster-wide. */
 export function serviceAccountInformer(kube: KubeClients, c: InformerCommon): Informer<k8s.V1ServiceAccount> {
   return createInformer<k8s.V1ServiceAccount>({
     ...common('serviceaccounts', c),
     config: kube.config,
     path: '/api/v1/serviceaccounts',
     list: () => kube.core.listServiceAccountForAllNamespaces(),
+    slim: metaOnly,
   });
 }
 

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as k8s from '@kubernetes/client-node';
 import { systemClock } from '../../src/clock.js';
 import { connectKube, type KubeClients } from '../../src/kube/client.js';
-import { createInformer, namedConfigMapInformer, type Informer } from '../../src/kube/informer.js';
+import { createInformer, namedConfigMapInformer, serviceAccountInformer, type Informer } from '../../src/kube/informer.js';
 import { silentLogger } from '../../src/log.js';
 import { getCluster, type TestCluster } from '../harness/index.js';
 import { waitFor } from '../support/wait.js';
@@ -51,6 +51,22 @@ describe('createInformer', () => {
     await waitFor('delete', () => informer.get('istio-ca-root-cert', ns) === undefined, { intervalMs: 50 });
     expect(events).toEqual(['add:1', 'update:2', 'delete:2']);
     expect(informer.list(ns).map((o) => o.metadata?.name)).toEqual([]);
+  });
+
+  it('caches ServiceAccounts as metadata only, listed and watched (no managedFields, no secrets list)', async () => {
+    await admin.core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'listed', labels: { a: '1' } }, secrets: [{ name: 'x' }] } });
+    const informer = serviceAccountInformer(admin, { clock: systemClock, log: silentLogger });
+    cleanups.push(() => informer.stop());
+    await informer.start();
+    await admin.core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'watched', labels: { a: '2' } }, secrets: [{ name: 'y' }] } });
+    const watched = await waitFor('watched ServiceAccount', () => informer.get('watched', ns), { intervalMs: 50 });
+    for (const [sa, label] of [[informer.get('listed', ns)!, '1'], [watched, '2']] as const) {
+      expect(sa.metadata?.labels).toEqual({ a: label });
+      expect(sa.metadata?.uid).toBeTruthy();
+      expect(sa.metadata?.managedFields).toBeUndefined();
+      expect(sa.metadata?.creationTimestamp).toBeUndefined();
+      expect(sa.secrets).toBeUndefined();
+    }
   });
 
   it('restarts after the connection fails and catches up with what changed meanwhile', async () => {
