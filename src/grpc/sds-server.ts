@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import { prometheusSdsMetrics, type SdsMetrics } from '../agent/sds/metrics.js';
 import { createSdsService, type ResponseSink, type SdsService, type StreamHandle } from '../agent/sds/service.js';
 import type { SecretSource } from '../agent/sds/secret-source.js';
-import type { DiscoveryRequest } from '../agent/sds/xds-types.js';
+import type { DiscoveryRequest, DiscoveryResponse, SecretAny } from '../agent/sds/xds-types.js';
 import { toGrpcStatus } from './errors.js';
 import { sdsServiceDefinition } from './protos.js';
 import { insecureServerCredentials, startGrpcServer, type ServiceBinding } from './server.js';
@@ -21,11 +21,11 @@ import { insecureServerCredentials, startGrpcServer, type ServiceBinding } from 
 type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
 
 /** Wires one grpc-js duplex call to a stream handle of a discovery service (SDS here, ECDS in ecds-server.ts). */
-export function bindDuplex<Req, Res>(call: Duplex, open: (sink: ResponseSink<Res>, peer: string) => StreamHandle<Req>, log: Logger): void {
+export function bindDuplex<Req, Res>(call: Duplex, open: (sink: ResponseSink<Res>, peer: string) => StreamHandle<Req>, log: Logger, encode: (message: Res) => unknown = (m) => m): void {
   let finished = false;
   const sink: ResponseSink<Res> = {
     send(message) {
-      if (!finished) call.write(message);
+      if (!finished) call.write(encode(message));
     },
     end() {
       if (finished) return;
@@ -62,11 +62,30 @@ export function bindDuplex<Req, Res>(call: Duplex, open: (sink: ResponseSink<Res
   call.on('close', close);
 }
 
+/**
+ * Encodes state-of-the-world responses with each Secret serialized once per content rather than once per stream:
+ * a rotation sends the same Secret to every stream that holds the name. Protobuf messages concatenate (a repeated
+ * field appends, a scalar takes the last value), so the cached `resources` bytes are followed by the per-stream
+ * version and nonce. Entries go with the Secret objects (the store replaces them on every change).
+ */
+export function sotwResponseEncoder(method: grpc.MethodDefinition<unknown, unknown>): (res: DiscoveryResponse) => Buffer {
+  const encoded = new WeakMap<SecretAny, Buffer>();
+  const resourceBytes = (resource: SecretAny) => {
+    let bytes = encoded.get(resource);
+    if (!bytes) encoded.set(resource, (bytes = method.responseSerialize({ resources: [resource] })));
+    return bytes;
+  };
+  return (res) => Buffer.concat([...res.resources.map(resourceBytes), method.responseSerialize({ ...res, resources: [] })]);
+}
+
 /** The SDS service as a grpc-js binding. */
 export function sdsServiceBinding(service: SdsService, log: Logger): ServiceBinding {
+  const definition = sdsServiceDefinition();
+  const stream = definition.StreamSecrets!;
+  const encodeSotw = sotwResponseEncoder(stream);
   const implementation: grpc.UntypedServiceImplementation = {
     StreamSecrets(call: Duplex) {
-      bindDuplex(call, service.openStream, log);
+      bindDuplex(call, service.openStream, log, encodeSotw);
     },
     DeltaSecrets(call: Duplex) {
       bindDuplex(call, service.openDeltaStream, log);
@@ -78,7 +97,9 @@ export function sdsServiceBinding(service: SdsService, log: Logger): ServiceBind
       );
     },
   };
-  return { definition: sdsServiceDefinition(), implementation };
+  // StreamSecrets writes the bytes sotwResponseEncoder made; anything else is still serialized here.
+  const passBytes = (value: unknown) => (Buffer.isBuffer(value) ? value : stream.responseSerialize(value));
+  return { definition: { ...definition, StreamSecrets: { ...stream, responseSerialize: passBytes } }, implementation };
 }
 
 // sun_path holds 108 bytes including the terminating NUL.
