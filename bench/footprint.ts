@@ -9,7 +9,7 @@
  *
  *   node dist/bench/footprint.js [--starts 5] [--key-types ecdsa-p256,rsa-2048] [--rows startup,anchor,fanout,scale]
  *                                [--sds-streams 1000] [--scale-namespaces 1000] [--main-js dist/src/cli/main.js]
- *                                [--out bench/results]
+ *                                [--out bench/results] [--istioclient PATH]
  *
  * --main-js measures another build of citadel (e.g. a worktree of an older commit) with everything else equal.
  * Writes bench/results/footprint-<date>.json and prints the markdown.
@@ -41,6 +41,8 @@ interface Options {
   scaleNamespaces: number;
   mainJs: string;
   outDir: string;
+  /** Istio's client binary; default: from scripts/provision-compat.sh. */
+  istioClient?: string;
 }
 
 /** Median and 90th percentile (nearest rank) of a sample. */
@@ -108,6 +110,7 @@ function parseArgs(argv: string[]): Options {
       case '--scale-namespaces': o.scaleNamespaces = Number(next()); break;
       case '--main-js': o.mainJs = path.resolve(next()); break;
       case '--out': o.outDir = path.resolve(next()); break;
+      case '--istioclient': o.istioClient = path.resolve(next()); break;
       default: throw new Error(`unknown argument ${a} (see the comment at the top of bench/footprint.ts)`);
     }
   }
@@ -157,7 +160,7 @@ function runAnchor(istioClient: string, a: { caAddr: string; serverName: string;
 async function main(): Promise<number> {
   const keepAlive = setInterval(() => {}, 60_000);
   const o = parseArgs(process.argv.slice(2));
-  const istioClient = o.rows.includes('anchor') ? (say('istioclient (scripts/provision-compat.sh; cold: minutes)'), await istioClientBinary()) : '';
+  const istioClient = o.rows.includes('anchor') ? (o.istioClient ?? (say('istioclient (scripts/provision-compat.sh; cold: minutes)'), await istioClientBinary())) : '';
   say('starting the control plane (etcd + kube-apiserver)');
   const cp = await startControlPlane({ log: (l) => say(l) });
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'citadel-footprint-'));
