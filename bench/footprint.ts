@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs as parseCliArgs } from 'node:util';
 import { startControlPlane } from '../test/harness/cluster.js';
 import { startPod } from '../test/harness/kubelet.js';
 import { connectCluster } from '../test/harness/test-cluster.js';
@@ -86,34 +87,29 @@ interface Report {
 }
 
 function parseArgs(argv: string[]): Options {
+  const { values: v } = parseCliArgs({
+    args: argv,
+    options: {
+      starts: { type: 'string', default: '5' },
+      'key-types': { type: 'string', default: 'ecdsa-p256,rsa-2048' },
+      rows: { type: 'string', default: 'startup,anchor,fanout,scale' },
+      'sds-streams': { type: 'string', default: '1000' },
+      'scale-namespaces': { type: 'string', default: '1000' },
+      'main-js': { type: 'string', default: path.join(ROOT, 'dist', 'src', 'cli', 'main.js') },
+      out: { type: 'string', default: path.join(ROOT, 'bench', 'results') },
+      istioclient: { type: 'string' },
+    },
+  });
   const o: Options = {
-    starts: 5,
-    keyTypes: ['ecdsa-p256', 'rsa-2048'],
-    rows: ['startup', 'anchor', 'fanout', 'scale'],
-    sdsStreams: 1000,
-    scaleNamespaces: 1000,
-    mainJs: path.join(ROOT, 'dist', 'src', 'cli', 'main.js'),
-    outDir: path.join(ROOT, 'bench', 'results'),
+    starts: Number(v.starts),
+    keyTypes: v['key-types'].split(',') as BenchKeyType[],
+    rows: v.rows.split(',') as Row[],
+    sdsStreams: Number(v['sds-streams']),
+    scaleNamespaces: Number(v['scale-namespaces']),
+    mainJs: path.resolve(v['main-js']),
+    outDir: path.resolve(v.out),
+    ...(v.istioclient ? { istioClient: path.resolve(v.istioclient) } : {}),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const next = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    switch (a) {
-      case '--starts': o.starts = Number(next()); break;
-      case '--key-types': o.keyTypes = next().split(',') as BenchKeyType[]; break;
-      case '--rows': o.rows = next().split(',') as Row[]; break;
-      case '--sds-streams': o.sdsStreams = Number(next()); break;
-      case '--scale-namespaces': o.scaleNamespaces = Number(next()); break;
-      case '--main-js': o.mainJs = path.resolve(next()); break;
-      case '--out': o.outDir = path.resolve(next()); break;
-      case '--istioclient': o.istioClient = path.resolve(next()); break;
-      default: throw new Error(`unknown argument ${a} (see the comment at the top of bench/footprint.ts)`);
-    }
-  }
   if (!Number.isInteger(o.starts) || o.starts < 1) throw new Error('--starts: a positive integer');
   for (const r of o.rows) if (!['startup', 'anchor', 'fanout', 'scale'].includes(r)) throw new Error(`--rows: unknown ${r}`);
   for (const k of o.keyTypes) if (k !== 'rsa-2048' && k !== 'ecdsa-p256') throw new Error(`--key-types: ${k} is not rsa-2048 or ecdsa-p256`);
