@@ -56,6 +56,8 @@ export interface InformerOptions<T extends k8s.KubernetesObject> {
    * of a large cluster holds only that.
    */
   readonly slim?: (obj: T) => T;
+  /** Watch PartialObjectMetadata (`list` must ask for it too, with metadataListOptions). */
+  readonly metadataOnly?: boolean;
 }
 
 /**
@@ -78,6 +80,41 @@ export function metaOnly<T extends k8s.KubernetesObject & { status?: { phase?: s
   const slim = { apiVersion: obj.apiVersion, kind: obj.kind, metadata } as T;
   if (obj.status?.phase !== undefined) (slim as { status?: { phase?: string } }).status = { phase: obj.status.phase };
   return slim;
+}
+
+/**
+ * Asks the apiserver for PartialObjectMetadata instead of whole objects (as client-go's metadata informers do): the
+ * apiserver drops spec, status and the rest before sending, so neither the wire nor the parser sees them.
+ */
+const METADATA_ACCEPT = 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1';
+const METADATA_LIST_ACCEPT = 'application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1';
+
+/** Request options for a generated list call that return the items' metadata only (the object API takes observables). */
+export const metadataListOptions: k8s.ConfigurationOptions = {
+  middleware: [
+    {
+      pre: (ctx: k8s.RequestContext) => {
+        ctx.setHeaderParam('Accept', METADATA_LIST_ACCEPT);
+        return new k8s.Observable(Promise.resolve(ctx));
+      },
+      post: (res: k8s.ResponseContext) => {
+        // The generated deserializer knows plain application/json only; the body is JSON either way.
+        if (res.headers['content-type']?.startsWith('application/json;')) res.headers['content-type'] = 'application/json';
+        return new k8s.Observable(Promise.resolve(res));
+      },
+    },
+  ],
+  middlewareMergeStrategy: 'append',
+};
+
+/** The same KubeConfig, with watches asking for metadata only. */
+function metadataWatchConfig(config: k8s.KubeConfig): k8s.KubeConfig {
+  const wrapped = Object.create(config) as k8s.KubeConfig;
+  wrapped.applySecurityAuthentication = async (ctx) => {
+    await config.applySecurityAuthentication(ctx);
+    ctx.setHeaderParam('Accept', METADATA_ACCEPT);
+  };
+  return wrapped;
 }
 
 /** A Watch that bounds each watch's lifetime: a server timeout plus a client-side abort as a backstop. */
@@ -121,11 +158,12 @@ class BoundedWatch extends k8s.Watch {
 export function createInformer<T extends k8s.KubernetesObject>(opts: InformerOptions<T>): Informer<T> {
   const log = opts.log.child({ informer: opts.resource });
   const slim = opts.slim;
-  const watch = new BoundedWatch(opts.config, opts.clock, opts.watchTimeoutSeconds ?? 300, slim as ((obj: unknown) => unknown) | undefined);
+  const watch = new BoundedWatch(opts.metadataOnly ? metadataWatchConfig(opts.config) : opts.config, opts.clock, opts.watchTimeoutSeconds ?? 300, slim as ((obj: unknown) => unknown) | undefined);
   const list = slim
     ? async () => {
         const res = await opts.list();
-        return { ...res, items: res.items.map(slim) };
+        // An empty PartialObjectMetadataList comes with `items: null`.
+        return { ...res, items: (res.items ?? []).map(slim) };
       }
     : opts.list;
   const lw = new k8s.ListWatch<T>(opts.path, watch, list, false, opts.labelSelector, opts.fieldSelector);
@@ -235,9 +273,19 @@ function common(resource: string, c: InformerCommon) {
   };
 }
 
-/** Every Namespace, metadata and phase only. Needs namespaces list/watch. */
+/**
+ * Every Namespace, metadata only (a terminating namespace has its deletionTimestamp set). Needs namespaces
+ * list/watch.
+ */
 export function namespaceInformer(kube: KubeClients, c: InformerCommon): Informer<k8s.V1Namespace> {
-  return createInformer<k8s.V1Namespace>({ ...common('namespaces', c), config: kube.config, path: '/api/v1/namespaces', list: () => kube.core.listNamespace(), slim: metaOnly });
+  return createInformer<k8s.V1Namespace>({
+    ...common('namespaces', c),
+    config: kube.config,
+    path: '/api/v1/namespaces',
+    list: () => kube.core.listNamespace({}, metadataListOptions),
+    metadataOnly: true,
+    slim: metaOnly,
+  });
 }
 
 /** ConfigMaps with one name in every namespace (field selector metadata.name). Needs configmaps list/watch cluster-wide. */
@@ -258,7 +306,8 @@ export function serviceAccountInformer(kube: KubeClients, c: InformerCommon): In
     ...common('serviceaccounts', c),
     config: kube.config,
     path: '/api/v1/serviceaccounts',
-    list: () => kube.core.listServiceAccountForAllNamespaces(),
+    list: () => kube.core.listServiceAccountForAllNamespaces({}, metadataListOptions),
+    metadataOnly: true,
     slim: metaOnly,
   });
 }

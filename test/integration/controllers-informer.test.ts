@@ -53,13 +53,15 @@ describe('createInformer', () => {
     expect(informer.list(ns).map((o) => o.metadata?.name)).toEqual([]);
   });
 
-  it('caches ServiceAccounts as metadata only, listed and watched (no managedFields, no secrets list)', async () => {
+  it('lists and watches ServiceAccounts as metadata only and caches no managedFields or secrets list', async () => {
     await admin.core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'listed', labels: { a: '1' } }, secrets: [{ name: 'x' }] } });
     const informer = serviceAccountInformer(admin, { clock: systemClock, log: silentLogger });
     cleanups.push(() => informer.stop());
     await informer.start();
     await admin.core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'watched', labels: { a: '2' } }, secrets: [{ name: 'y' }] } });
     const watched = await waitFor('watched ServiceAccount', () => informer.get('watched', ns), { intervalMs: 50 });
+    // The apiserver sent metadata only (PartialObjectMetadata), not the whole object trimmed here.
+    expect(watched.kind).toBe('PartialObjectMetadata');
     for (const [sa, label] of [[informer.get('listed', ns)!, '1'], [watched, '2']] as const) {
       expect(sa.metadata?.labels).toEqual({ a: label });
       expect(sa.metadata?.uid).toBeTruthy();
