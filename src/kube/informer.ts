@@ -288,6 +288,13 @@ export function namespaceInformer(kube: KubeClients, c: InformerCommon): Informe
   });
 }
 
+/** The object as it is, minus metadata.managedFields (often the largest part, and read by nobody here). */
+export function withoutManagedFields<T extends k8s.KubernetesObject>(obj: T): T {
+  if (!obj.metadata?.managedFields) return obj;
+  const { managedFields: _dropped, ...metadata } = obj.metadata;
+  return { ...obj, metadata };
+}
+
 /** ConfigMaps with one name in every namespace (field selector metadata.name). Needs configmaps list/watch cluster-wide. */
 export function namedConfigMapInformer(kube: KubeClients, name: string, c: InformerCommon): Informer<k8s.V1ConfigMap> {
   const fieldSelector = `metadata.name=${name}`;
@@ -297,6 +304,7 @@ export function namedConfigMapInformer(kube: KubeClients, name: string, c: Infor
     path: '/api/v1/configmaps',
     fieldSelector,
     list: () => kube.core.listConfigMapForAllNamespaces({ fieldSelector }),
+    slim: withoutManagedFields,
   });
 }
 
@@ -321,6 +329,7 @@ export function secretTypeInformer(kube: KubeClients, type: string, c: InformerC
     path: '/api/v1/secrets',
     fieldSelector,
     list: () => kube.core.listSecretForAllNamespaces({ fieldSelector }),
+    slim: withoutManagedFields,
   });
 }
 

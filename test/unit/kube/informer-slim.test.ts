@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { metaOnly } from '../../../src/kube/informer.js';
+import { metaOnly, withoutManagedFields } from '../../../src/kube/informer.js';
 
 describe('metaOnly', () => {
   it('keeps the metadata the controllers read and a Namespace phase, and drops the rest', () => {
@@ -22,5 +22,14 @@ describe('metaOnly', () => {
     });
     const sa = metaOnly({ metadata: { name: 's', namespace: 'a', ownerReferences: [{ apiVersion: 'v1', kind: 'X', name: 'o', uid: 'w' }] }, secrets: [{ name: 't' }] });
     expect(sa).toEqual({ apiVersion: undefined, kind: undefined, metadata: { name: 's', namespace: 'a', ownerReferences: [{ apiVersion: 'v1', kind: 'X', name: 'o', uid: 'w' }] } });
+  });
+});
+
+describe('withoutManagedFields', () => {
+  it('keeps everything but metadata.managedFields', () => {
+    const cm = { metadata: { name: 'c', namespace: 'n', labels: { a: 'b' }, managedFields: [{ manager: 'm' }] }, data: { 'root-cert.pem': 'PEM' } };
+    expect(withoutManagedFields(cm)).toEqual({ metadata: { name: 'c', namespace: 'n', labels: { a: 'b' } }, data: { 'root-cert.pem': 'PEM' } });
+    const plain = { metadata: { name: 'c' } };
+    expect(withoutManagedFields(plain)).toBe(plain);
   });
 });
