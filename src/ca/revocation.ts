@@ -18,7 +18,7 @@
  * epoch at signing, bumped if needed, so it grows across replicas and restarts) and the Authority Key Identifier,
  * and is re-signed at half its validity, driven by the Clock.
  */
-import { Gauge, Counter, type Registry } from 'prom-client';
+import { Gauge, Counter, type Registry } from '../prom.js';
 import type { Clock, Timer } from '../clock.js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';

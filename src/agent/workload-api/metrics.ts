@@ -2,7 +2,7 @@
  * What the Workload API counts, behind a small interface (as src/agent/sds/metrics.ts) so the gRPC binding does
  * not depend on a metrics library.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from '../../prom.js';
 
 export interface WorkloadApiMetrics {
   streamOpened(method: string): void;
