@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../../../src/log.js';
 import { SecretStore } from '../../../src/agent/secret-store.js';
 import type { SecretResolver, SecretSink } from '../../../src/agent/sds/secret-source.js';
-import { mergeTrustBundles, validateCertificateMaterial } from '../../../src/agent/material.js';
-import { generateKeyPair, issueWorkloadCertificate } from '../../../src/pki/index.js';
+import { mergeTrustBundles, validateCertificateMaterial, validateCrlMaterial } from '../../../src/agent/material.js';
+import { generateKeyPair, issueCrl, issueWorkloadCertificate } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';
 import { makeCa } from '../grpc/tls-fixtures.js';
 import { makeTestCa } from './support.js';
@@ -148,5 +148,28 @@ describe('SecretStore: the agent publishes default and ROOTCA', () => {
     expect(() => store.publishTrustBundle(mergeTrustBundles([ca.rootPem, other.rootPem]))).toThrow(/every certificate in the trust bundle has expired/);
     expect(store.get('ROOTCA')).toEqual(before);
     expect(store.trustBundle()).toBe(bundle);
+  });
+
+  it('serves CRLs in ROOTCA whether they arrive before or after the bundle, and drops them again', async () => {
+    const clock = new FakeClock(Date.now());
+    const ca = await makeTestCa(clock.now());
+    const store = new SecretStore({ clock, log: silentLogger });
+    const seen: string[] = [];
+    store.subscribe((n) => seen.push(n));
+    const crl = validateCrlMaterial(issueCrl({ signer: ca.signer, number: 1, thisUpdate: clock.now(), nextUpdate: clock.now() + 3_600_000, entries: [{ serialHex: '0abc', revokedAt: clock.now() }] }).pem)!;
+    const crlOf = () => store.get('ROOTCA')?.resource.validation_context?.crl?.inline_bytes.toString();
+
+    store.publishCrl(crl); // no bundle yet: nothing to serve, nothing announced
+    expect(store.get('ROOTCA')).toBeUndefined();
+    expect(seen).toEqual([]);
+    store.publishTrustBundle(mergeTrustBundles([ca.rootPem]));
+    expect(crlOf()).toBe(crl.pem.trim() + '\n');
+    expect(store.crl()).toBe(crl);
+    store.publishCrl(undefined);
+    expect(crlOf()).toBeUndefined();
+    store.publishCrl(crl);
+    store.publishCrl(crl); // same PEM: no change
+    expect(crlOf()).toBe(crl.pem.trim() + '\n');
+    expect(seen).toEqual(['ROOTCA', 'ROOTCA', 'ROOTCA']);
   });
 });
