@@ -69,7 +69,7 @@ async function sdsTarget(now: number): Promise<FuzzTarget> {
   const [{ SECRET_TYPE_URL, sdsServiceDefinition }, { createSdsService }, { SecretStore }, { silentLogger }, { FakeClock }] = await Promise.all([
     import('../../src/grpc/protos.js'),
     import('../../src/agent/sds/service.js'),
-    import('../../src/agent/sds/secret-store.js'),
+    import('../../src/agent/secret-store.js'),
     import('../../src/log.js'),
     import('../support/fake-clock.js'),
   ]);

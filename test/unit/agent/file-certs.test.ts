@@ -118,7 +118,7 @@ describe('file-mounted certificates', () => {
     fs.writeFileSync(credentialBundle, first.keyPem + first.certPem);
     fs.writeFileSync(trustBundle, ca.rootPem);
     const metrics = createAgentMetrics({ clock });
-    const secrets = createWorkloadSecrets({ clock, log: silentLogger, metrics });
+    const secrets = new SecretStore({ clock, log: silentLogger, metrics });
     source = createFileCertSource({ credentialBundle: { credentialBundle, trustBundle }, secrets, clock, log: silentLogger, metrics, pollMs: 1000 });
     await source.start();
     expect(secrets.certificate()!.serialHex).toBe(first.serialHex);

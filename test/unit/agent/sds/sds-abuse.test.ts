@@ -13,7 +13,7 @@ import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../../../src/clock.js';
 import { silentLogger } from '../../../../src/log.js';
-import { SecretStore } from '../../../../src/agent/sds/secret-store.js';
+import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { startSdsServer, type SdsServer } from '../../../../src/grpc/sds-server.js';
 import { waitFor } from '../../../support/wait.js';
 import { makeCa } from '../../grpc/tls-fixtures.js';
