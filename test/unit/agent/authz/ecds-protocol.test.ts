@@ -16,7 +16,7 @@ import { systemClock } from '../../../../src/clock.js';
 import { ecdsServiceBinding } from '../../../../src/grpc/ecds-server.js';
 import { ecdsClientConstructor, ecdsPackageDefinition } from '../../../../src/grpc/protos.js';
 import { startSdsServer, type SdsServer } from '../../../../src/grpc/sds-server.js';
-import { SecretStore } from '../../../../src/agent/sds/secret-store.js';
+import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { silentLogger } from '../../../../src/log.js';
 import { Queue } from '../sds/sds-client.js';
 import { writeFileAtomic } from '../../../harness/kubelet.js';
