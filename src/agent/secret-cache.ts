@@ -9,6 +9,7 @@
  * in time, and a change of the file alone (no renewal needed) reaches Envoy at once. A root dropped from both is
  * dropped from ROOTCA at the next change of either.
  */
+import { createHash } from 'node:crypto';
 import type { Clock, Timer } from '../clock.js';
 import { toCitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -21,13 +22,18 @@ import type { WorkloadSecretsPublisher } from './secret-store.js';
 export interface BackoffPolicy {
   /** First retry delay (default 500 ms). */
   initialMs: number;
-  /** Upper bound (default 60 s). */
+  /** Upper bound while a valid certificate is served (default 60 s). */
   maxMs: number;
+  /**
+   * Upper bound while no valid certificate is served (default 5 s): the workload has no identity, so a CA or
+   * apiserver that comes back must be used within seconds, whatever the failure count has climbed to.
+   */
+  maxUnservedMs: number;
   /** Relative jitter, e.g. 0.1 = ±10 % (default 0.1). */
   jitter: number;
 }
 
-export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 60_000, jitter: 0.1 };
+export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 60_000, maxUnservedMs: 5000, jitter: 0.1 };
 /** Istio's SECRET_GRACE_PERIOD_RATIO_JITTER. */
 export const DEFAULT_GRACE_JITTER = 0.01;
 
@@ -44,22 +50,27 @@ export function renewalTime(opts: { receivedAt: number; notAfter: number; graceR
 }
 
 /** Delay before retry number `failures` (1-based): initial * 2^(failures-1), ±jitter, within [initial, max]. */
-export function backoffDelay(failures: number, policy: BackoffPolicy = DEFAULT_BACKOFF, random: () => number = Math.random): number {
+export function backoffDelay(failures: number, policy: Pick<BackoffPolicy, 'initialMs' | 'maxMs' | 'jitter'> = DEFAULT_BACKOFF, random: () => number = Math.random): number {
   const base = Math.min(policy.maxMs, policy.initialMs * 2 ** Math.min(30, Math.max(0, failures - 1)));
   const jittered = base * (1 + (random() * 2 - 1) * policy.jitter);
   return Math.round(Math.min(policy.maxMs, Math.max(policy.initialMs, jittered)));
 }
 
 /**
- * Delay before the next attempt after `failures` consecutive failures: the exponential backoff, but while a
- * still-valid certificate is served never more than half of its remaining life (and not below the initial delay),
- * so that a CA that comes back shortly before the expiry is used in time. Istio's fixed 60 s cap would let a
- * short-lived certificate expire while the CA is already back.
+ * Delay before the next attempt after `failures` consecutive failures: the exponential backoff, but
+ * - while a still-valid certificate is served, never more than half of its remaining life (and not below the
+ *   initial delay), so that a CA that comes back shortly before the expiry is used in time (Istio's fixed 60 s cap
+ *   would let a short-lived certificate expire while the CA is already back);
+ * - while none is served (none yet, or expired), never more than `maxUnservedMs` (jittered below it): the
+ *   failure count climbs fast near the expiry, and the full backoff would keep the workload without an identity
+ *   for up to a minute after the fault has cleared.
  */
 export function retryDelay(opts: { failures: number; policy?: BackoffPolicy; random?: () => number; now: number; notAfter?: number }): number {
   const policy = opts.policy ?? DEFAULT_BACKOFF;
+  if (opts.notAfter === undefined || opts.notAfter <= opts.now) {
+    return backoffDelay(opts.failures, { ...policy, maxMs: Math.min(policy.maxMs, policy.maxUnservedMs) }, opts.random);
+  }
   const delay = backoffDelay(opts.failures, policy, opts.random);
-  if (opts.notAfter === undefined || opts.notAfter <= opts.now) return delay;
   return Math.max(policy.initialMs, Math.min(delay, Math.floor((opts.notAfter - opts.now) / 2)));
 }
 
@@ -68,6 +79,8 @@ export interface SecretCacheDeps {
   secrets: WorkloadSecretsPublisher;
   /** The root bundle file (also what the CA connection trusts); watched for changes. */
   rootCertPath: string;
+  /** The token file; watched so that a new token after a failure is tried at once. */
+  tokenPath: string;
   graceRatio: number;
   graceJitter?: number;
   backoff?: BackoffPolicy;
@@ -75,7 +88,7 @@ export interface SecretCacheDeps {
   log: Logger;
   metrics?: AgentMetrics;
   random?: () => number;
-  /** Poll interval of the root file watcher (default 2 s). */
+  /** Poll interval of the root and token file watcher (default 2 s). */
   rootPollMs?: number;
 }
 
@@ -102,6 +115,9 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
   let dueAt: number | undefined;
   let inFlight: AbortController | undefined;
   let failures = 0;
+  /** The root or token file changed while an attempt was in flight: if it fails, try again at once. */
+  let changedDuringAttempt = false;
+  let tokenDigest: string | undefined;
   let rootFilePem: string | undefined;
   let responseRootsPem: string | undefined;
   let watcher: FileWatcher | undefined;
@@ -122,6 +138,27 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
     }
   };
 
+  /** Takes in new root file content; returns true when it changed what is trusted. */
+  const onRootFile = (text: string | undefined): boolean => {
+    if (text === undefined || text.trim() === '') {
+      if (!rootFilePem) return false;
+      log.warn({ path: deps.rootCertPath }, 'root file is gone; keeping the CA-provided roots');
+      rootFilePem = undefined;
+    } else {
+      if (text === rootFilePem) return false;
+      try {
+        mergeTrustBundles([text]);
+      } catch (err) {
+        log.error({ path: deps.rootCertPath, err: toCitadelError(err).message }, 'root file holds no usable certificate; keeping the last one');
+        return false;
+      }
+      rootFilePem = text;
+      log.info({ path: deps.rootCertPath }, 'root file loaded');
+    }
+    publishTrust();
+    return true;
+  };
+
   const schedule = (delayMs: number) => {
     timer?.cancel();
     if (stopped) return;
@@ -129,10 +166,25 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
     timer = deps.clock.setTimer(() => void attempt(), delayMs);
   };
 
+  /**
+   * After a failure, a new root file or token is likely what fixes it (the CA moved to a root the pod had not
+   * seen yet; kubelet wrote a fresh token): try at once instead of waiting out the backoff.
+   */
+  const retryAfterChange = (what: string) => {
+    if (stopped || failures === 0) return;
+    if (inFlight) {
+      changedDuringAttempt = true;
+      return;
+    }
+    log.info({ changed: what, failures }, 'input changed after a failed attempt; retrying now');
+    schedule(0);
+  };
+
   const attempt = async () => {
     timer = undefined;
     dueAt = undefined;
     if (stopped) return;
+    changedDuringAttempt = false;
     inFlight = new AbortController();
     try {
       const result = await deps.issuer.issue(inFlight.signal);
@@ -152,7 +204,7 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
       deps.metrics?.outgoingRetries.inc({ request_type: 'csr' });
       const current = deps.secrets.certificate();
       const now = deps.clock.now();
-      const delay = retryDelay({ failures, policy: backoff, random, now, notAfter: current?.notAfter });
+      const delay = changedDuringAttempt ? 0 : retryDelay({ failures, policy: backoff, random, now, notAfter: current?.notAfter });
       log.warn(
         {
           code: e.code,
@@ -173,27 +225,20 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
   return {
     async start() {
       watcher = watchFiles({
-        paths: [deps.rootCertPath],
+        paths: [deps.rootCertPath, deps.tokenPath],
         clock: deps.clock,
         log,
         pollMs: deps.rootPollMs,
         onWatchFailure: () => deps.metrics?.fileWatcherFailures.inc(),
         onChange: (contents) => {
-          const text = contents.get(deps.rootCertPath);
-          if (text === undefined || text.trim() === '') {
-            if (rootFilePem) log.warn({ path: deps.rootCertPath }, 'root file is gone; keeping the CA-provided roots');
-            rootFilePem = undefined;
-          } else {
-            try {
-              mergeTrustBundles([text]);
-              rootFilePem = text;
-              log.info({ path: deps.rootCertPath }, 'root file loaded');
-            } catch (err) {
-              log.error({ path: deps.rootCertPath, err: toCitadelError(err).message }, 'root file holds no usable certificate; keeping the last one');
-              return;
-            }
-          }
-          publishTrust();
+          // Only a digest of the token is kept: the issuer reads the token itself on every attempt.
+          const token = contents.get(deps.tokenPath);
+          const digest = token === undefined ? undefined : createHash('sha256').update(token).digest('hex');
+          const tokenChanged = digest !== tokenDigest;
+          tokenDigest = digest;
+          const rootChanged = onRootFile(contents.get(deps.rootCertPath));
+          if (rootChanged) retryAfterChange('root file');
+          else if (tokenChanged && token !== undefined) retryAfterChange('token file');
         },
       });
       await watcher.checkNow();

@@ -156,7 +156,7 @@ export const agentCommand = defineCommand({
         currentCertificate: () => secrets.certificate(),
       });
       minter = issuer;
-      const cache = createSecretCache({ issuer, secrets, rootCertPath: abs(config.rootCert), graceRatio: config.graceRatio, clock, log: log.child({ component: 'rotation' }), metrics });
+      const cache = createSecretCache({ issuer, secrets, rootCertPath: abs(config.rootCert), tokenPath: abs(config.tokenFile), graceRatio: config.graceRatio, clock, log: log.child({ component: 'rotation' }), metrics });
       log.info(
         { caAddress: config.caAddress, serverName, trustDomain: config.trustDomain, certTtl: formatDuration(config.certTtl), graceRatio: config.graceRatio, keyType: config.keyType },
         'requesting workload certificates from the CA',

@@ -43,9 +43,11 @@ describe('backoffDelay', () => {
 
 describe('retryDelay', () => {
   const mid = () => 0.5;
-  it('is the backoff when nothing valid is served', () => {
-    expect(retryDelay({ failures: 8, random: mid, now: 0 })).toBe(60_000);
-    expect(retryDelay({ failures: 8, random: mid, now: 100, notAfter: 50 })).toBe(60_000);
+  it('is the backoff, capped at 5 s and jittered below it, when nothing valid is served', () => {
+    expect(retryDelay({ failures: 3, random: mid, now: 0 })).toBe(2000);
+    expect(retryDelay({ failures: 8, random: mid, now: 0 })).toBe(5000);
+    expect(retryDelay({ failures: 8, random: mid, now: 100, notAfter: 50 })).toBe(5000);
+    expect(retryDelay({ failures: 30, random: () => 0, now: 100, notAfter: 50 })).toBe(4500);
   });
   it('never waits beyond half the remaining life of the served certificate, nor below 500 ms', () => {
     expect(retryDelay({ failures: 5, random: mid, now: 0, notAfter: 600_000 })).toBe(8000);
@@ -77,7 +79,7 @@ describe('secret cache with a CA', () => {
       clientFactory: fake.factory, rootCertPath, tokenPath, trustDomain: 'cluster.local', certTtlMs: TTL, keyType: 'ecdsa-p256',
       clock, log: silentLogger, metrics, currentCertificate: () => secrets.certificate(),
     });
-    cache = createSecretCache({ issuer, secrets, rootCertPath, graceRatio: 0.5, clock, log: silentLogger, metrics, random: () => 0.5, rootPollMs: 1000 });
+    cache = createSecretCache({ issuer, secrets, rootCertPath, tokenPath, graceRatio: 0.5, clock, log: silentLogger, metrics, random: () => 0.5, rootPollMs: 1000 });
     return { clock, dir, rootCertPath, tokenPath, fake, metrics, secrets, changes, cache, setCa: (c: TestCa) => { ca = c; }, setResponseRoot: (pem: string) => { responseRoot = pem; } };
   }
 
@@ -244,5 +246,83 @@ describe('secret cache with a CA', () => {
     fs.writeFileSync(t.tokenPath, fakeToken('shop', 'cart'));
     await runNextAttempt(t);
     expect(t.secrets.certificate()).toBeDefined();
+  });
+
+  it('once the certificate has expired with the CA down, retries every few seconds and recovers within them when the CA is back', async () => {
+    let down = false;
+    const t = await setup({ failWith: () => (down ? unavailable() : undefined) });
+    await t.cache.start();
+    await runNextAttempt(t);
+    const served = t.secrets.certificate()!;
+    down = true;
+    for (let i = 0; t.clock.now() < served.notAfter; i++) {
+      expect(i, 'attempts before the expiry').toBeLessThan(100);
+      await runNextAttempt(t);
+    }
+    expect(t.cache.failures()).toBeGreaterThan(8); // the plain backoff would be at its 60 s cap by now
+    const delays: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const before = t.clock.now();
+      await runNextAttempt(t);
+      delays.push(t.clock.now() - before);
+    }
+    expect(delays).toEqual([5000, 5000, 5000]);
+    expect(t.secrets.ready()).toBe(false);
+    down = false;
+    const back = t.clock.now();
+    await runNextAttempt(t);
+    expect(t.clock.now() - back).toBeLessThanOrEqual(5000);
+    expect(t.secrets.certificate()!.serialHex).not.toBe(served.serialHex);
+    expect(t.secrets.ready()).toBe(true);
+  });
+
+  /** Fails until there are `n` failures and the next attempt is due later than the poll interval. */
+  async function failUntil(t: Awaited<ReturnType<typeof setup>>, n: number) {
+    await t.clock.advance(0);
+    await waitFor(() => t.cache.failures() === 1, 'first failure');
+    while (t.cache.failures() < n) {
+      const f = t.cache.failures();
+      const due = await waitFor(() => t.cache.nextAttemptAt(), 'a scheduled retry');
+      await t.clock.advance(due - t.clock.now());
+      await waitFor(() => t.cache.failures() > f && t.cache.nextAttemptAt() !== undefined, 'the next failure');
+    }
+    expect(t.cache.nextAttemptAt()! - t.clock.now()).toBeGreaterThan(1000);
+  }
+
+  /** A certificate arrives at once, well before the end of the backoff. */
+  async function expectImmediateRetry(t: Awaited<ReturnType<typeof setup>>) {
+    const backoffDue = t.cache.nextAttemptAt()!;
+    // Fake time moves in small steps (the watcher's poll and debounce run on it; its file reads and the
+    // attempt's crypto are real), never as far as the backoff's own retry.
+    await waitFor(async () => {
+      if (t.secrets.certificate()) return true;
+      if (t.clock.now() + 100 < backoffDue) await t.clock.advance(100);
+      return false;
+    }, 'a certificate before the backoff ends');
+    expect(t.clock.now()).toBeLessThan(backoffDue);
+    expect(t.cache.failures()).toBe(0);
+  }
+
+  it('retries at once when the root file changes after a failure', async () => {
+    const other = await makeTestCa(Date.UTC(2026, 5, 1), 'next-root');
+    let rootFileTrusted = false;
+    // Stands for "the CA serves under a root the pod does not have yet": refused until the root file has it.
+    const t = await setup({ failWith: () => (rootFileTrusted ? undefined : unavailable()) });
+    await t.cache.start();
+    await failUntil(t, 4);
+    fs.writeFileSync(t.rootCertPath, fs.readFileSync(t.rootCertPath, 'utf8') + other.rootPem);
+    rootFileTrusted = true;
+    await expectImmediateRetry(t);
+  });
+
+  it('retries at once when kubelet writes a new token after a failure', async () => {
+    const t = await setup();
+    fs.rmSync(t.tokenPath);
+    await t.cache.start();
+    await failUntil(t, 4);
+    expect(t.fake.calls).toHaveLength(0);
+    fs.writeFileSync(t.tokenPath, fakeToken('shop', 'cart'));
+    await expectImmediateRetry(t);
+    expect(t.fake.calls).toHaveLength(1);
   });
 });
