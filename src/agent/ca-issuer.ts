@@ -11,7 +11,7 @@ import { CitadelError, toCitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { checkWorkloadSvid, createCsr, generateKeyPair, parseCertificate, parseCertificates, verifyChain, type KeyType, type ParsedCertificate } from '../pki/index.js';
 import { resolveIdentity, type WorkloadIdentity } from './identity.js';
-import { validateCertificateMaterial, type CertificateMaterial } from './material.js';
+import { NOT_BEFORE_TOLERANCE_MS, validateCertificateMaterial, type CertificateMaterial } from './material.js';
 import type { AgentMetrics } from './metrics.js';
 
 /** The CA client as the agent uses it (src/grpc/client.ts `CaClient` fits). */
@@ -236,7 +236,8 @@ function checkResponse(opts: { chain: string[]; key: KeyObject; spiffeId: string
   if (issuedId !== opts.spiffeId) {
     throw new CitadelError('CERT_INVALID', 'the CA issued a certificate for a different identity', `asked ${opts.spiffeId}, got ${issuedId}`);
   }
-  verifyChain({ leaf, intermediates, roots: [...responseRoots, ...opts.rootFileCerts], now: opts.now });
+  // The same notBefore tolerance as the material check that follows: a CA whose clock runs ahead is not refused.
+  verifyChain({ leaf, intermediates, roots: [...responseRoots, ...opts.rootFileCerts], now: opts.now, notBeforeToleranceMs: NOT_BEFORE_TOLERANCE_MS });
   const certificate = validateCertificateMaterial({ chain: [leaf, ...intermediates], key: opts.key, now: opts.now });
   return { certificate, ...(responseRootsPem ? { responseRootsPem } : {}) };
 }

@@ -11,6 +11,12 @@ import { keyMatchesCertificate, parseCertificates, parseCrls, parsePrivateKeyPem
 export const WORKLOAD_CERT_RESOURCE = 'default';
 export const ROOT_CA_RESOURCE = 'ROOTCA';
 
+/**
+ * How far ahead of our clock a certificate's notBefore may be (the CA's clock runs ahead): it is accepted and
+ * served rather than refused for a minute. Applies to the whole chain the CA returns, not just the leaf.
+ */
+export const NOT_BEFORE_TOLERANCE_MS = 60_000;
+
 export interface CertificateMaterial {
   /** PEM, leaf first, then intermediates (the root is not sent in the handshake; peers have it in ROOTCA). */
   readonly certificateChainPem: string;
@@ -54,7 +60,7 @@ export function validateCrlMaterial(text: string): CrlMaterial | undefined {
 
 /**
  * Checks a chain and its key and returns what to serve: the key must match the leaf, the leaf must be valid at
- * `now` (not expired, not before notBefore by more than a minute of clock skew) and must not be a CA.
+ * `now` (not expired, notBefore at most NOT_BEFORE_TOLERANCE_MS ahead) and must not be a CA.
  * @throws CitadelError PEM_INVALID / DER_INVALID (unparsable), CERT_INVALID (no certificate, leaf is a CA,
  *   not yet valid), KEY_MISMATCH, CERT_EXPIRED.
  */
@@ -68,7 +74,7 @@ export function validateCertificateMaterial(input: { chain: readonly ParsedCerti
   if (input.now >= leaf.notAfter) {
     throw new CitadelError('CERT_EXPIRED', 'the workload certificate has expired', `serial ${leaf.serialHex} notAfter ${new Date(leaf.notAfter).toISOString()}`);
   }
-  if (input.now + 60_000 < leaf.notBefore) throw new CitadelError('CERT_INVALID', 'the workload certificate is not valid yet', `notBefore ${new Date(leaf.notBefore).toISOString()}`);
+  if (input.now + NOT_BEFORE_TOLERANCE_MS < leaf.notBefore) throw new CitadelError('CERT_INVALID', 'the workload certificate is not valid yet', `notBefore ${new Date(leaf.notBefore).toISOString()}`);
   return {
     certificateChainPem: chain.map((c) => c.pem).join(''),
     privateKeyPem: privateKeyToPem(key),

@@ -18,13 +18,18 @@ export interface VerifyChainOptions {
   roots: readonly ParsedCertificate[];
   /** Validation time, ms since the epoch. */
   now: number;
+  /**
+   * How far in the future a notBefore may be and still count as valid (ms, default 0): tolerance for an issuer
+   * whose clock runs ahead of ours. Expiry gets no tolerance.
+   */
+  notBeforeToleranceMs?: number;
 }
 
 const chainError = (message: string, detail?: string) => new CitadelError('CHAIN_INVALID', `certificate chain does not verify: ${message}`, detail);
 
-function checkTime(cert: ParsedCertificate, now: number, role: string): void {
+function checkTime(cert: ParsedCertificate, now: number, role: string, notBeforeToleranceMs: number): void {
   if (now > cert.notAfter) throw new CitadelError('CERT_EXPIRED', `${role} certificate has expired`, `${cert.subject || cert.uris[0] || cert.serialHex}: notAfter ${new Date(cert.notAfter).toISOString()}`);
-  if (now < cert.notBefore) throw chainError(`${role} certificate is not valid yet`, `notBefore ${new Date(cert.notBefore).toISOString()}`);
+  if (now + notBeforeToleranceMs < cert.notBefore) throw chainError(`${role} certificate is not valid yet`, `notBefore ${new Date(cert.notBefore).toISOString()}`);
 }
 
 function canIssue(candidate: ParsedCertificate, child: ParsedCertificate): boolean {
@@ -46,14 +51,16 @@ function caProblem(ca: ParsedCertificate, below: number, anchor: boolean): strin
 /**
  * Finds and validates a path leaf -> intermediates -> one of `roots` at `now`: names chain, AKI/SKI agree,
  * each signature verifies with its issuer's key, issuers are CAs with keyCertSign and within pathLen, no
- * unknown critical extensions, every certificate (the root too) is within its validity period.
+ * unknown critical extensions, every certificate (the root too) is within its validity period (notBefore up to
+ * `notBeforeToleranceMs` ahead).
  * Returns the path [leaf, ..., root]. Throws CHAIN_INVALID, CERT_EXPIRED.
  */
 export function verifyChain(opts: VerifyChainOptions): ParsedCertificate[] {
   const { leaf, intermediates, roots, now } = opts;
+  const tolerance = opts.notBeforeToleranceMs ?? 0;
   if (roots.length === 0) throw chainError('no trusted roots');
   if (leaf.extensions.unhandledCritical.length) throw chainError(`unsupported critical extension ${leaf.extensions.unhandledCritical.join(', ')}`);
-  checkTime(leaf, now, 'leaf');
+  checkTime(leaf, now, 'leaf', tolerance);
   // The leaf may itself be a trusted root (e.g. checking a bundle entry).
   if (roots.some((r) => r.der.equals(leaf.der))) return [leaf];
 
@@ -72,7 +79,7 @@ export function verifyChain(opts: VerifyChainOptions): ParsedCertificate[] {
         continue;
       }
       try {
-        checkTime(root, now, 'root');
+        checkTime(root, now, 'root', tolerance);
       } catch (err) {
         remember(err as CitadelError);
         continue;
@@ -88,7 +95,7 @@ export function verifyChain(opts: VerifyChainOptions): ParsedCertificate[] {
         continue;
       }
       try {
-        checkTime(inter, now, 'intermediate');
+        checkTime(inter, now, 'intermediate', tolerance);
       } catch (err) {
         remember(err as CitadelError);
         continue;

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createCaIssuer } from '../../../src/agent/ca-issuer.js';
 import { silentLogger } from '../../../src/log.js';
-import { parseCertificate, type KeyType } from '../../../src/pki/index.js';
+import { BACKDATE_MS, parseCertificate, type KeyType } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';
 import { fakeCaClients, fakeToken, makeTestCa, tempDir } from './support.js';
 
@@ -59,5 +59,40 @@ describe('CA issuer', () => {
     expect(fs.readdirSync(t.dir).sort()).toEqual(before);
     expect(issued.certificate.privateKeyPem).toContain('PRIVATE KEY');
     expect(t.fake.calls[0]!.csrSpiffeIds).toEqual(['spiffe://td.example/ns/ns1/sa/sa1']);
+  });
+
+  describe('with a CA whose clock runs ahead', () => {
+    /**
+     * The CA signs at `aheadMs` past the agent's clock without backdating: every certificate it returns (its
+     * root too) starts `aheadMs` after the agent's now. (Our own CA backdates by 2 minutes, so this is also our CA
+     * with a clock 2 minutes + `aheadMs` ahead.)
+     */
+    async function skewed(aheadMs: number) {
+      const clock = new FakeClock(Date.UTC(2026, 5, 1));
+      const caClock = new FakeClock(clock.now() + aheadMs + BACKDATE_MS);
+      const ca = await makeTestCa(caClock.now());
+      const dir = tempDir();
+      fs.writeFileSync(path.join(dir, 'root.pem'), ca.rootPem);
+      fs.writeFileSync(path.join(dir, 'token'), fakeToken('ns1', 'sa1'));
+      const fake = fakeCaClients({ ca: () => ca, clock: caClock });
+      const issuer = createCaIssuer({
+        clientFactory: fake.factory, rootCertPath: path.join(dir, 'root.pem'), tokenPath: path.join(dir, 'token'), trustDomain: 'td.example',
+        certTtlMs: 3_600_000, keyType: 'ecdsa-p256', clock, log: silentLogger, currentCertificate: () => undefined,
+      });
+      return { clock, ca, issuer };
+    }
+
+    it('accepts a chain that starts a minute after its own clock (the tolerance of material.ts, now applied to the chain)', async () => {
+      const t = await skewed(60_000);
+      expect(parseCertificate(t.ca.rootPem).notBefore).toBe(t.clock.now() + 60_000);
+      const issued = await t.issuer.issue();
+      expect(issued.certificate.notBefore).toBe(t.clock.now() + 60_000);
+      expect(issued.certificate.uris).toEqual(['spiffe://td.example/ns/ns1/sa/sa1']);
+    });
+
+    it('refuses one that starts further ahead than the tolerance, saying it is not valid yet', async () => {
+      const t = await skewed(61_000);
+      await expect(t.issuer.issue()).rejects.toMatchObject({ code: 'CHAIN_INVALID', message: expect.stringMatching(/not valid yet/) });
+    });
   });
 });

@@ -161,6 +161,15 @@ describe('verifyChain', () => {
     expectCode(() => verifyChain({ leaf, intermediates: [intermediate.cert], roots: [root.cert], now: leaf.notBefore - 1000 }), 'CHAIN_INVALID', /not valid yet/);
   });
 
+  it('accepts a notBefore up to notBeforeToleranceMs ahead, for every certificate of the path', () => {
+    // All three were issued at NOW, so each one's notBefore is ahead of an earlier `now`.
+    const early = Math.max(leaf.notBefore, intermediate.cert.notBefore, root.cert.notBefore) - 60_000;
+    expect(verifyChain({ leaf, intermediates: [intermediate.cert], roots: [root.cert], now: early, notBeforeToleranceMs: 60_000 })).toHaveLength(3);
+    expectCode(() => verifyChain({ leaf, intermediates: [intermediate.cert], roots: [root.cert], now: early - 1000, notBeforeToleranceMs: 60_000 }), 'CHAIN_INVALID', /not valid yet/);
+    // Expiry gets no tolerance.
+    expectCode(() => verifyChain({ leaf, intermediates: [intermediate.cert], roots: [root.cert], now: leaf.notAfter + 1000, notBeforeToleranceMs: 60_000 }), 'CERT_EXPIRED', /leaf/);
+  });
+
   it('reports an expired intermediate or root as CERT_EXPIRED', async () => {
     // Our issuer never lets a leaf outlive its signer, so openssl makes the short-lived intermediate.
     const extRoot = ossl('exp-root', '/CN=Exp Root', 'ca', undefined, 30);
