@@ -8,7 +8,8 @@
  * we track the latest notAfter we issued under each root, and because other replicas (or this process before a
  * restart) may have issued too, a retained root is kept at least `maxWorkloadTtlMs` from the switch (no leaf can
  * outlive that), and never beyond its own expiry. Intermediates dropped by a switch are retained the same way so
- * workloads holding certificates under them can still renew with their client certificate.
+ * workloads holding certificates under them can still renew with their client certificate. A new root can also be
+ * published ahead of the material that will sign under it (`publishAhead`), held in the bundle the same way.
  */
 import { createHash } from 'node:crypto';
 import type { Clock, Timer } from '../clock.js';
@@ -132,6 +133,29 @@ export class Keyring implements CertificateAuthority, CsrAuthority {
     );
     this.emit();
     return true;
+  }
+
+  /**
+   * Publishes `roots` in the trust bundle before any material signs under them (the publish-then-sign step of a
+   * plugged-in root change): listeners run, so the root ConfigMaps and the serving certificate's client CAs get
+   * them, while the current material keeps signing. They stay until installed material lists them, or else until
+   * `keepUntil` (nothing was signed under a root whose material never came).
+   */
+  publishAhead(roots: readonly ParsedCertificate[], keepUntil: number): void {
+    const inBundle = new Set(this.bundleRoots().map(derKey));
+    const fresh = roots.filter((r) => !inBundle.has(derKey(r)));
+    if (fresh.length === 0) return;
+    for (const r of fresh) this.retainedRoots.set(derKey(r), { cert: r, keepUntil: Math.min(r.notAfter, keepUntil) });
+    this.bundleCache = undefined;
+    this.schedulePrune();
+    this.log.info({ roots: fresh.map((r) => ({ subject: r.subject, serial: r.serialHex })) }, 'roots published in the trust bundle ahead of signing');
+    this.emit();
+  }
+
+  /** True when `root` is in the trust bundle (current, retained or published ahead). */
+  trusts(root: ParsedCertificate): boolean {
+    const k = derKey(root);
+    return this.bundleRoots().some((r) => derKey(r) === k);
   }
 
   trustBundlePem(): string {

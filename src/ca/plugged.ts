@@ -2,17 +2,24 @@
  * Plugged-in key material (`cacerts`): read from the Secret in the CA's namespace or from files in
  * `--cacerts-dir`, validated, installed in the keyring, and reloaded when it changes. A reload is applied only
  * when the new set is valid; otherwise the old material stays in use and the failure is logged and counted.
+ *
+ * A reload that signs under a root the trust bundle does not hold yet (the whole Secret replaced with a new root
+ * at once) is done in two steps, as self-signed rotation is: the new roots go into the bundle at once (root
+ * ConfigMaps, every replica's serving certificate client CAs) while the previous material keeps signing, and
+ * only after `publishDelayMs` does the new material sign, leaves and the CA's own serving certificate alike.
+ * Pods see ConfigMap changes only when kubelet syncs their volume (up to about a minute); a leaf or serving
+ * certificate under a root they do not have yet would fail their handshakes.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Clock } from '../clock.js';
+import type { Clock, Timer } from '../clock.js';
 import { CitadelError } from '../errors.js';
 import { watchFiles } from '../file-watch.js';
 import type { Logger } from '../log.js';
 import type { SecretData, SecretWatch } from '../kube/secrets.js';
 import type { Keyring } from './keyring.js';
-import { CACERTS_FILES, detectLayout, loadPluggedMaterial, type MaterialFiles } from './material.js';
+import { CACERTS_FILES, detectLayout, loadPluggedMaterial, type CaMaterial, type MaterialFiles } from './material.js';
 import type { CaMetrics } from './metrics.js';
 
 /** The plugged-in files present in `dir` (only the known names; a missing directory is an empty set). */
@@ -56,6 +63,8 @@ export interface PluggedSourceDeps {
    * change of it. Judged on its own (src/ca/revocation.ts): a bad CRL never stops the key material.
    */
   readonly onCrl?: (text: string | undefined, source: string) => void;
+  /** How long a new root is published before material under it signs (0: at once). */
+  readonly publishDelayMs: number;
 }
 
 /** Istio's optional CRL file beside the plugged-in key material. */
@@ -67,15 +76,48 @@ export interface MaterialSource {
   stop(): Promise<void>;
 }
 
-/** Validates a candidate and installs it, or keeps the old material and reports why. */
-function tryReload(deps: PluggedSourceDeps, files: MaterialFiles, source: string): void {
-  try {
-    const material = loadPluggedMaterial(files, source, deps.clock.now());
-    deps.keyring.install(material);
-  } catch (err) {
-    deps.metrics?.keyMaterialReloadErrors.inc();
-    deps.log.error({ source, reason: err instanceof Error ? err.message : String(err) }, 'new CA key material refused; still signing with the previous material');
-  }
+/**
+ * Validates candidates and installs them, or keeps the old material and reports why. Material under a root the
+ * bundle lacks is staged: its roots are published now, it signs after the publish delay. A newer candidate
+ * replaces a staged one. `afterStagedInstall` runs once staged material is installed.
+ */
+function createReloader(deps: PluggedSourceDeps, source: string, afterStagedInstall: () => void): { reload(files: MaterialFiles): void; stop(): void } {
+  let staged: Timer | undefined;
+  return {
+    reload(files) {
+      let material: CaMaterial;
+      try {
+        material = loadPluggedMaterial(files, source, deps.clock.now());
+      } catch (err) {
+        deps.metrics?.keyMaterialReloadErrors.inc();
+        deps.log.error({ source, reason: err instanceof Error ? err.message : String(err) }, 'new CA key material refused; still signing with the previous material');
+        return;
+      }
+      staged?.cancel();
+      staged = undefined;
+      if (deps.publishDelayMs <= 0 || deps.keyring.trusts(material.anchor)) {
+        deps.keyring.install(material);
+        return;
+      }
+      const delay = deps.publishDelayMs;
+      // Long enough to reach the switch; an abandoned root (a newer candidate came first) leaves soon after.
+      deps.keyring.publishAhead(material.roots, deps.clock.now() + 2 * delay);
+      deps.log.info(
+        { source, root: material.anchor.subject, serial: material.anchor.serialHex, signsAfterMs: delay },
+        'new CA root published in the trust bundle; the new material signs once the publish delay has passed',
+      );
+      staged = deps.clock.setTimer(() => {
+        staged = undefined;
+        deps.keyring.install(material);
+        // The CRL file may belong to the material that only signs now: judge it again.
+        afterStagedInstall();
+      }, delay);
+    },
+    stop() {
+      staged?.cancel();
+      staged = undefined;
+    },
+  };
 }
 
 /**
@@ -91,6 +133,7 @@ export function startDirectorySource(deps: PluggedSourceDeps & { dir: string; po
   let lastDigest = filesDigest(initial);
   const crlPath = path.join(deps.dir, CA_CRL_FILE);
   let lastCrl: string | undefined;
+  const reloader = createReloader(deps, source, () => deps.onCrl?.(lastCrl, source));
   const watcher = watchFiles({
     paths: [...CACERTS_FILES.map((name) => path.join(deps.dir, name)), crlPath],
     clock: deps.clock,
@@ -103,7 +146,7 @@ export function startDirectorySource(deps: PluggedSourceDeps & { dir: string; po
       if (digest !== lastDigest) {
         lastDigest = digest;
         deps.log.info({ source }, 'CA key material files changed; validating');
-        tryReload(deps, files, source);
+        reloader.reload(files);
       }
       const crl = contents.get(crlPath);
       if (crl !== lastCrl) {
@@ -117,6 +160,7 @@ export function startDirectorySource(deps: PluggedSourceDeps & { dir: string; po
     description: source,
     async stop() {
       watcher.close();
+      reloader.stop();
     },
   };
 }
@@ -133,6 +177,7 @@ export function startSecretSource(deps: PluggedSourceDeps & { initial: SecretDat
   let lastDigest = filesDigest(initialFiles);
   let lastCrl = deps.initial.data[CA_CRL_FILE];
   deps.onCrl?.(lastCrl, source);
+  const reloader = createReloader(deps, source, () => deps.onCrl?.(lastCrl, source));
   return {
     description: source,
     onSecret(secret) {
@@ -145,7 +190,7 @@ export function startSecretSource(deps: PluggedSourceDeps & { initial: SecretDat
       if (digest !== lastDigest) {
         lastDigest = digest;
         deps.log.info({ source, resourceVersion: secret.resourceVersion }, 'cacerts Secret changed; validating');
-        tryReload(deps, files, source);
+        reloader.reload(files);
       }
       const crl = secret.data[CA_CRL_FILE];
       if (crl !== lastCrl) {
@@ -154,7 +199,13 @@ export function startSecretSource(deps: PluggedSourceDeps & { initial: SecretDat
       }
     },
     attach(watch) {
-      return { description: source, stop: () => watch.stop() };
+      return {
+        description: source,
+        stop: async () => {
+          reloader.stop();
+          await watch.stop();
+        },
+      };
     },
   };
 }

@@ -53,6 +53,7 @@ export const caFlags = {
   grpcAddress: flag({ name: 'grpc-address', env: 'CITADEL_GRPC_ADDRESS', default: ':15012', help: 'Istio CSR API (gRPC over TLS) listen address.', parse: parse.address }),
   monitoringAddress: flag({ name: 'monitoring-address', env: 'CITADEL_MONITORING_ADDRESS', default: ':15014', help: 'HTTP /metrics, /healthz, /readyz listen address.', parse: parse.address }),
   cacertsDir: flag({ name: 'cacerts-dir', env: 'ROOT_CA_DIR', default: '/etc/cacerts', help: 'Plugged-in CA files (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem, or tls.crt, tls.key, ca.crt); used when the cacerts Secret does not exist.', parse: parse.string }),
+  pluggedRootPublishDelay: flag({ name: 'plugged-root-publish-delay', env: 'CITADEL_PLUGGED_ROOT_PUBLISH_DELAY', default: '2m', help: 'When new plugged-in material signs under a root the trust bundle lacks, how long that root is published (root ConfigMaps) before the material signs; pods see ConfigMap changes when kubelet syncs their volumes (about a minute). 0 switches at once.', parse: durationOrZero }),
   cacertsPollInterval: flag({ name: 'cacerts-poll-interval', env: 'CITADEL_CACERTS_POLL_INTERVAL', default: '10s', help: 'How often --cacerts-dir is re-read (file events trigger a reload sooner).', parse: parse.duration }),
   tokenAudiences: flag({ name: 'token-audiences', env: 'TOKEN_AUDIENCES', default: 'istio-ca', help: 'Audiences a bearer token must be valid for (comma-separated).', parse: (raw: string) => {
     const list = parse.list(raw);
@@ -210,7 +211,7 @@ async function startKeyMaterial(opts: {
 
   const cacerts = await readSecret(CACERTS_SECRET_NAME);
   if (cacerts && hasPluggedFiles(cacertsFromSecret(cacerts))) {
-    const src = startSecretSource({ keyring, clock, log, metrics, initial: cacerts, onCrl });
+    const src = startSecretSource({ keyring, clock, log, metrics, publishDelayMs: config.pluggedRootPublishDelay, initial: cacerts, onCrl });
     const w = watch(CACERTS_SECRET_NAME, src.onSecret);
     await w.start();
     const current = w.current();
@@ -219,7 +220,7 @@ async function startKeyMaterial(opts: {
   }
   const files = readCacertsDir(config.cacertsDir);
   if (hasPluggedFiles(files)) {
-    return startDirectorySource({ keyring, clock, log, metrics, onCrl, dir: config.cacertsDir, pollIntervalMs: config.cacertsPollInterval });
+    return startDirectorySource({ keyring, clock, log, metrics, onCrl, publishDelayMs: config.pluggedRootPublishDelay, dir: config.cacertsDir, pollIntervalMs: config.cacertsPollInterval });
   }
   let source;
   try {
