@@ -45,6 +45,11 @@ export interface StartPodOptions {
   /** Keep root-cert.pem in step with the ConfigMap through a watch (default true). */
   watchRootCert?: boolean;
   /**
+   * How long a ConfigMap change takes to reach root-cert.pem through the watch (default 0). A real kubelet writes
+   * it at its next volume sync, up to about a minute later; the initial content at start is never delayed.
+   */
+  rootCertLagMs?: number;
+  /**
    * The Pod's spec, e.g. a Deployment's template, so admission (Pod Security) judges the real thing. Default: one
    * placeholder container. `serviceAccountName` is always set to `serviceAccount`.
    */
@@ -177,12 +182,17 @@ export async function startPod(cluster: TestCluster, opts: StartPodOptions): Pro
         (phase, obj: k8s.V1ConfigMap) => {
           // Like kubelet, keep the last content when the ConfigMap is deleted.
           if (phase !== 'ADDED' && phase !== 'MODIFIED') return;
-          try {
-            write(obj.data);
-          } catch (err) {
-            // Never throw out of a watch callback (it would crash the test worker); say why in the log.
-            console.error(`kubelet simulator: cannot write ConfigMap ${configMap} into ${root}: ${(err as Error).message}`);
-          }
+          const apply = () => {
+            try {
+              write(obj.data);
+            } catch (err) {
+              // Never throw out of a watch callback (it would crash the test worker); say why in the log.
+              console.error(`kubelet simulator: cannot write ConfigMap ${configMap} into ${root}: ${(err as Error).message}`);
+            }
+          };
+          // Every change of the root ConfigMap is held back by the same lag, so the files still go through them in order.
+          if (opts.rootCertLagMs && configMap === ROOT_CERT_CONFIGMAP) setTimeout(apply, opts.rootCertLagMs).unref();
+          else apply();
         },
         () => {
           // Watches end (timeouts, apiserver restarts); start a new one unless we were stopped.

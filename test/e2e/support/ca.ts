@@ -35,13 +35,16 @@ export function runCitadel(args: string[]): Promise<void> {
   });
 }
 
+/** `citadel pki create-ca --out dir`: a new root and an intermediate in Istio's cacerts layout. */
+export const createCaMaterial = (dir: string): Promise<void> => runCitadel(['pki', 'create-ca', '--out', dir]);
+
 /**
  * Makes CA material in `workDir/cacerts` (unless `selfSigned`: then the CA makes istio-ca-secret) and starts the CA
  * in `namespace`; resolves once /readyz is 200.
  */
 export async function startCa(opts: { kubeconfigPath: string; namespace: string; workDir: string; controllers?: boolean; selfSigned?: boolean; extraArgs?: readonly string[] }): Promise<RunningCa> {
   const cacertsDir = path.join(opts.workDir, 'cacerts');
-  if (!opts.selfSigned) await runCitadel(['pki', 'create-ca', '--out', cacertsDir]);
+  if (!opts.selfSigned) await createCaMaterial(cacertsDir);
   const [grpcPort, monPort] = await freePorts(2);
   const grpcAddress = `127.0.0.1:${grpcPort}`;
   const monitoringUrl = `http://127.0.0.1:${monPort}`;

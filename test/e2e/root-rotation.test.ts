@@ -1,0 +1,105 @@
+/**
+ * Root changes with live traffic between real Envoys, while pods see ConfigMap changes late, as with a real kubelet
+ * (issue 19). The CA runs its controllers (root ConfigMaps in this test's namespace only); the kubelet simulator
+ * copies istio-ca-root-cert into each pod `LAG_MS` after every change. A client Envoy opens a new mTLS connection
+ * every 50 ms and pings a long-lived one every 500 ms; certificates live 16 s, so both agents renew several times
+ * across the change. 0 failed requests is the bar.
+ *
+ * The lag defaults to 4 s so the suite stays short; the mechanism does not depend on its length as long as the CA's
+ * publish delay is longer (here twice the lag). For the issue's figure run it by hand with a real kubelet's lag:
+ *   CITADEL_TEST_KUBELET_LAG_MS=30000 npx vitest run test/e2e/root-rotation.test.ts
+ * and with CITADEL_TEST_PUBLISH_DELAY_S=0 to see the failures the publish delay prevents.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getCluster, startPod, writeFileAtomic, type SimulatedPod, type TestCluster } from '../harness/index.js';
+import { parseCertificate, parseCertificates } from '../../src/pki/index.js';
+import { ensureBuilt, eventually, startLineApp, type LineApp } from './support/agent-env.js';
+import { createCaMaterial, startCa, type RunningCa } from './support/ca.js';
+import { startSidecar, type Sidecar } from './support/sidecar.js';
+import { startTraffic } from './support/traffic.js';
+
+const LAG_MS = Number(process.env.CITADEL_TEST_KUBELET_LAG_MS ?? 4000);
+const PUBLISH_DELAY_S = Number(process.env.CITADEL_TEST_PUBLISH_DELAY_S ?? Math.ceil((2 * LAG_MS) / 1000));
+const CERT_TTL_S = 16;
+const CACERTS_FILES = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem'] as const;
+
+/** The intermediate Envoy presents in `default` (the agent serves leaf + intermediates). */
+async function presentedIntermediateSerial(s: Sidecar): Promise<string | undefined> {
+  const dump = await s.envoy.configDump('dynamic_active_secrets', '^default$');
+  type Dumped = { secret?: { tls_certificate?: { certificate_chain?: { inline_bytes?: string } } } };
+  const b64 = (dump.configs[0] as Dumped | undefined)?.secret?.tls_certificate?.certificate_chain?.inline_bytes;
+  if (!b64) return undefined;
+  return parseCertificates(Buffer.from(b64, 'base64').toString('utf8'))[1]?.serialHex;
+}
+
+describe(`root change with live traffic, pods ${LAG_MS} ms behind the ConfigMap, publish delay ${PUBLISH_DELAY_S} s`, () => {
+  let cluster: TestCluster;
+  let workDir: string;
+  let ca: RunningCa;
+  let app: LineApp;
+  let client: Sidecar;
+  let server: Sidecar;
+  const pods: SimulatedPod[] = [];
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    cluster = getCluster();
+    workDir = fs.mkdtempSync('/tmp/cr-');
+    const label = `citadel-rotation-e2e-${randomBytes(4).toString('hex')}`;
+    const caNs = await cluster.createNamespace('rotation-ca');
+    const ns = await cluster.createNamespace('rotation', { [label]: 'yes' });
+    ca = await startCa({
+      kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true,
+      extraArgs: ['--namespace-selector', label, '--sa-secrets', 'off', '--cacerts-poll-interval', '1s', '--plugged-root-publish-delay', `${PUBLISH_DELAY_S}s`],
+    });
+    const pod = async (serviceAccount: string) => {
+      const p = await startPod(cluster, { namespace: ns, serviceAccount, rootCertLagMs: LAG_MS });
+      pods.push(p);
+      await p.waitForRootCert({ timeoutMs: 60_000 });
+      return p;
+    };
+    const [clientPod, serverPod] = [await pod('client'), await pod('server')];
+    app = await startLineApp('server-app');
+    const agentArgs = ['--ca-address', ca.grpcAddress, '--ca-server-name', ca.serverName, '--cert-ttl', `${CERT_TTL_S}s`];
+    server = await startSidecar({ name: 'server', root: serverPod.root, logDir: workDir, agentArgs, inbound: { appPort: app.port, allowedClientIds: [`spiffe://cluster.local/ns/${ns}/sa/client`] } });
+    client = await startSidecar({ name: 'client', root: clientPod.root, logDir: workDir, agentArgs, outbounds: [{ upstreamPort: server.inboundPort, serverId: `spiffe://cluster.local/ns/${ns}/sa/server` }] });
+  }, 180_000);
+
+  afterAll(async () => {
+    await client?.stop();
+    await server?.stop();
+    await app?.close();
+    await ca?.stop();
+    for (const p of pods) await p.delete().catch(() => undefined);
+  });
+
+  it('plugged-in root replaced the quick way (the whole cacerts set at once): 0 failed requests', async () => {
+    const traffic = await startTraffic({ port: client.outboundPorts[0]!, appName: 'server-app' });
+    await eventually('traffic to flow', () => traffic.report().requests > 10);
+    const next = path.join(workDir, 'next-ca');
+    await createCaMaterial(next);
+    const nextIntermediate = parseCertificate(fs.readFileSync(path.join(next, 'ca-cert.pem'), 'utf8'));
+    const changedAt = Date.now();
+    for (const f of CACERTS_FILES) writeFileAtomic(path.join(ca.cacertsDir, f), fs.readFileSync(path.join(next, f), 'utf8'));
+
+    // Both workloads end up presenting certificates under the new intermediate, having renewed through the CA's
+    // new serving certificate: every handshake on the way must have held.
+    for (const s of [server, client]) {
+      await eventually(`${s.name} to present a certificate under the new root`, async () => (await presentedIntermediateSerial(s)) === nextIntermediate.serialHex, {
+        timeoutMs: (PUBLISH_DELAY_S + 3 * CERT_TTL_S) * 1000, intervalMs: 500, context: () => `${ca.proc.tail(15)}\n${s.agent.proc.tail(15)}`,
+      });
+    }
+    const switchedAfterMs = Date.now() - changedAt;
+    // One more renewal of each under the new root, with the traffic still flowing.
+    await new Promise((r) => setTimeout(r, (CERT_TTL_S / 2 + 1) * 1000));
+    const report = await traffic.stop();
+    console.log(`[root-rotation] lag ${LAG_MS} ms, publish delay ${PUBLISH_DELAY_S} s: ${report.requests} requests + ${report.pings} pings, ${report.failures.length} failed; both workloads under the new root ${switchedAfterMs} ms after the change`);
+    expect(report.failures).toEqual([]);
+    expect(switchedAfterMs).toBeGreaterThanOrEqual(PUBLISH_DELAY_S * 1000);
+    const caLog = fs.readFileSync(ca.proc.logPath, 'utf8');
+    expect(caLog).toContain('new CA root published in the trust bundle');
+  }, 240_000);
+});
