@@ -61,6 +61,8 @@ export interface StartControlPlaneOptions {
   parentDir?: string;
   /** --api-audiences (default DEFAULT_API_AUDIENCES). */
   apiAudiences?: readonly string[];
+  /** More kube-apiserver flags, e.g. `--watch-cache=false` for watches served by etcd itself. */
+  apiserverArgs?: readonly string[];
 }
 
 export const SERVICE_ACCOUNT_ISSUER = 'https://kubernetes.default.svc.cluster.local';
@@ -178,6 +180,7 @@ async function startOnce(tools: Tools, log: (line: string) => void, opts: StartC
         '--service-cluster-ip-range=10.96.0.0/16',
         '--profiling=false',
         '--v=1',
+        ...(opts.apiserverArgs ?? []),
       ],
     });
     await waitUntil('kube-apiserver', apiserver, opts.readyTimeoutMs ?? 90_000, async () => {

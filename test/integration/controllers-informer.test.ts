@@ -2,8 +2,8 @@
  * src/kube/informer.ts against the real apiserver: the cache follows the cluster, comes back after the
  * connection fails (client-node's ListWatch stops for good on such errors; our wrapper restarts it).
  * `410 Gone` is handled inside client-node's ListWatch (it clears its resourceVersion and relists); it cannot be
- * provoked here: this apiserver's watch cache holds its whole history, so even after an etcd compaction a watch
- * from resourceVersion 1 is answered from the cache rather than with 410.
+ * provoked on the shared control plane, whose watch cache answers old resourceVersions from its own history even
+ * after an etcd compaction: watch-gone.test.ts provokes it on a control plane of its own without a watch cache.
  */
 import fs from 'node:fs';
 import net from 'node:net';
