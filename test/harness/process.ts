@@ -18,6 +18,8 @@ export interface ManagedProcess {
   tail(lines?: number): string;
   /** SIGTERM, then SIGKILL after `graceMs` (default 5 s); resolves once it has exited. Idempotent. */
   stop(graceMs?: number): Promise<void>;
+  /** SIGKILL (a crash, an OOM kill, a node gone); resolves once it has exited. */
+  kill(): Promise<void>;
 }
 
 export interface StartProcessOptions {
@@ -87,6 +89,11 @@ export async function startProcess(opts: StartProcessOptions): Promise<ManagedPr
         clearTimeout(timer);
       })();
       return stopping;
+    },
+    async kill() {
+      child.ref();
+      killGroup(pid, 'SIGKILL');
+      await exited;
     },
   };
 }

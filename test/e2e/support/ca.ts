@@ -42,15 +42,27 @@ export const createCaMaterial = (dir: string): Promise<void> => runCitadel(['pki
  * Makes CA material in `workDir/cacerts` (unless `selfSigned`: then the CA makes istio-ca-secret) and starts the CA
  * in `namespace`; resolves once /readyz is 200.
  */
-export async function startCa(opts: { kubeconfigPath: string; namespace: string; workDir: string; controllers?: boolean; selfSigned?: boolean; extraArgs?: readonly string[] }): Promise<RunningCa> {
-  const cacertsDir = path.join(opts.workDir, 'cacerts');
-  if (!opts.selfSigned) await createCaMaterial(cacertsDir);
+export async function startCa(opts: {
+  kubeconfigPath: string;
+  namespace: string;
+  workDir: string;
+  controllers?: boolean;
+  selfSigned?: boolean;
+  extraArgs?: readonly string[];
+  /** Use this replica name (--pod-name, log file `<name>.log`); default `ca`. */
+  name?: string;
+  /** Key material another replica already uses (default: new material in `workDir/cacerts`). */
+  cacertsDir?: string;
+}): Promise<RunningCa> {
+  const cacertsDir = opts.cacertsDir ?? path.join(opts.workDir, 'cacerts');
+  if (!opts.selfSigned && !opts.cacertsDir) await createCaMaterial(cacertsDir);
+  const name = opts.name ?? 'ca';
   const [grpcPort, monPort] = await freePorts(2);
   const grpcAddress = `127.0.0.1:${grpcPort}`;
   const monitoringUrl = `http://127.0.0.1:${monPort}`;
   const launch = async () => {
     const proc = await startProcess({
-      name: 'citadel ca',
+      name: `citadel ${name}`,
       command: process.execPath,
       args: [
         CITADEL_MAIN, 'ca',
@@ -61,10 +73,11 @@ export async function startCa(opts: { kubeconfigPath: string; namespace: string;
         '--cacerts-dir', cacertsDir,
         '--controllers', String(opts.controllers ?? false),
         '--shutdown-grace', '1s',
+        ...(opts.name ? ['--pod-name', opts.name] : []),
         ...(opts.extraArgs ?? []),
       ],
       env: { PATH: process.env.PATH, HOME: process.env.HOME },
-      logPath: path.join(opts.workDir, 'ca.log'),
+      logPath: path.join(opts.workDir, `${name}.log`),
     });
     await eventually('citadel ca /readyz', async () => {
       if (!proc.running()) throw new Error(`citadel ca exited (${await proc.exited})\n${proc.tail()}`);
