@@ -32,3 +32,8 @@ export function peakRss(pid: number): number | undefined {
   const m = /^VmHWM:\s+(\d+) kB/m.exec(status);
   return m ? Number(m[1]) * 1024 : undefined;
 }
+
+/** Number of open file descriptors (entries of /proc/<pid>/fd). Throws if the process does not exist. */
+export function openFds(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/fd`).length;
+}

@@ -5,7 +5,7 @@
  *
  *   node dist/bench/run.js [--duration 6s] [--warmup 1s] [--concurrency 1,16,128] [--key-types rsa-2048,ecdsa-p256]
  *                          [--servers citadel,citadel-nocache,istio,istio+cache] [--no-profile] [--profile-server citadel-nocache]
- *                          [--no-agent] [--sds-streams 1000] [--scale-namespaces 1000] [--quick] [--out bench/results]
+ *                          [--no-agent] [--sds-streams 1000] [--leak-rotations 2000] [--scale-namespaces 1000] [--quick] [--out bench/results]
  *                          [--ca-args '--signing-workers 0']
  *
  * It builds or reuses the Go programs (scripts/provision-bench.sh), starts the harness control plane
@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { startControlPlane, type ControlPlane } from '../test/harness/cluster.js';
 import { connectCluster, type TestCluster } from '../test/harness/test-cluster.js';
 import { writeCaMaterial, type CaMaterial } from './ca-material.js';
-import { measureAgentStartup, measureSdsFanout, type AgentContext, type AgentStartup, type AgentTarget, type SdsFanout } from './agent.js';
+import { measureAgentStartup, measureRotationLeak, measureSdsFanout, type AgentContext, type AgentStartup, type AgentTarget, type RotationLeak, type SdsFanout } from './agent.js';
 import { measureCryptoBound, type BenchKeyType, type CryptoBound } from './crypto-bound.js';
 import { runLoadgen, type LoadgenResult } from './loadgen.js';
 import { peakRss, sampleProcess } from './procstat.js';
@@ -52,6 +52,8 @@ interface Options {
   tokenCacheTtlMs: number;
   agent: boolean;
   sdsStreams: number;
+  /** Rotations of the leak check (0: skip it). */
+  leakRotations: number;
   /** Namespaces for the at-scale CA figure and the controllers bench (0: skip both). */
   scaleNamespaces: number;
   scaleServiceAccountsPerNamespace: number;
@@ -91,6 +93,7 @@ interface Report {
   ratios: { keyType: BenchKeyType; concurrency: number; versus: ServerKind; certsPerSecRatio: number; cpuPer1kRatio: number }[];
   agentStartup: AgentStartup[];
   sdsFanout?: SdsFanout;
+  rotationLeak?: RotationLeak;
   caAtScale?: CaAtScale;
   /** Rows printed by bench/controllers.js (the controllers' own bench), when it exists. */
   controllers?: { rows: [string, string][]; exitCode: number | null };
@@ -122,6 +125,7 @@ function parseArgs(argv: string[]): Options {
     tokenCacheTtlMs: 10_000, // citadel ca's --token-review-cache-ttl default
     agent: true,
     sdsStreams: 1000,
+    leakRotations: 2000,
     scaleNamespaces: 1000,
     scaleServiceAccountsPerNamespace: 5,
     caArgs: [],
@@ -151,6 +155,7 @@ function parseArgs(argv: string[]): Options {
       }
       case '--no-agent': o.agent = false; break;
       case '--sds-streams': o.sdsStreams = Number(next()); break;
+      case '--leak-rotations': o.leakRotations = Number(next()); break;
       case '--scale-namespaces': o.scaleNamespaces = Number(next()); break;
       case '--quick': o.durationMs = 3000; o.warmupMs = 1000; break;
       case '--out': o.outDir = path.resolve(next()); break;
@@ -268,7 +273,7 @@ function agentBuilt(): boolean {
 }
 
 /** Agent startup for this key type; the SDS fan-out once (with the P-256 CA). Failures are recorded, not thrown. */
-async function agentFigures(report: Report, o: Options, ctx: AgentContext, target: AgentTarget, keyType: BenchKeyType): Promise<void> {
+async function agentFigures(report: Report, o: Options, ctx: AgentContext, target: AgentTarget, keyType: BenchKeyType, caPid: number): Promise<void> {
   try {
     say(`agent start to first certificate in Envoy (${keyType})`);
     const a = await measureAgentStartup(ctx, target, keyType);
@@ -277,6 +282,17 @@ async function agentFigures(report: Report, o: Options, ctx: AgentContext, targe
   } catch (err) {
     report.errors.push(`agent startup ${keyType}: ${(err as Error).message}`);
     say(`agent startup ${keyType} failed: ${(err as Error).message}`);
+  }
+  if (keyType === 'ecdsa-p256' && o.leakRotations > 0) {
+    try {
+      say(`leak check: ${o.leakRotations} rotations of 1 s certificates, agent + real Envoy (about ${f0(o.leakRotations / 120)} min)`);
+      const l = await measureRotationLeak(ctx, target, { rotations: o.leakRotations, caPid });
+      report.rotationLeak = l;
+      say(`  ${l.rotations} rotations in ${f0(l.seconds)} s: agent RSS ${f0(l.agentRssMb[0])} -> ${f0(l.agentRssMb[1])} MiB, FDs ${l.agentFds[0]} -> ${l.agentFds[1]}; CA RSS ${f0(l.caRssMb[0])} -> ${f0(l.caRssMb[1])} MiB, FDs ${l.caFds[0]} -> ${l.caFds[1]}`);
+    } catch (err) {
+      report.errors.push(`leak check: ${(err as Error).message}`);
+      say(`leak check failed: ${(err as Error).message}`);
+    }
   }
   if (keyType !== 'ecdsa-p256' || o.sdsStreams <= 0) return;
   try {
@@ -386,6 +402,11 @@ export function renderMarkdown(rep: Report): string {
     lines.push('');
     lines.push(`SDS fan-out: ${f.streams} StreamSecrets streams on one agent: all served in ${f0(f.allStreamsServedMs)} ms; a rotation reached the last stream ${f0(f.rotationSpreadMs)} ms after the first; agent RSS ${f0(f.agentRssMb)} MiB with the streams open (${f0(f.agentRssIdleMb)} MiB before).`);
   }
+  if (rep.rotationLeak) {
+    const l = rep.rotationLeak;
+    lines.push('');
+    lines.push(`Leak check: ${l.rotations} rotations of 1 s certificates in ${f0(l.seconds)} s (one agent, a real Envoy took ${l.envoyUpdates[1] - l.envoyUpdates[0]} of them over SDS), start -> end: agent RSS ${f0(l.agentRssMb[0])} -> ${f0(l.agentRssMb[1])} MiB, open FDs ${l.agentFds[0]} -> ${l.agentFds[1]}; CA RSS ${f0(l.caRssMb[0])} -> ${f0(l.caRssMb[1])} MiB, open FDs ${l.caFds[0]} -> ${l.caFds[1]}.`);
+  }
   if (rep.caAtScale) {
     const c = rep.caAtScale;
     lines.push('');
@@ -446,7 +467,7 @@ async function main(): Promise<number> {
   const report: Report = {
     date: new Date().toISOString(),
     machine: machineInfo(benchEnv, cp),
-    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, profileServer: o.profileServer, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams, scaleNamespaces: o.scaleNamespaces, scaleServiceAccountsPerNamespace: o.scaleServiceAccountsPerNamespace, caArgs: o.caArgs },
+    options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, profileServer: o.profileServer, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams, leakRotations: o.leakRotations, scaleNamespaces: o.scaleNamespaces, scaleServiceAccountsPerNamespace: o.scaleServiceAccountsPerNamespace, caArgs: o.caArgs },
     cryptoBounds: bounds,
     issuance: [],
     ratios: [],
@@ -509,7 +530,7 @@ async function main(): Promise<number> {
           }
           if (kind === 'citadel' && o.agent) {
             await agentFigures(report, o, { cluster, namespace: agentNs, node: process.execPath, mainJs: MAIN_JS, logDir: workDir },
-              { caAddr: server.addr, caServerName: server.serverName, rootCertFile: material.rootCert, trustDomain: TRUST_DOMAIN }, keyType);
+              { caAddr: server.addr, caServerName: server.serverName, rootCertFile: material.rootCert, trustDomain: TRUST_DOMAIN }, keyType, server.process.pid);
           }
         } finally {
           const peak = peakRss(server.process.pid);

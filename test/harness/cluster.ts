@@ -46,7 +46,14 @@ export interface ClusterInfo {
 export interface ControlPlane {
   readonly info: ClusterInfo;
   readonly etcd: ManagedProcess;
+  /** The running apiserver (a new process after restartApiserver). */
   readonly apiserver: ManagedProcess;
+  /**
+   * Ends the apiserver (SIGKILL, or SIGTERM for a graceful shutdown), keeps it down `downMs`, starts it again with
+   * the same flags and waits for /readyz. Resolves with how long the old process took to exit and how long the
+   * apiserver was unavailable in all (ms).
+   */
+  restartApiserver(opts: { signal: 'SIGKILL' | 'SIGTERM'; downMs?: number }): Promise<{ exitedMs: number; unavailableMs: number }>;
   /** Stops the apiserver, then etcd (SIGTERM, SIGKILL after a grace period), and removes the temp dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -159,34 +166,39 @@ async function startOnce(tools: Tools, log: (line: string) => void, opts: StartC
     log(`etcd ${tools.etcdVersion} ready on ${etcdEndpoint}`);
 
     const apiserverLogPath = path.join(dir, 'kube-apiserver.log');
-    apiserver = await startProcess({
-      name: 'kube-apiserver', command: tools.kubeApiserver, logPath: apiserverLogPath, cwd: dir,
-      args: [
-        `--etcd-servers=${etcdEndpoint}`,
-        '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', `--secure-port=${apiPort}`,
-        `--cert-dir=${path.join(dir, 'apiserver')}`,
-        `--tls-cert-file=${serving.certPath}`, `--tls-private-key-file=${serving.keyPath}`,
-        `--client-ca-file=${ca.certPath}`,
-        '--authorization-mode=Node,RBAC',
-        // Kubelet-native certificates (docs/pod-certificates.md): the beta APIs are off by default in 1.36, and
-        // NodeRestriction is what ties a PodCertificateRequest to the requesting node's own pods.
-        '--enable-admission-plugins=NodeRestriction',
-        `--feature-gates=${POD_CERTIFICATE_FEATURE_GATES.join(',')}`,
-        `--runtime-config=${POD_CERTIFICATE_RUNTIME_CONFIG.join(',')}`,
-        `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
-        `--service-account-key-file=${saKeys.publicKeyPath}`,
-        `--service-account-signing-key-file=${saKeys.keyPath}`,
-        `--api-audiences=${apiAudiences.join(',')}`,
-        '--service-cluster-ip-range=10.96.0.0/16',
-        '--profiling=false',
-        '--v=1',
-        ...(opts.apiserverArgs ?? []),
-      ],
-    });
-    await waitUntil('kube-apiserver', apiserver, opts.readyTimeoutMs ?? 90_000, async () => {
-      const body = await httpsGet(`${server}/readyz`, ca, path.join(pki, 'admin'));
-      return body === 'ok';
-    });
+    const launchApiserver = async () => {
+      const proc = await startProcess({
+        name: 'kube-apiserver', command: tools.kubeApiserver, logPath: apiserverLogPath, cwd: dir,
+        args: [
+          `--etcd-servers=${etcdEndpoint}`,
+          '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', `--secure-port=${apiPort}`,
+          `--cert-dir=${path.join(dir, 'apiserver')}`,
+          `--tls-cert-file=${serving.certPath}`, `--tls-private-key-file=${serving.keyPath}`,
+          `--client-ca-file=${ca.certPath}`,
+          '--authorization-mode=Node,RBAC',
+          // Kubelet-native certificates (docs/pod-certificates.md): the beta APIs are off by default in 1.36, and
+          // NodeRestriction is what ties a PodCertificateRequest to the requesting node's own pods.
+          '--enable-admission-plugins=NodeRestriction',
+          `--feature-gates=${POD_CERTIFICATE_FEATURE_GATES.join(',')}`,
+          `--runtime-config=${POD_CERTIFICATE_RUNTIME_CONFIG.join(',')}`,
+          `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
+          `--service-account-key-file=${saKeys.publicKeyPath}`,
+          `--service-account-signing-key-file=${saKeys.keyPath}`,
+          `--api-audiences=${apiAudiences.join(',')}`,
+          '--service-cluster-ip-range=10.96.0.0/16',
+          '--profiling=false',
+          '--v=1',
+          ...(opts.apiserverArgs ?? []),
+        ],
+      });
+      apiserver = proc;
+      await waitUntil('kube-apiserver', proc, opts.readyTimeoutMs ?? 90_000, async () => {
+        const body = await httpsGet(`${server}/readyz`, ca, path.join(pki, 'admin'));
+        return body === 'ok';
+      });
+      return proc;
+    };
+    await launchApiserver();
     log(`kube-apiserver ${tools.kubernetesVersion} ready on ${server} (control plane up in ${((Date.now() - started) / 1000).toFixed(1)}s)`);
     await applyCrds(tools, kubeconfigPath);
 
@@ -196,12 +208,22 @@ async function startOnce(tools: Tools, log: (line: string) => void, opts: StartC
       etcdEndpoint, apiserverLogPath, etcdLogPath, tools,
     };
     const etcdProcess = etcd;
-    const apiserverProcess = apiserver;
     let stopping: Promise<void> | undefined;
     return {
       info,
       etcd: etcdProcess,
-      apiserver: apiserverProcess,
+      get apiserver() {
+        return apiserver!;
+      },
+      async restartApiserver({ signal, downMs = 0 }) {
+        const down = Date.now();
+        if (signal === 'SIGKILL') await apiserver!.kill();
+        else await apiserver!.stop(30_000);
+        const exitedMs = Date.now() - down;
+        await new Promise((r) => setTimeout(r, downMs));
+        await launchApiserver();
+        return { exitedMs, unavailableMs: Date.now() - down };
+      },
       stop: () => (stopping ??= cleanup()),
     };
   } catch (err) {
