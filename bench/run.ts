@@ -285,7 +285,7 @@ async function agentFigures(report: Report, o: Options, ctx: AgentContext, targe
   }
   if (keyType === 'ecdsa-p256' && o.leakRotations > 0) {
     try {
-      say(`leak check: ${o.leakRotations} rotations of 1 s certificates, agent + real Envoy (about ${f0(o.leakRotations / 120)} min)`);
+      say(`leak check: ${o.leakRotations} rotations of 1 s certificates, agent + real Envoy (about ${f0(o.leakRotations / 290)} min)`);
       const l = await measureRotationLeak(ctx, target, { rotations: o.leakRotations, caPid });
       report.rotationLeak = l;
       say(`  ${l.rotations} rotations in ${f0(l.seconds)} s: agent RSS ${f0(l.agentRssMb[0])} -> ${f0(l.agentRssMb[1])} MiB, FDs ${l.agentFds[0]} -> ${l.agentFds[1]}; CA RSS ${f0(l.caRssMb[0])} -> ${f0(l.caRssMb[1])} MiB, FDs ${l.caFds[0]} -> ${l.caFds[1]}`);
