@@ -13,6 +13,7 @@ import http from 'node:http';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { sdsClientConstructor, SECRET_TYPE_URL } from '../src/grpc/protos.js';
+import { httpGet, metricValue } from '../test/e2e/support/agent-env.js';
 import { sidecarBootstrap } from '../test/e2e/support/bootstrap.js';
 import { startEnvoy } from '../test/harness/envoy.js';
 import { startPod, writeFileAtomic, type SimulatedPod } from '../test/harness/kubelet.js';
@@ -231,8 +232,8 @@ export async function measureRotationLeak(ctx: AgentContext, target: AgentTarget
   const agent = await startAgent(ctx, pod, target, 'ecdsa-p256', ['--cert-ttl', '1s']);
   try {
     const metrics = async () => {
-      const text = await httpText(`http://127.0.0.1:${agent.statusPort}/metrics`);
-      return Number(/^istio_agent_num_outgoing_requests\{request_type="csr"\} (\d+)/m.exec(text ?? '')?.[1] ?? 0);
+      const { body } = await httpGet(`http://127.0.0.1:${agent.statusPort}/metrics`);
+      return metricValue(body, 'istio_agent_num_outgoing_requests{request_type="csr"}') ?? 0;
     };
     const envoyUpdates = async () => (await envoy.stats('^sds\\.default\\.update_success$'))['sds.default.update_success'] ?? 0;
     const deadline = Date.now() + (opts.timeoutMs ?? 3_600_000);
@@ -267,19 +268,6 @@ export async function measureRotationLeak(ctx: AgentContext, target: AgentTarget
     await envoy.stop();
     await pod.delete();
   }
-}
-
-function httpText(url: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const req = http.get(url, { timeout: 2000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve(body));
-    });
-    req.on('error', () => resolve(undefined));
-    req.on('timeout', () => req.destroy());
-  });
 }
 
 function httpStatus(url: string): Promise<number | undefined> {

@@ -9,12 +9,11 @@
  */
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startPod, type SimulatedPod } from '../harness/index.js';
 import { startControlPlane, type ControlPlane } from '../harness/cluster.js';
 import { connectCluster, type TestCluster } from '../harness/test-cluster.js';
-import { ensureBuilt, eventually, httpGet, requestOnce, startLineApp, type LineApp } from './support/agent-env.js';
+import { ensureBuilt, eventually, httpGet, requestOnce } from './support/agent-env.js';
 import { startCa, type RunningCa } from './support/ca.js';
-import { leafSerials, startSidecar, type Sidecar } from './support/sidecar.js';
+import { leafSerials, startMtlsPair, type MtlsPair, type Sidecar } from './support/sidecar.js';
 import { startTraffic } from './support/traffic.js';
 
 const CERT_TTL_S = 10;
@@ -52,10 +51,9 @@ describe('kube-apiserver restarted under traffic', () => {
   let workDir: string;
   let ns: string;
   let ca: RunningCa;
-  let app: LineApp;
+  let pair: MtlsPair;
   let client: Sidecar;
   let server: Sidecar;
-  const pods: SimulatedPod[] = [];
 
   beforeAll(async () => {
     await ensureBuilt();
@@ -68,30 +66,18 @@ describe('kube-apiserver restarted under traffic', () => {
       kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true,
       extraArgs: ['--sa-secrets', 'off', '--token-review-cache-ttl', '0', '--lease-duration', '5s', '--lease-renew-deadline', '3s', '--lease-retry-period', '1s'],
     });
-    const pod = async (sa: string) => {
-      const p = await startPod(cluster, { namespace: ns, serviceAccount: sa });
-      pods.push(p);
-      await p.waitForRootCert({ timeoutMs: 60_000 });
-      return p;
-    };
-    const [clientPod, serverPod] = [await pod('client'), await pod('server')];
-    app = await startLineApp('server-app');
-    const agentArgs = ['--ca-address', ca.grpcAddress, '--ca-server-name', ca.serverName, '--cert-ttl', `${CERT_TTL_S}s`];
-    server = await startSidecar({ name: 'server', root: serverPod.root, logDir: workDir, agentArgs, inbound: { appPort: app.port, allowedClientIds: [`spiffe://cluster.local/ns/${ns}/sa/client`] } });
-    client = await startSidecar({ name: 'client', root: clientPod.root, logDir: workDir, agentArgs, outbounds: [{ upstreamPort: server.inboundPort, serverId: `spiffe://cluster.local/ns/${ns}/sa/server` }] });
+    pair = await startMtlsPair({ cluster, namespace: ns, logDir: workDir, agentArgs: ['--ca-address', ca.grpcAddress, '--ca-server-name', ca.serverName, '--cert-ttl', `${CERT_TTL_S}s`] });
+    ({ client, server } = pair);
   }, 240_000);
 
   afterAll(async () => {
-    await client?.stop();
-    await server?.stop();
-    await app?.close();
+    await pair?.stop();
     await ca?.stop();
-    for (const p of pods) await p.delete().catch(() => undefined);
     await controlPlane?.stop();
   });
 
   it.each(['SIGKILL', 'SIGTERM'] as const)('%s: watches resume, TokenReviews recover, no pod without a certificate beyond the outage + 6 s', async (signal) => {
-    const traffic = await startTraffic({ port: client.outboundPorts[0]!, appName: 'server-app' });
+    const traffic = await startTraffic({ port: pair.port, appName: 'server-app' });
     await eventually('traffic to flow', () => traffic.report().requests > 10);
     const readiness = [watchReadiness(server), watchReadiness(client)];
     const { exitedMs, unavailableMs: outageMs } = await controlPlane.restartApiserver({ signal, downMs: DOWN_MS });
@@ -107,6 +93,6 @@ describe('kube-apiserver restarted under traffic', () => {
     const report = await traffic.stop();
     console.log(`[apiserver-restart] ${signal}: apiserver exited after ${exitedMs} ms, unavailable ${outageMs} ms; longest stretch without a valid certificate: server ${serverGap} ms, client ${clientGap} ms; ${report.requests} requests + ${report.pings} pings, ${report.failures.length} failed`);
     expect(Math.max(serverGap!, clientGap!)).toBeLessThanOrEqual(outageMs + 6000);
-    expect(await requestOnce(client.outboundPorts[0]!, 'after')).toBe('server-app:after');
+    expect(await requestOnce(pair.port, 'after')).toBe('server-app:after');
   }, 180_000);
 });

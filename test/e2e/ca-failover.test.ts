@@ -8,11 +8,11 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getCluster, startPod, type SimulatedPod, type TestCluster } from '../harness/index.js';
-import { ensureBuilt, eventually, httpGet, metricValue, startLineApp, type LineApp } from './support/agent-env.js';
+import { getCluster, type TestCluster } from '../harness/index.js';
+import { ensureBuilt, eventually, httpGet, metricValue } from './support/agent-env.js';
 import { startCa, type RunningCa } from './support/ca.js';
 import { startServiceProxy, type ServiceProxy } from './support/service-proxy.js';
-import { leafSerials, startSidecar, type Sidecar } from './support/sidecar.js';
+import { leafSerials, startMtlsPair, type MtlsPair, type Sidecar } from './support/sidecar.js';
 import { startTraffic } from './support/traffic.js';
 
 const LEASE_S = 5;
@@ -30,10 +30,9 @@ describe('leading CA replica SIGKILLed while serving CSRs, with a second replica
   let a: RunningCa;
   let b: RunningCa;
   let service: ServiceProxy;
-  let app: LineApp;
+  let pair: MtlsPair;
   let client: Sidecar;
   let server: Sidecar;
-  const pods: SimulatedPod[] = [];
 
   beforeAll(async () => {
     await ensureBuilt();
@@ -47,31 +46,19 @@ describe('leading CA replica SIGKILLed while serving CSRs, with a second replica
     await eventually('ca-a to lead', () => leading(a));
     b = await startCa({ kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, name: 'ca-b', cacertsDir: a.cacertsDir, extraArgs: args });
     service = await startServiceProxy([a, b].map((ca) => Number(ca.grpcAddress.split(':')[1])));
-    const pod = async (sa: string) => {
-      const p = await startPod(cluster, { namespace: ns, serviceAccount: sa });
-      pods.push(p);
-      await p.waitForRootCert({ timeoutMs: 60_000 });
-      return p;
-    };
-    const [clientPod, serverPod] = [await pod('client'), await pod('server')];
-    app = await startLineApp('server-app');
-    const agentArgs = ['--ca-address', service.address, '--ca-server-name', a.serverName, '--cert-ttl', `${CERT_TTL_S}s`];
-    server = await startSidecar({ name: 'server', root: serverPod.root, logDir: workDir, agentArgs, inbound: { appPort: app.port, allowedClientIds: [`spiffe://cluster.local/ns/${ns}/sa/client`] } });
-    client = await startSidecar({ name: 'client', root: clientPod.root, logDir: workDir, agentArgs, outbounds: [{ upstreamPort: server.inboundPort, serverId: `spiffe://cluster.local/ns/${ns}/sa/server` }] });
+    pair = await startMtlsPair({ cluster, namespace: ns, logDir: workDir, agentArgs: ['--ca-address', service.address, '--ca-server-name', a.serverName, '--cert-ttl', `${CERT_TTL_S}s`] });
+    ({ client, server } = pair);
   }, 180_000);
 
   afterAll(async () => {
-    await client?.stop();
-    await server?.stop();
-    await app?.close();
+    await pair?.stop();
     await service?.close();
     await a?.stop();
     await b?.stop();
-    for (const p of pods) await p.delete().catch(() => undefined);
   });
 
   it('the other replica takes over within the lease; renewals and traffic carry on: 0 failed requests', async () => {
-    const traffic = await startTraffic({ port: client.outboundPorts[0]!, appName: 'server-app' });
+    const traffic = await startTraffic({ port: pair.port, appName: 'server-app' });
     await eventually('traffic to flow', () => traffic.report().requests > 10);
     expect(await leading(b)).toBe(false);
     // Kill the leader right after it signed a certificate: renewals keep reaching it through the proxy.

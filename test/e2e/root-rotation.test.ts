@@ -15,11 +15,11 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getCluster, startPod, writeFileAtomic, type SimulatedPod, type TestCluster } from '../harness/index.js';
+import { getCluster, writeFileAtomic, type TestCluster } from '../harness/index.js';
 import { parseCertificate, parseCertificates, type ParsedCertificate } from '../../src/pki/index.js';
-import { ensureBuilt, eventually, startLineApp, type LineApp } from './support/agent-env.js';
+import { ensureBuilt, eventually } from './support/agent-env.js';
 import { createCaMaterial, startCa, type RunningCa } from './support/ca.js';
-import { startSidecar, type Sidecar } from './support/sidecar.js';
+import { startMtlsPair, type MtlsPair, type Sidecar } from './support/sidecar.js';
 import { startTraffic } from './support/traffic.js';
 
 const LAG_MS = Number(process.env.CITADEL_TEST_KUBELET_LAG_MS ?? 4000);
@@ -40,10 +40,9 @@ describe(`root change with live traffic, pods ${LAG_MS} ms behind the ConfigMap,
   let cluster: TestCluster;
   let workDir: string;
   let ca: RunningCa;
-  let app: LineApp;
+  let pair: MtlsPair;
   let client: Sidecar;
   let server: Sidecar;
-  const pods: SimulatedPod[] = [];
 
   beforeAll(async () => {
     await ensureBuilt();
@@ -56,25 +55,16 @@ describe(`root change with live traffic, pods ${LAG_MS} ms behind the ConfigMap,
       kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true,
       extraArgs: ['--namespace-selector', label, '--sa-secrets', 'off', '--cacerts-poll-interval', '1s', '--plugged-root-publish-delay', `${PUBLISH_DELAY_S}s`],
     });
-    const pod = async (serviceAccount: string) => {
-      const p = await startPod(cluster, { namespace: ns, serviceAccount, rootCertLagMs: LAG_MS });
-      pods.push(p);
-      await p.waitForRootCert({ timeoutMs: 60_000 });
-      return p;
-    };
-    const [clientPod, serverPod] = [await pod('client'), await pod('server')];
-    app = await startLineApp('server-app');
-    const agentArgs = ['--ca-address', ca.grpcAddress, '--ca-server-name', ca.serverName, '--cert-ttl', `${CERT_TTL_S}s`];
-    server = await startSidecar({ name: 'server', root: serverPod.root, logDir: workDir, agentArgs, inbound: { appPort: app.port, allowedClientIds: [`spiffe://cluster.local/ns/${ns}/sa/client`] } });
-    client = await startSidecar({ name: 'client', root: clientPod.root, logDir: workDir, agentArgs, outbounds: [{ upstreamPort: server.inboundPort, serverId: `spiffe://cluster.local/ns/${ns}/sa/server` }] });
+    pair = await startMtlsPair({
+      cluster, namespace: ns, logDir: workDir, rootCertLagMs: LAG_MS,
+      agentArgs: ['--ca-address', ca.grpcAddress, '--ca-server-name', ca.serverName, '--cert-ttl', `${CERT_TTL_S}s`],
+    });
+    ({ client, server } = pair);
   }, 180_000);
 
   afterAll(async () => {
-    await client?.stop();
-    await server?.stop();
-    await app?.close();
+    await pair?.stop();
     await ca?.stop();
-    for (const p of pods) await p.delete().catch(() => undefined);
   });
 
   /** Waits until both workloads present certificates under `intermediate`, then for one more renewal of each. */
@@ -93,7 +83,7 @@ describe(`root change with live traffic, pods ${LAG_MS} ms behind the ConfigMap,
   };
 
   it('plugged-in root replaced the quick way (the whole cacerts set at once): 0 failed requests', async () => {
-    const traffic = await startTraffic({ port: client.outboundPorts[0]!, appName: 'server-app' });
+    const traffic = await startTraffic({ port: pair.port, appName: 'server-app' });
     await eventually('traffic to flow', () => traffic.report().requests > 10);
     const next = path.join(workDir, 'next-ca');
     await createCaMaterial(next);
@@ -110,7 +100,7 @@ describe(`root change with live traffic, pods ${LAG_MS} ms behind the ConfigMap,
   }, 240_000);
 
   it('plugged-in root changed the careful way (both roots first; signing after every pod has them): 0 failed requests', async () => {
-    const traffic = await startTraffic({ port: client.outboundPorts[0]!, appName: 'server-app' });
+    const traffic = await startTraffic({ port: pair.port, appName: 'server-app' });
     await eventually('traffic to flow', () => traffic.report().requests > 10);
     const third = path.join(workDir, 'third-ca');
     await createCaMaterial(third);
@@ -119,7 +109,7 @@ describe(`root change with live traffic, pods ${LAG_MS} ms behind the ConfigMap,
     // Step 2 of docs/rotation.md: publish both roots, keep signing with the current intermediate.
     install({ 'root-cert.pem': both });
     // Wait for kubelet propagation: every pod's root file holds the new root.
-    for (const p of pods) await p.waitForRootCert({ timeoutMs: LAG_MS + 30_000, predicate: (pem) => pem.includes(thirdRoot.trim()) });
+    for (const p of pair.pods) await p.waitForRootCert({ timeoutMs: LAG_MS + 30_000, predicate: (pem) => pem.includes(thirdRoot.trim()) });
     // Step 3: the new intermediate signs; root-cert.pem still holds both roots.
     install({ 'ca-cert.pem': readPem(third, 'ca-cert.pem'), 'ca-key.pem': readPem(third, 'ca-key.pem'), 'cert-chain.pem': readPem(third, 'cert-chain.pem') });
     await bothRenewUnder(parseCertificate(readPem(third, 'ca-cert.pem')));

@@ -3,8 +3,8 @@
  * secrets come from that agent over SDS, with the inbound/outbound listeners of support/bootstrap.ts.
  */
 import path from 'node:path';
-import { freePorts, startEnvoy, type EnvoyCerts, type EnvoyProcess } from '../../harness/index.js';
-import { startAgent, type RunningAgent } from './agent-env.js';
+import { freePorts, startEnvoy, startPod, type EnvoyCerts, type EnvoyProcess, type SimulatedPod, type TestCluster } from '../../harness/index.js';
+import { startAgent, startLineApp, type LineApp, type RunningAgent } from './agent-env.js';
 import { sidecarBootstrap } from './bootstrap.js';
 
 export interface SidecarOptions {
@@ -96,4 +96,47 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     },
   };
   return sidecar;
+}
+
+export interface MtlsPair {
+  readonly client: Sidecar;
+  readonly server: Sidecar;
+  /** The client Envoy's outbound port to the server; the app behind the server answers `x` with `server-app:x`. */
+  readonly port: number;
+  readonly pods: readonly SimulatedPod[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Two simulated pods in `namespace` (ServiceAccounts `client` and `server`) whose root-cert.pem comes from the
+ * namespace's istio-ca-root-cert ConfigMap (the CA's controllers must write it), each with agent + Envoy: the
+ * client's outbound listener reaches a line app behind the server's inbound listener over mTLS, each side
+ * checking the other's SPIFFE ID.
+ */
+export async function startMtlsPair(opts: { cluster: TestCluster; namespace: string; logDir: string; agentArgs: readonly string[]; rootCertLagMs?: number }): Promise<MtlsPair> {
+  const pods: SimulatedPod[] = [];
+  const started: Array<{ stop(): Promise<void> }> = [];
+  let app: LineApp | undefined;
+  const stop = async () => {
+    for (const s of started.reverse()) await s.stop();
+    await app?.close();
+    for (const p of pods) await p.delete().catch(() => undefined);
+  };
+  try {
+    for (const serviceAccount of ['client', 'server']) {
+      const pod = await startPod(opts.cluster, { namespace: opts.namespace, serviceAccount, ...(opts.rootCertLagMs ? { rootCertLagMs: opts.rootCertLagMs } : {}) });
+      pods.push(pod);
+      await pod.waitForRootCert({ timeoutMs: 60_000 });
+    }
+    app = await startLineApp('server-app');
+    const id = (sa: string) => `spiffe://cluster.local/ns/${opts.namespace}/sa/${sa}`;
+    const server = await startSidecar({ name: 'server', root: pods[1]!.root, logDir: opts.logDir, agentArgs: opts.agentArgs, inbound: { appPort: app.port, allowedClientIds: [id('client')] } });
+    started.push(server);
+    const client = await startSidecar({ name: 'client', root: pods[0]!.root, logDir: opts.logDir, agentArgs: opts.agentArgs, outbounds: [{ upstreamPort: server.inboundPort, serverId: id('server') }] });
+    started.push(client);
+    return { client, server, port: client.outboundPorts[0]!, pods, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }

@@ -129,13 +129,18 @@ describe('secret cache with a CA', () => {
     expect(t.cache.nextAttemptAt()).toBe(t.clock.now() + TTL / 2);
   });
 
-  it('keeps serving while the CA is down, backs off 0.5 s, 1 s, 2 s ... (within the remaining life), rebuilds the connection each time, then recovers', async () => {
+  /** A cache that got its first certificate from a CA that is down from then on (until `setDown(false)`). */
+  async function servedThenCaDown() {
     let down = false;
     const t = await setup({ failWith: () => (down ? unavailable() : undefined) });
     await t.cache.start();
     await runNextAttempt(t);
-    const served = t.secrets.certificate()!;
     down = true;
+    return { t, served: t.secrets.certificate()!, setDown: (v: boolean) => { down = v; } };
+  }
+
+  it('keeps serving while the CA is down, backs off 0.5 s, 1 s, 2 s ... (within the remaining life), rebuilds the connection each time, then recovers', async () => {
+    const { t, served, setDown } = await servedThenCaDown();
     const delays: number[] = [];
     await runNextAttempt(t); // the renewal at half-life fails
     for (let i = 0; i < 5; i++) {
@@ -153,7 +158,7 @@ describe('secret cache with a CA', () => {
     const text = await t.metrics.registry.metrics();
     expect(text).toMatch(/istio_agent_num_failed_outgoing_requests\{request_type="csr",error="UPSTREAM_UNAVAILABLE"\} 6/);
     expect(text).toMatch(/istio_agent_num_outgoing_retries\{request_type="csr"\} 6/);
-    down = false;
+    setDown(false);
     await runNextAttempt(t);
     expect(t.secrets.certificate()!.serialHex).not.toBe(served.serialHex);
     expect(t.cache.failures()).toBe(0);
@@ -249,12 +254,7 @@ describe('secret cache with a CA', () => {
   });
 
   it('once the certificate has expired with the CA down, retries every few seconds and recovers within them when the CA is back', async () => {
-    let down = false;
-    const t = await setup({ failWith: () => (down ? unavailable() : undefined) });
-    await t.cache.start();
-    await runNextAttempt(t);
-    const served = t.secrets.certificate()!;
-    down = true;
+    const { t, served, setDown } = await servedThenCaDown();
     for (let i = 0; t.clock.now() < served.notAfter; i++) {
       expect(i, 'attempts before the expiry').toBeLessThan(100);
       await runNextAttempt(t);
@@ -268,7 +268,7 @@ describe('secret cache with a CA', () => {
     }
     expect(delays).toEqual([5000, 5000, 5000]);
     expect(t.secrets.ready()).toBe(false);
-    down = false;
+    setDown(false);
     const back = t.clock.now();
     await runNextAttempt(t);
     expect(t.clock.now() - back).toBeLessThanOrEqual(5000);
