@@ -112,7 +112,7 @@ describe('plugged-in key material', () => {
     const interA = await makeIntermediate(root, 'Intermediate A1');
     const dir = path.join(tmp, ns);
     writeDir(dir, istioFiles(interA, root));
-    const ca = await startCa({ kubeconfig, namespace: ns, cacertsDir: dir, args: ['--cacerts-poll-interval', '200ms', '--extra-dns-names', 'ca.example.test'] });
+    const ca = await startCa({ kubeconfig, namespace: ns, cacertsDir: dir, args: ['--cacerts-poll-interval', '200ms', '--extra-dns-names', 'ca.example.test', '--plugged-root-publish-delay', '12s'] });
     running.push(ca);
 
     // Response chain: [leaf, intermediate, root bundle]; openssl agrees.
@@ -150,14 +150,21 @@ describe('plugged-in key material', () => {
     expect(metricValue(await ca.metrics(), 'citadel_server_key_material_reload_err_count')).toBe(1);
     expect(parseCertificate((await issue(ca, ns, root.pem))[0]!).issuer).toBe(interA2.cert.subject);
 
-    // A different root: the bundle keeps the old root next to the new one, so old leaves still verify.
+    // A different root: published first (the bundle gains root B while Intermediate A2 still signs, the serving
+    // certificate too), signing moves after --plugged-root-publish-delay; the bundle keeps the old root next to
+    // the new one, so old leaves still verify.
     const rootB = await makeRoot('Root B');
     const interB = await makeIntermediate(rootB, 'Intermediate B1');
     writeDir(dir, istioFiles(interB, rootB));
-    await eventually(async () => {
+    await ca.waitForLog((l) => l.msg === 'new CA root published in the trust bundle; the new material signs once the publish delay has passed');
+    const published = await issue(ca, ns, root.pem);
+    expect(parseCertificate(published[0]!).issuer).toBe(interA2.cert.subject);
+    expect(parseCertificates(published[2]!).map((c) => c.subject).sort()).toEqual([root.cert.subject, rootB.cert.subject].sort());
+    expect((await servingCert(ca.grpcPort, ns)).issuer.CN).toBe('Intermediate A2');
+    await retryUntilPasses(async () => {
       const c = await issue(ca, ns, root.pem + rootB.pem);
       expect(parseCertificate(c[0]!).issuer).toBe(interB.cert.subject);
-    });
+    }, { timeoutMs: 30_000, intervalMs: 500 });
     const chain3 = await issue(ca, ns, root.pem + rootB.pem);
     const bundleRoots = parseCertificates(chain3[2]!).map((c) => c.subject);
     expect(bundleRoots).toEqual([rootB.cert.subject, root.cert.subject]);
