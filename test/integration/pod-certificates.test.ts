@@ -44,7 +44,7 @@ async function runControllers(caNamespace: string, authority: TestAuthority, max
   const { kube } = await citadelClients(cluster, caNamespace);
   const c = startControllers({
     kube, ca: authority, clock: systemClock, log: silentLogger, registry: reg, namespace: caNamespace, trustDomain: 'cluster.local',
-    saSecrets: 'off', rootConfigMaps: false,
+    saSecrets: 'off', rootConfigMaps: false, authorizationPolicies: false,
     podCertificates: { signerName: signerNameFor(caNamespace), sign: true, trustBundle: true, maxTtlMs },
     leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 500,
   });
