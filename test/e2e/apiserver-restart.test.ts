@@ -24,15 +24,18 @@ function watchReadiness(s: Sidecar) {
   let stopped = false;
   let notReadySince: number | undefined;
   let longest = 0;
+  const poll = async () => {
+    const ok = (await httpGet(`${s.agent.statusUrl}/readyz`, 1000)).status === 200;
+    const now = Date.now();
+    if (!ok) notReadySince ??= now;
+    else if (notReadySince !== undefined) {
+      longest = Math.max(longest, now - notReadySince);
+      notReadySince = undefined;
+    }
+  };
   const loop = (async () => {
     while (!stopped) {
-      const ok = (await httpGet(`${s.agent.statusUrl}/readyz`, 1000)).status === 200;
-      const now = Date.now();
-      if (!ok) notReadySince ??= now;
-      else if (notReadySince !== undefined) {
-        longest = Math.max(longest, now - notReadySince);
-        notReadySince = undefined;
-      }
+      await poll();
       await new Promise((r) => setTimeout(r, 200));
     }
   })();
@@ -40,6 +43,8 @@ function watchReadiness(s: Sidecar) {
     async stop() {
       stopped = true;
       await loop;
+      // The loop's last poll may predate the recovery the caller just waited for: look once more.
+      await poll();
       return notReadySince === undefined ? longest : Infinity;
     },
   };
