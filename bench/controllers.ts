@@ -82,7 +82,7 @@ async function main(): Promise<void> {
     const started = Date.now();
     await controllers.synced();
     const syncedMs = Date.now() - started;
-    const created = () => metric(registry, 'citadel_controller_writes_total', { action: 'create', outcome: 'created' });
+    const created = () => metric(registry, 'citadel_controller_writes_total', { controller: 'root-configmap', action: 'create', outcome: 'created' });
     await until('every ConfigMap', async () => (await created()) >= N, 10 * 60_000, 50);
     const fullMs = Date.now() - started;
 
@@ -93,10 +93,10 @@ async function main(): Promise<void> {
     };
     const verifiedFull = await countWith(ca.trustBundlePem());
 
-    const updatesBefore = await metric(registry, 'citadel_controller_writes_total', { action: 'update', outcome: 'updated' });
+    const updatesBefore = await metric(registry, 'citadel_controller_writes_total', { controller: 'root-configmap', action: 'update', outcome: 'updated' });
     t = Date.now();
     await ca.rotateRoot({ keepOld: true });
-    await until('the new bundle everywhere', async () => (await metric(registry, 'citadel_controller_writes_total', { action: 'update', outcome: 'updated' })) - updatesBefore >= N, 10 * 60_000, 50);
+    await until('the new bundle everywhere', async () => (await metric(registry, 'citadel_controller_writes_total', { controller: 'root-configmap', action: 'update', outcome: 'updated' })) - updatesBefore >= N, 10 * 60_000, 50);
     const rotateMs = Date.now() - t;
     const verifiedRotate = await countWith(ca.trustBundlePem());
 
