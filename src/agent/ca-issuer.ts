@@ -131,7 +131,7 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
     try {
       token = await readOptional(deps.tokenPath);
     } catch (err) {
-      log.warn({ path: deps.tokenPath, err: (err as Error).message }, 'cannot read the token file');
+      log.warn({ path: deps.tokenPath, err }, 'cannot read the token file');
     }
 
     let identity: WorkloadIdentity;

@@ -36,7 +36,7 @@ export async function watchCrlFile(deps: CrlFileDeps): Promise<FileWatcher> {
         deps.secrets.publishCrl(text === undefined ? undefined : validateCrlMaterial(text));
       } catch (err) {
         deps.metrics?.fileSecretFailures.inc({ resource_name: ROOT_CA_RESOURCE });
-        deps.log.error({ path: deps.path, err: toCitadelError(err, 'CERT_INVALID').message }, 'CRL file refused; keeping the previous CRLs');
+        deps.log.error({ path: deps.path, err: toCitadelError(err, 'CERT_INVALID') }, 'CRL file refused; keeping the previous CRLs');
       }
     },
   });

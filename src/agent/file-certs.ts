@@ -87,7 +87,7 @@ export function createFileCertSource(deps: FileCertsDeps): FileCertSource {
       deps.secrets.publishTrustBundle(mergeTrustBundles([root]));
     } catch (err) {
       deps.metrics?.fileSecretFailures.inc({ resource_name: ROOT_CA_RESOURCE });
-      deps.log.error({ path: rootPath, err: toCitadelError(err, 'CERT_INVALID').message }, 'mounted root certificate not loaded; keeping the last good one');
+      deps.log.error({ path: rootPath, err: toCitadelError(err, 'CERT_INVALID') }, 'mounted root certificate not loaded; keeping the last good one');
     }
     try {
       let chain = contents.get(certPath);
@@ -97,7 +97,7 @@ export function createFileCertSource(deps: FileCertsDeps): FileCertSource {
       deps.secrets.publishCertificate(validateCertificateMaterial({ chain, key, now }));
     } catch (err) {
       deps.metrics?.fileSecretFailures.inc({ resource_name: WORKLOAD_CERT_RESOURCE });
-      deps.log.error({ path: certPath, err: toCitadelError(err, 'CERT_INVALID').message }, 'mounted certificate not loaded; keeping the last good one');
+      deps.log.error({ path: certPath, err: toCitadelError(err, 'CERT_INVALID') }, 'mounted certificate not loaded; keeping the last good one');
     }
   };
 

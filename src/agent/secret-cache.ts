@@ -134,7 +134,7 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
     try {
       deps.secrets.publishTrustBundle(mergeTrustBundles([rootFilePem, responseRootsPem], deps.clock.now()));
     } catch (err) {
-      log.error({ err: toCitadelError(err).message }, 'trust bundle not published: no usable certificate');
+      log.error({ err: toCitadelError(err) }, 'trust bundle not published: no usable certificate');
     }
   };
 
@@ -149,7 +149,7 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
       try {
         mergeTrustBundles([text]);
       } catch (err) {
-        log.error({ path: deps.rootCertPath, err: toCitadelError(err).message }, 'root file holds no usable certificate; keeping the last one');
+        log.error({ path: deps.rootCertPath, err: toCitadelError(err) }, 'root file holds no usable certificate; keeping the last one');
         return false;
       }
       rootFilePem = text;
@@ -207,9 +207,7 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
       const delay = changedDuringAttempt ? 0 : retryDelay({ failures, policy: backoff, random, now, notAfter: current?.notAfter });
       log.warn(
         {
-          code: e.code,
-          err: e.message,
-          detail: e.detail,
+          err: e,
           failures,
           retryInMs: delay,
           serving: current ? { serial: current.serialHex, expired: current.notAfter <= now, notAfter: new Date(current.notAfter).toISOString() } : undefined,

@@ -36,7 +36,7 @@ export async function watchJwtBundle(deps: { path: string; clock: Clock; log: Lo
       try {
         jwks = new Map(parseSpiffeBundle(text).jwtAuthorities);
       } catch (err) {
-        deps.log.error({ path: deps.path, err: toCitadelError(err).message }, 'SPIFFE bundle file unusable; keeping the last JWT keys');
+        deps.log.error({ path: deps.path, err: toCitadelError(err) }, 'SPIFFE bundle file unusable; keeping the last JWT keys');
         return;
       }
       const next = jwtBundleJson(jwks);
