@@ -15,7 +15,7 @@ const unimplemented = (what: string) => ({ code: grpc.status.UNIMPLEMENTED, deta
 export function ecdsServiceBinding(service: EcdsService, log: Logger): ServiceBinding {
   const implementation: grpc.UntypedServiceImplementation = {
     StreamExtensionConfigs(call: grpc.ServerDuplexStream<unknown, unknown>) {
-      bindDuplex(call, service.openStream, log);
+      bindDuplex(call, service.openStream, log, { latestOnly: true });
     },
     DeltaExtensionConfigs(call: grpc.ServerDuplexStream<unknown, unknown>) {
       call.emit('error', unimplemented('DeltaExtensionConfigs'));

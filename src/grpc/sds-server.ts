@@ -21,11 +21,37 @@ import { insecureServerCredentials, startGrpcServer, type ServiceBinding } from 
 type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
 
 /** Wires one grpc-js duplex call to a stream handle of a discovery service (SDS here, ECDS in ecds-server.ts). */
-export function bindDuplex<Req, Res>(call: Duplex, open: (sink: ResponseSink<Res>, peer: string) => StreamHandle<Req>, log: Logger, encode: (message: Res) => unknown = (m) => m): void {
+export function bindDuplex<Req, Res>(
+  call: Duplex,
+  open: (sink: ResponseSink<Res>, peer: string) => StreamHandle<Req>,
+  log: Logger,
+  opts: { encode?: (message: Res) => unknown; latestOnly?: boolean } = {},
+): void {
+  const encode = opts.encode ?? ((m: Res) => m);
   let finished = false;
+  // latestOnly (state of the world: every response carries the whole state): at most one response is on its way
+  // to the peer, and of those that come meanwhile only the newest is kept. A peer that stops reading then holds one
+  // response, not a queue that grows with every rotation.
+  let inFlight = false;
+  let heldBack: unknown;
+  const write = (bytes: unknown) => {
+    if (!opts.latestOnly) {
+      call.write(bytes);
+      return;
+    }
+    inFlight = true;
+    call.write(bytes, () => {
+      inFlight = false;
+      const next = heldBack;
+      heldBack = undefined;
+      if (next !== undefined && !finished) write(next);
+    });
+  };
   const sink: ResponseSink<Res> = {
     send(message) {
-      if (!finished) call.write(encode(message));
+      if (finished) return;
+      if (inFlight) heldBack = encode(message);
+      else write(encode(message));
     },
     end() {
       if (finished) return;
@@ -85,7 +111,7 @@ export function sdsServiceBinding(service: SdsService, log: Logger): ServiceBind
   const encodeSotw = sotwResponseEncoder(stream);
   const implementation: grpc.UntypedServiceImplementation = {
     StreamSecrets(call: Duplex) {
-      bindDuplex(call, service.openStream, log, encodeSotw);
+      bindDuplex(call, service.openStream, log, { encode: encodeSotw, latestOnly: true });
     },
     DeltaSecrets(call: Duplex) {
       bindDuplex(call, service.openDeltaStream, log);

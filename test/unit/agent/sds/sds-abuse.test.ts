@@ -1,9 +1,10 @@
 /**
- * The agent's SDS socket under abuse (issue 14, item 7, partly): megabytes of garbage from a peer that does not
- * speak HTTP/2, and thousands of streams opened and dropped. The server must let go of everything the abuser held
+ * The agent's SDS socket under abuse (issue 14, item 7): megabytes of garbage from a peer that does not speak
+ * HTTP/2, thousands of streams opened and dropped, and streams that never read what they are sent. The server must let go of everything the abuser held
  * and keep serving a real client. The figures are printed for the record.
  */
 import { randomBytes } from 'node:crypto';
+import http2 from 'node:http2';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,6 +15,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../../../src/clock.js';
 import { silentLogger } from '../../../../src/log.js';
 import { SecretStore } from '../../../../src/agent/secret-store.js';
+import { SECRET_TYPE_URL } from '../../../../src/grpc/protos.js';
 import { startSdsServer, type SdsServer } from '../../../../src/grpc/sds-server.js';
 import { waitFor } from '../../../support/wait.js';
 import { makeCa } from '../../grpc/tls-fixtures.js';
@@ -29,18 +31,38 @@ function heapAfterGc(): number {
   return process.memoryUsage().heapUsed;
 }
 
+/** Heap plus memory outside it (Buffers: where unsent HTTP/2 data waits), after a full garbage collection. */
+function memoryAfterGc(): number {
+  const heap = heapAfterGc();
+  return heap + process.memoryUsage().external;
+}
+
+/** A length-delimited protobuf field (wire type 2) shorter than 128 bytes. */
+function protoString(field: number, value: string): Buffer {
+  const bytes = Buffer.from(value);
+  return Buffer.concat([Buffer.from([(field << 3) | 2, bytes.length]), bytes]);
+}
+
+/** A gRPC message frame: not compressed, then the length as 4 bytes big-endian. */
+function grpcFrame(message: Buffer): Buffer {
+  const header = Buffer.alloc(5);
+  header.writeUInt32BE(message.length, 1);
+  return Buffer.concat([header, message]);
+}
+
 describe('SDS socket under abuse', () => {
   let dir: string;
   let socketPath: string;
   let store: SecretStore;
   let server: SdsServer;
+  let ca: Awaited<ReturnType<typeof makeCa>>;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sds-abuse-'));
     socketPath = join(dir, 'socket');
     store = new SecretStore({ clock: systemClock, log: silentLogger });
     server = await startSdsServer({ socketPath, store, log: silentLogger });
-    const ca = await makeCa();
+    ca = await makeCa();
     const leaf = await ca.issue({ spiffeId: 'spiffe://cluster.local/ns/app/sa/web' });
     store.setTlsCertificate('default', leaf.certPem + ca.pem, leaf.keyPem);
   });
@@ -108,5 +130,42 @@ describe('SDS socket under abuse', () => {
     // Nothing per stream is kept: what remains is the connections' and the JIT's, not 10,000 streams' worth.
     expect(grownMb).toBeLessThan(16);
     await stillServes();
+  }, 120_000);
+  it('holds back what a peer that never reads is sent: 100 such streams cost no more after 300 rotations than after 100', async () => {
+    // A raw HTTP/2 peer that opens StreamSecrets with a zero stream window: the agent may send it nothing, ever.
+    const session = http2.connect('http://sds', { createConnection: () => connect({ path: socketPath }), settings: { initialWindowSize: 0 } });
+    session.on('error', () => undefined);
+    try {
+      const request = grpcFrame(Buffer.concat([protoString(3, 'default'), protoString(4, SECRET_TYPE_URL)]));
+      const stuck = Array.from({ length: 100 }, () => {
+        const s = session.request({ ':method': 'POST', ':path': '/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets', 'content-type': 'application/grpc', te: 'trailers' });
+        s.on('error', () => undefined);
+        s.write(request);
+        return s;
+      });
+      await waitFor('every stuck stream registered', () => server.service.activeStreams === stuck.length);
+      const leaves = await Promise.all(Array.from({ length: 300 }, (_, i) => ca.issue({ spiffeId: `spiffe://cluster.local/ns/app/sa/web-${i}` })));
+      const rotate = async (from: number, to: number) => {
+        for (const leaf of leaves.slice(from, to)) {
+          store.setTlsCertificate('default', leaf.certPem + ca.pem, leaf.keyPem);
+          await new Promise((r) => setImmediate(r));
+        }
+        // A round trip of a real client: the agent has handled every push by the time it answers.
+        await stillServes();
+      };
+      await rotate(0, 100);
+      const after100 = memoryAfterGc();
+      await rotate(100, 300);
+      const grownMb = (memoryAfterGc() - after100) / 1048576;
+      console.log(`100 SDS streams that never read: heap + buffers after GC grew ${grownMb.toFixed(1)} MB from rotation 100 to 300`);
+      // Queued per change, 200 more rotations add 20,000 responses of a few KB each: ~41 MB measured before the
+      // agent held them back. What remains (6-12 MB here) also grows per rotation without any stuck peer, as the
+      // bench's leak row shows for the agent's RSS; that is a separate, open question.
+      expect(grownMb).toBeLessThan(24);
+      for (const s of stuck) s.close(http2.constants.NGHTTP2_CANCEL);
+      await waitFor('the stuck streams released', () => server.service.activeStreams === 0);
+    } finally {
+      session.destroy();
+    }
   }, 120_000);
 });
