@@ -72,33 +72,47 @@ export function publicKeyToPem(key: KeyObject): string {
 
 const keyInfoCache = new WeakMap<KeyObject, KeyInfo>();
 
+/** What the key policy looks at: OpenSSL's names and details, or the same read from a SubjectPublicKeyInfo. */
+interface KeyFacts {
+  readonly kind: string | undefined;
+  readonly namedCurve?: string;
+  readonly modulusLength?: number;
+  readonly publicExponent?: bigint;
+}
+
+/** The one policy on which keys we take. Throws KEY_UNSUPPORTED and KEY_TOO_WEAK. */
+function keyInfoFrom(facts: KeyFacts): KeyInfo {
+  if (facts.kind === 'ec') {
+    const curve = facts.namedCurve;
+    if (curve === 'prime256v1') return { type: 'ecdsa-p256', algorithm: 'ecdsa', bits: 256, curve: 'P-256' };
+    if (curve === 'secp384r1') return { type: 'ecdsa-p384', algorithm: 'ecdsa', bits: 384, curve: 'P-384' };
+    throw new CitadelError('KEY_UNSUPPORTED', `unsupported elliptic curve ${curve ?? '(unknown)'}; use P-256 or P-384`);
+  }
+  if (facts.kind === 'rsa') {
+    const bits = facts.modulusLength ?? 0;
+    if (bits < 2048) throw new CitadelError('KEY_TOO_WEAK', `RSA key of ${bits} bits is too weak; at least 2048 are required`);
+    if (bits !== 2048 && bits !== 3072 && bits !== 4096) throw new CitadelError('KEY_UNSUPPORTED', `RSA keys of ${bits} bits are not supported; use 2048, 3072 or 4096`);
+    // OpenSSL imports any exponent; with e = 1 (or any even e) "signatures" can be forged by anyone, so a
+    // CSR would prove nothing and the certificate would be usable by whoever sees it.
+    const e = facts.publicExponent ?? 0n;
+    if (e < 3n || e % 2n === 0n || e >= 2n ** 32n) throw new CitadelError('KEY_UNSUPPORTED', `RSA public exponent ${e} is not supported; use 65537`);
+    return { type: `rsa-${bits}` as KeyType, algorithm: 'rsa', bits };
+  }
+  throw new CitadelError('KEY_UNSUPPORTED', `unsupported key algorithm ${facts.kind ?? '(unknown)'}; use ECDSA or RSA`);
+}
+
 /**
  * What kind of key this is, if we support it (public or private). Throws KEY_UNSUPPORTED (Ed25519, DSA,
  * RSA-PSS, other curves, odd RSA sizes) and KEY_TOO_WEAK (RSA under 2048 bits).
  */
 export function describeKey(key: KeyObject): KeyInfo {
-  const hit = keyInfoCache.get(key);
-  if (hit) return hit;
-  let info: KeyInfo;
-  const details = key.asymmetricKeyDetails;
-  if (key.asymmetricKeyType === 'ec') {
-    const curve = details?.namedCurve;
-    if (curve === 'prime256v1') info = { type: 'ecdsa-p256', algorithm: 'ecdsa', bits: 256, curve: 'P-256' };
-    else if (curve === 'secp384r1') info = { type: 'ecdsa-p384', algorithm: 'ecdsa', bits: 384, curve: 'P-384' };
-    else throw new CitadelError('KEY_UNSUPPORTED', `unsupported elliptic curve ${curve ?? '(unknown)'}; use P-256 or P-384`);
-  } else if (key.asymmetricKeyType === 'rsa') {
-    const bits = details?.modulusLength ?? 0;
-    if (bits < 2048) throw new CitadelError('KEY_TOO_WEAK', `RSA key of ${bits} bits is too weak; at least 2048 are required`);
-    if (bits !== 2048 && bits !== 3072 && bits !== 4096) throw new CitadelError('KEY_UNSUPPORTED', `RSA keys of ${bits} bits are not supported; use 2048, 3072 or 4096`);
-    // OpenSSL imports any exponent; with e = 1 (or any even e) "signatures" can be forged by anyone, so a
-    // CSR would prove nothing and the certificate would be usable by whoever sees it.
-    const e = details?.publicExponent ?? 0n;
-    if (e < 3n || e % 2n === 0n || e >= 2n ** 32n) throw new CitadelError('KEY_UNSUPPORTED', `RSA public exponent ${e} is not supported; use 65537`);
-    info = { type: `rsa-${bits}` as KeyType, algorithm: 'rsa', bits };
-  } else {
-    throw new CitadelError('KEY_UNSUPPORTED', `unsupported key algorithm ${key.asymmetricKeyType ?? '(unknown)'}; use ECDSA or RSA`);
+  let info = keyInfoCache.get(key);
+  if (!info) {
+    const kind = key.asymmetricKeyType;
+    // asymmetricKeyDetails asks OpenSSL (~20 us on a fresh key); only kinds we might take need it.
+    info = keyInfoFrom(kind === 'ec' || kind === 'rsa' ? { kind, ...key.asymmetricKeyDetails } : { kind });
+    keyInfoCache.set(key, info);
   }
-  keyInfoCache.set(key, info);
   return info;
 }
 
@@ -126,15 +140,14 @@ const RSA_KEY_ALG = sequence(oid(OID.rsaEncryption), nullValue());
 const P256_KEY_ALG = sequence(oid(OID.ecPublicKey), oid('1.2.840.10045.3.1.7'));
 const P384_KEY_ALG = sequence(oid(OID.ecPublicKey), oid('1.3.132.0.34'));
 
-const b64url = (b: Buffer) => b.toString('base64url');
-
 /**
  * Reads a SubjectPublicKeyInfo. Throws DER_INVALID, KEY_UNSUPPORTED, KEY_TOO_WEAK.
  *
- * Why not just createPublicKey(der): OpenSSL 3's DER decoder costs ~120 us per key, most of a CSR's
- * handling time. RSA keys and P-256 points are imported as JWK instead (RSA: ~4 us; P-256: a bit faster;
- * OpenSSL still checks the point is on the curve), and when the encoding is the canonical one OpenSSL would
- * write, the input bytes are remembered as the key's SPKI so issuance need not export it again.
+ * The key reaches OpenSSL as a PEM string built from the checked bytes, not as `{ key, format: 'der' }` or a JWK:
+ * Node 24 tells a KeyObject from an options object by catching an exception it throws for every plain object,
+ * which doubles or triples the cost of an import (P-256: ~45 us as DER options, ~55 us as JWK, ~18 us as PEM;
+ * bench/crypto-bound.ts). When the encoding is the canonical one OpenSSL would write, the input bytes are
+ * remembered as the key's SPKI so issuance need not export it again.
  */
 export function publicKeyFromSpki(spki: Buffer): { publicKey: KeyObject; key: KeyInfo } {
   const c = new DerCursor(parseDer(spki), 'subjectPublicKeyInfo');
@@ -146,33 +159,39 @@ export function publicKeyFromSpki(spki: Buffer): { publicKey: KeyObject; key: Ke
   if (alg.length > MAX_SPKI_ALGORITHM_BYTES || bits.bytes.length > MAX_SPKI_KEY_BYTES) {
     throw new CitadelError('KEY_UNSUPPORTED', 'public key is larger than any supported key');
   }
+  // For the encodings OpenSSL itself writes, the facts the key policy needs are read here, which spares asking
+  // OpenSSL for the key's details (~20 us), and the input bytes are the key's SPKI.
+  let facts: KeyFacts | undefined;
+  if (alg.equals(RSA_KEY_ALG) && bits.unusedBits === 0) {
+    const rsa = new DerCursor(parseDer(bits.bytes), 'RSAPublicKey');
+    // Bounded before OpenSSL sees them: a 40 KB exponent costs OpenSSL (and printing it) most of a second.
+    const n = readUnsignedInteger(rsa.next(Tag.INTEGER, 'modulus'), 'modulus');
+    const e = readUnsignedInteger(rsa.next(Tag.INTEGER, 'publicExponent'), 'publicExponent');
+    if (n.length > MAX_RSA_BYTES) throw new CitadelError('KEY_UNSUPPORTED', `RSA keys of more than ${MAX_RSA_BYTES * 8} bits are not supported; use 2048, 3072 or 4096`);
+    if (e.length > 4) throw new CitadelError('KEY_UNSUPPORTED', 'RSA public exponents above 32 bits are not supported; use 65537');
+    rsa.end('RSAPublicKey');
+    facts = { kind: 'rsa', modulusLength: bitLength(n), publicExponent: BigInt(`0x${e.toString('hex')}`) };
+  } else if (bits.unusedBits === 0 && bits.bytes[0] === 0x04) {
+    if (alg.equals(P256_KEY_ALG) && bits.bytes.length === 65) facts = { kind: 'ec', namedCurve: 'prime256v1' };
+    else if (alg.equals(P384_KEY_ALG) && bits.bytes.length === 97) facts = { kind: 'ec', namedCurve: 'secp384r1' };
+  }
+  // The policy first: a key we would refuse never reaches OpenSSL's decoder.
+  const known = facts && keyInfoFrom(facts);
   let publicKey: KeyObject;
-  let canonical = false;
   try {
-    if (alg.equals(RSA_KEY_ALG) && bits.unusedBits === 0) {
-      const rsa = new DerCursor(parseDer(bits.bytes), 'RSAPublicKey');
-      // Bounded before OpenSSL sees them: a 40 KB exponent costs OpenSSL (and printing it) most of a second.
-      const n = readUnsignedInteger(rsa.next(Tag.INTEGER, 'modulus'), 'modulus');
-      const e = readUnsignedInteger(rsa.next(Tag.INTEGER, 'publicExponent'), 'publicExponent');
-      if (n.length > MAX_RSA_BYTES) throw new CitadelError('KEY_UNSUPPORTED', `RSA keys of more than ${MAX_RSA_BYTES * 8} bits are not supported; use 2048, 3072 or 4096`);
-      if (e.length > 4) throw new CitadelError('KEY_UNSUPPORTED', 'RSA public exponents above 32 bits are not supported; use 65537');
-      rsa.end('RSAPublicKey');
-      publicKey = createPublicKey({ key: { kty: 'RSA', n: b64url(n), e: b64url(e) }, format: 'jwk' });
-      canonical = true;
-    } else if (alg.equals(P256_KEY_ALG) && bits.unusedBits === 0 && bits.bytes.length === 65 && bits.bytes[0] === 0x04) {
-      publicKey = createPublicKey({ key: { kty: 'EC', crv: 'P-256', x: b64url(bits.bytes.subarray(1, 33)), y: b64url(bits.bytes.subarray(33)) }, format: 'jwk' });
-      canonical = true;
-    } else {
-      publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
-      canonical = alg.equals(P384_KEY_ALG) && bits.unusedBits === 0 && bits.bytes.length === 97 && bits.bytes[0] === 0x04;
-    }
+    publicKey = createPublicKey(`-----BEGIN PUBLIC KEY-----\n${spki.toString('base64')}\n-----END PUBLIC KEY-----\n`);
   } catch (err) {
-    if (err instanceof CitadelError) throw err;
     throw new CitadelError('KEY_UNSUPPORTED', 'public key is not readable or of an unsupported type', (err as Error).message);
   }
-  const key = describeKey(publicKey);
-  if (canonical) spkiCache.set(publicKey, Buffer.from(spki));
-  return { publicKey, key };
+  if (!known) return { publicKey, key: describeKey(publicKey) };
+  keyInfoCache.set(publicKey, known);
+  spkiCache.set(publicKey, Buffer.from(spki));
+  return { publicKey, key: known };
+}
+
+/** Bits of an unsigned big-endian integer without leading zero bytes. */
+function bitLength(n: Buffer): number {
+  return n.length === 0 ? 0 : (n.length - 1) * 8 + (32 - Math.clz32(n[0]!));
 }
 
 /** True when `a` and `b` (public or private) have the same public key. */
@@ -229,19 +248,19 @@ export function readSignatureAlgorithm(t: Tlv): Omit<SignatureAlgorithm, 'identi
   return alg;
 }
 
-/** Signs `data` with `key` using the algorithm that fits the key (ECDSA signatures in DER form). */
+/** Signs `data` with `key` using the algorithm that fits the key (ECDSA signatures in DER form, OpenSSL's default). */
 export function signWith(key: KeyObject, info: KeyInfo, data: Buffer): Buffer {
   const alg = SIGNING[info.type];
-  return info.algorithm === 'ecdsa' ? sign(alg.hash, data, { key, dsaEncoding: 'der' }) : sign(alg.hash, data, key);
+  // ECDSA signatures are DER by default. The key goes in bare: an options object costs ~20 us more on Node 24
+  // (see publicKeyFromSpki).
+  return sign(alg.hash, data, key);
 }
 
 /** Verifies a signature; false (never a throw) for a signature that does not fit the key or algorithm. */
 export function verifyWith(publicKey: KeyObject, info: KeyInfo, alg: Omit<SignatureAlgorithm, 'identifier'>, data: Buffer, signature: Buffer): boolean {
   if (alg.keyAlgorithm !== info.algorithm) return false;
   try {
-    return info.algorithm === 'ecdsa'
-      ? verify(alg.hash, data, { key: publicKey, dsaEncoding: 'der' }, signature)
-      : verify(alg.hash, data, publicKey, signature);
+    return verify(alg.hash, data, publicKey, signature);
   } catch {
     return false;
   }

@@ -56,7 +56,7 @@ export function podCertificatePublicKey(input: PodCertificateKeyInput): { public
 function verifyProofOfPossession(publicKey: KeyObject, key: KeyInfo, podUid: string, proof: Uint8Array): boolean {
   const data = Buffer.from(podUid, 'utf8');
   try {
-    if (key.algorithm === 'ecdsa') return verify('sha256', data, { key: publicKey, dsaEncoding: 'der' }, proof);
+    if (key.algorithm === 'ecdsa') return verify('sha256', data, publicKey, proof);
     return verify('sha256', data, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO }, proof);
   } catch {
     return false;

@@ -127,13 +127,31 @@ describe('public keys from SubjectPublicKeyInfo', () => {
     }
   });
 
-  it('imports RSA and P-256 keys that equal what OpenSSL decodes', async () => {
+  it('imports keys that equal what OpenSSL decodes, and describes them as OpenSSL does', async () => {
     const { publicKeyFromSpki, spkiOf } = await import('../../../src/pki/keys.js');
-    for (const pair of [generateKeyPairSync('rsa', { modulusLength: 2048 }), generateKeyPairSync('ec', { namedCurve: 'P-256' }), generateKeyPairSync('ec', { namedCurve: 'P-384' })]) {
+    const pairs = [
+      generateKeyPairSync('rsa', { modulusLength: 2048 }),
+      generateKeyPairSync('rsa', { modulusLength: 3072, publicExponent: 3 }),
+      generateKeyPairSync('rsa', { modulusLength: 4096 }),
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }),
+      generateKeyPairSync('ec', { namedCurve: 'P-384' }),
+    ];
+    for (const pair of pairs) {
       const spki = pair.publicKey.export({ type: 'spki', format: 'der' });
-      const { publicKey } = publicKeyFromSpki(spki);
+      const { publicKey, key } = publicKeyFromSpki(spki);
       expect(publicKey.equals(pair.publicKey)).toBe(true);
       expect(spkiOf(publicKey)).toEqual(spki);
+      // The key info is read from the DER; OpenSSL's details of the same key must say the same.
+      expect(key).toEqual(describeKey(pair.publicKey));
+    }
+  });
+
+  it('refuses the keys the policy refuses, read from the DER as from OpenSSL', async () => {
+    const { publicKeyFromSpki } = await import('../../../src/pki/keys.js');
+    for (const [modulusLength, code] of [[1024, 'KEY_TOO_WEAK'], [2040, 'KEY_TOO_WEAK'], [2056, 'KEY_UNSUPPORTED'], [2560, 'KEY_UNSUPPORTED']] as const) {
+      const pub = generateKeyPairSync('rsa', { modulusLength }).publicKey;
+      expectCode(() => describeKey(pub), code);
+      expectCode(() => publicKeyFromSpki(pub.export({ type: 'spki', format: 'der' })), code, new RegExp(String(modulusLength)));
     }
   });
 });
