@@ -22,6 +22,7 @@ import { startControlPlane, type ControlPlane } from '../test/harness/cluster.js
 import { connectCluster, type TestCluster } from '../test/harness/test-cluster.js';
 import { writeCaMaterial, type CaMaterial } from './ca-material.js';
 import { measureAgentStartup, measureRotationLeak, measureSdsFanout, type AgentContext, type AgentStartup, type AgentTarget, type RotationLeak, type SdsFanout } from './agent.js';
+import { measureCaPath, type CaPathRow } from './ca-path.js';
 import { measureCryptoBound, type BenchKeyType, type CryptoBound } from './crypto-bound.js';
 import { runLoadgen, type LoadgenResult } from './loadgen.js';
 import { peakRss, sampleProcess } from './procstat.js';
@@ -88,6 +89,8 @@ interface Report {
   machine: Record<string, string | number>;
   options: Omit<Options, 'outDir'>;
   cryptoBounds: CryptoBound[];
+  /** citadel's CA path without gRPC (bench/ca-path.ts), 16 calls in flight, inline and with one signing worker. */
+  caPath: CaPathRow[];
   issuance: IssuanceRow[];
   /** citadel (same token caching) / the Istio row: certs/s ratio (higher is better), CPU per certificate ratio (lower is better). */
   ratios: { keyType: BenchKeyType; concurrency: number; versus: ServerKind; certsPerSecRatio: number; cpuPer1kRatio: number }[];
@@ -380,6 +383,18 @@ export function renderMarkdown(rep: Report): string {
     lines.push(`| ${b.keyType} | ${f0(b.signPerSec)} | ${f0(b.verifyPerSec)} | ${f0(b.verifySignPerSec)} | ${f0(b.signCsrPerSec)} | ${go ? f0(go) : '-'} | ${go ? `${f2(b.signCsrPerSec / go)}x` : '-'} |`);
   }
   lines.push('');
+  if (rep.caPath?.length) {
+    lines.push('citadel\'s CA path without gRPC (bench/ca-path.ts: handler, token-review cache, CSR policy, keyring and revocation guard, signing, metrics, audit line), 16 calls in flight, CPU of all threads per certificate, beside `signCsr` alone from the table above:');
+    lines.push('');
+    lines.push('| key type | signing | CPU us per certificate | signCsr alone, us | per-call work outside signCsr, us |');
+    lines.push('|---|---|---:|---:|---:|');
+    for (const r of rep.caPath) {
+      const b = rep.cryptoBounds.find((x) => x.keyType === r.keyType);
+      const alone = b ? 1e6 / b.signCsrPerSec : undefined;
+      lines.push(`| ${r.keyType} | ${r.workers === 0 ? 'inline' : `${r.workers} worker${r.workers > 1 ? 's' : ''}`} | ${f0(r.cpuUsPerCert)} | ${alone ? f0(alone) : '-'} | ${alone ? f0(r.cpuUsPerCert - alone) : '-'} |`);
+    }
+    lines.push('');
+  }
   lines.push('Issuance over gRPC+TLS on loopback with TokenReview authentication. `citadel`: as deployed (successful reviews cached 10 s); `citadel-nocache`: `--token-review-cache-ttl 0`; `istio`: Istio\'s CA server as shipped (no review cache: one TokenReview per request, through istiod\'s 80 QPS kube client); `istio+cache`: the same behind a 10 s review cache of ours; `transport floor`: citadel\'s gRPC layer (grpc-js + TLS + proto) answering a constant chain, i.e. what citadel pays before any CA work. `citadel / istio` compares certs/s (and CA CPU per certificate, lower is better) with the citadel row that caches the same way:');
   lines.push('');
   lines.push('| key | clients | server | certs/s | p50 ms | p99 ms | CA CPU s/1k | apiserver CPU s/1k | of raw bound | crypto share of CA CPU | citadel / istio certs/s | citadel / istio CPU | errors |');
@@ -469,6 +484,7 @@ async function main(): Promise<number> {
     machine: machineInfo(benchEnv, cp),
     options: { durationMs: o.durationMs, warmupMs: o.warmupMs, concurrency: o.concurrency, keyTypes: o.keyTypes, servers: o.servers, profile: o.profile, profileServer: o.profileServer, serviceAccounts: o.serviceAccounts, podsPerServiceAccount: o.podsPerServiceAccount, tokenCacheTtlMs: o.tokenCacheTtlMs, agent: o.agent, sdsStreams: o.sdsStreams, leakRotations: o.leakRotations, scaleNamespaces: o.scaleNamespaces, scaleServiceAccountsPerNamespace: o.scaleServiceAccountsPerNamespace, caArgs: o.caArgs },
     cryptoBounds: bounds,
+    caPath: [],
     issuance: [],
     ratios: [],
     agentStartup: [],
@@ -499,6 +515,8 @@ async function main(): Promise<number> {
       say(`raw crypto bound for ${keyType} (node:crypto, one core; then citadel's signCsr and Go's crypto/x509)`);
       const bound = measureCryptoBound(keyType, 1500, benchEnv.LOADGEN);
       bounds.push(bound);
+      say(`citadel's CA path without gRPC for ${keyType} (handler to signed chain, 16 calls in flight; inline, then one signing worker)`);
+      report.caPath.push(...(await measureCaPath(keyType, { ms: 1500, concurrency: 16, workers: [0, 1] })));
       for (const kind of o.servers) {
         let server: RunningCa;
         try {

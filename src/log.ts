@@ -2,12 +2,12 @@
  * pino JSON logs, one child logger per component. Redaction is a backstop: code never passes keys or tokens
  * to a logger in the first place.
  */
-import { pino, type Logger, type LevelWithSilent } from 'pino';
+import { pino, type DestinationStream, type Logger, type LevelWithSilent } from 'pino';
 import { CitadelError } from './errors.js';
 
 export type { Logger };
 
-export function createLogger(opts: { level?: LevelWithSilent; name?: string; destination?: NodeJS.WritableStream } = {}): Logger {
+export function createLogger(opts: { level?: LevelWithSilent; name?: string; destination?: DestinationStream } = {}): Logger {
   return pino(
     {
       level: opts.level ?? 'info',

@@ -3,6 +3,7 @@
  * signer, the jobs, the replies, and errors as plain data that keep their codes across the thread boundary.
  */
 import type { KeyObject } from 'node:crypto';
+import type { MessagePort } from 'node:worker_threads';
 import { CitadelError, ERROR_TABLE, type ErrorCode } from '../errors.js';
 import { parseCertificate, type Signer } from '../pki/index.js';
 import { signCsr, type SignCsrJob, type SignCsrResult } from './signing-policy.js';
@@ -63,4 +64,27 @@ export function createSignJobHandler(): (msg: PoolRequest) => PoolReply | undefi
       return { id: msg.id, error: errorToData(err) };
     }
   };
+}
+
+/**
+ * Answers the pool's batches on `port` (a worker's parentPort) with `handle`. The replies to every job that arrived
+ * before the thread next waits for messages go back in one postMessage, for the same reason the pool batches its
+ * jobs: each message wakes the other thread.
+ */
+export function serveSignJobs(port: Pick<MessagePort, 'on' | 'postMessage'>, handle: (msg: PoolRequest) => PoolReply | undefined = createSignJobHandler()): void {
+  let replies: PoolReply[] = [];
+  const flush = () => {
+    const batch = replies;
+    replies = [];
+    port.postMessage(batch);
+  };
+  port.on('message', (batch: PoolRequest[]) => {
+    for (const msg of batch) {
+      const reply = handle(msg);
+      if (!reply) continue;
+      // setImmediate runs once the messages already queued for this thread have been handled.
+      if (replies.length === 0) setImmediate(flush);
+      replies.push(reply);
+    }
+  });
 }

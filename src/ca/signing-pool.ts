@@ -83,6 +83,8 @@ interface Slot {
   /** The signer this worker holds (the last one sent to it). */
   signerId: number | undefined;
   calls: Map<number, Call>;
+  /** Messages not yet posted: everything dispatched in one turn of the event loop goes in one postMessage. */
+  outbox: PoolRequest[];
 }
 
 /**
@@ -102,7 +104,7 @@ export function createSigningPool(deps: SigningPoolDeps): SigningPool {
   let closing = false;
   let closed: Promise<void> | undefined;
   let drained: (() => void) | undefined;
-  const slots: Slot[] = Array.from({ length: deps.size }, () => ({ worker: undefined, signerId: undefined, calls: new Map() }));
+  const slots: Slot[] = Array.from({ length: deps.size }, () => ({ worker: undefined, signerId: undefined, calls: new Map(), outbox: [] }));
 
   const settle = () => {
     inFlight--;
@@ -117,19 +119,22 @@ export function createSigningPool(deps: SigningPoolDeps): SigningPool {
     worker.once('online', () => {
       online = true;
     });
-    worker.on('message', (reply: PoolReply) => {
-      const call = slot.calls.get(reply.id);
-      if (!call) return;
-      slot.calls.delete(reply.id);
-      settle();
-      if ('result' in reply) call.resolve(reply.result);
-      else call.reject(errorFromData(reply.error));
+    worker.on('message', (replies: PoolReply[]) => {
+      for (const reply of replies) {
+        const call = slot.calls.get(reply.id);
+        if (!call) continue;
+        slot.calls.delete(reply.id);
+        settle();
+        if ('result' in reply) call.resolve(reply.result);
+        else call.reject(errorFromData(reply.error));
+      }
     });
     worker.on('error', (err) => log.error({ err }, 'signing worker failed'));
     worker.on('exit', (code) => {
       if (slot.worker !== worker) return; // terminated by close()
       slot.worker = undefined;
       slot.signerId = undefined;
+      slot.outbox = [];
       const lost = [...slot.calls.values()];
       slot.calls.clear();
       if (!closing) log.error({ code, failedCalls: lost.length }, 'signing worker exited; replacing it');
@@ -155,32 +160,48 @@ export function createSigningPool(deps: SigningPoolDeps): SigningPool {
     return best;
   };
 
+  const flush = (slot: Slot) => {
+    const batch = slot.outbox;
+    slot.outbox = [];
+    if (batch.length === 0 || !slot.worker) return; // the worker died meanwhile: its exit handler failed the calls
+    try {
+      slot.worker.postMessage(batch);
+    } catch (err) {
+      // Not cloneable, or the worker is gone: fail what this batch carried.
+      for (const msg of batch) {
+        if (msg.kind !== 'job') continue;
+        const call = slot.calls.get(msg.id);
+        if (!call) continue;
+        slot.calls.delete(msg.id);
+        settle();
+        call.reject(new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', err instanceof Error ? err.message : String(err)));
+      }
+    }
+  };
+
+  /**
+   * Queues the job for the least busy worker. Each postMessage wakes the worker thread and each reply wakes this
+   * one; under load that hop cost as much CPU as a P-256 signature (bench/ca-path.ts), so what is dispatched in
+   * one turn of the event loop is posted as one batch.
+   */
   const dispatch = (signer: Signer, job: SignCsrJob): Promise<SignCsrResult> => {
     if (closing) return Promise.reject(new CitadelError('CA_NOT_READY', 'the CA is shutting down'));
     const slot = pick();
-    const worker = slot.worker ?? spawn(slot);
+    if (!slot.worker) spawn(slot);
     let signerId = signerIds.get(signer);
     if (signerId === undefined) {
       signerId = nextSignerId++;
       signerIds.set(signer, signerId);
     }
+    if (slot.outbox.length === 0) setImmediate(flush, slot);
+    if (slot.signerId !== signerId) {
+      slot.outbox.push({ kind: 'signer', signerId, certDer: signer.cert.der, key: signer.key });
+      slot.signerId = signerId;
+    }
     const id = nextCallId++;
-    return new Promise<SignCsrResult>((resolve, reject) => {
-      try {
-        if (slot.signerId !== signerId) {
-          const msg: PoolRequest = { kind: 'signer', signerId, certDer: signer.cert.der, key: signer.key };
-          worker.postMessage(msg);
-          slot.signerId = signerId;
-        }
-        const msg: PoolRequest = { kind: 'job', id, signerId, job };
-        worker.postMessage(msg);
-      } catch (err) {
-        reject(new CitadelError('CERT_GEN_ERROR', 'certificate generation failed', err instanceof Error ? err.message : String(err)));
-        return;
-      }
-      slot.calls.set(id, { resolve, reject });
-      inFlight++;
-    });
+    slot.outbox.push({ kind: 'job', id, signerId, job });
+    inFlight++;
+    return new Promise<SignCsrResult>((resolve, reject) => slot.calls.set(id, { resolve, reject }));
   };
 
   return {

@@ -4,12 +4,12 @@
  * Used by signing-pool.test.ts through its compiled copy in dist/.
  */
 import { parentPort } from 'node:worker_threads';
-import { createSignJobHandler, type PoolRequest } from '../../../src/ca/signing-messages.js';
+import { createSignJobHandler, serveSignJobs } from '../../../src/ca/signing-messages.js';
 
 const handle = createSignJobHandler();
-parentPort?.on('message', (msg: PoolRequest) => {
+if (!parentPort) throw new Error('a worker thread only');
+serveSignJobs(parentPort, (msg) => {
   if (msg.kind === 'job' && msg.job.csrPem === 'CRASH') process.exit(3);
-  if (msg.kind === 'job' && msg.job.csrPem === 'HANG') return;
-  const reply = handle(msg);
-  if (reply) parentPort?.postMessage(reply);
+  if (msg.kind === 'job' && msg.job.csrPem === 'HANG') return undefined;
+  return handle(msg);
 });

@@ -212,3 +212,31 @@ describe('Keyring with a signing pool', () => {
     keyring.close();
   });
 });
+
+describe('signing worker protocol', () => {
+  it('answers a batch of jobs with one batch of replies, in order, and a signer alone with nothing', async () => {
+    const { MessageChannel } = await import('node:worker_threads');
+    const { serveSignJobs } = await import('../../../src/ca/signing-messages.js');
+    type Reply = import('../../../src/ca/signing-messages.js').PoolReply;
+    const { port1: pool, port2: worker } = new MessageChannel();
+    serveSignJobs(worker);
+    const batches: Reply[][] = [];
+    pool.on('message', (b: Reply[]) => batches.push(b));
+    try {
+      const signer = { kind: 'signer' as const, signerId: 1, certDer: interA.cert.der, key: interA.key };
+      pool.postMessage([signer]);
+      const jobs = Array.from({ length: 6 }, (_, i) => ({ kind: 'job' as const, id: i + 1, signerId: 1, job: job(i === 3 ? badSignature(csr) : csr) }));
+      // Two batches posted in one turn reach the worker before it next waits: their replies come back together.
+      pool.postMessage(jobs.slice(0, 4));
+      pool.postMessage(jobs.slice(4));
+      await expect.poll(() => batches.length).toBe(1);
+      // Let anything that would come after it arrive.
+      await new Promise((r) => setImmediate(r));
+      expect(batches).toHaveLength(1);
+      expect(batches[0]!.map((r) => r.id)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(batches[0]!.map((r) => ('result' in r ? 'OK' : r.error.code))).toEqual(['OK', 'OK', 'OK', 'SIGNATURE_INVALID', 'OK', 'OK']);
+    } finally {
+      pool.close();
+    }
+  });
+});
