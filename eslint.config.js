@@ -3,9 +3,14 @@ import tseslint from 'typescript-eslint';
 import globals from 'globals';
 
 // Dependency direction (../shared/design.md): pki <- ca, agent, controllers <- kube, grpc adapters <- cli.
+// The domain and src/grpc never import each other: the domain defines its service in plain types, src/grpc adapts
+// any service of that shape to grpc-js, src/cli joins the two (docs/development.md).
 const nodeIo = ['fs', 'net', 'http', 'http2', 'https', 'tls', 'child_process', 'dgram', 'dns', 'os', 'timers', 'timers/promises', 'worker_threads'];
 const ioModules = nodeIo.flatMap((m) => [m, `node:${m}`, `${m}/*`, `node:${m}/*`]);
 const restrict = (patterns, message) => patterns.map((group) => ({ group: [group], message }));
+const domain = ['agent', 'authz', 'ca', 'controllers'];
+const grpcImportsNoDomain = restrict(domain.map((d) => `../${d}/*`), 'src/grpc adapts plain service shapes and imports no domain code (src/agent, src/authz, src/ca, src/controllers); src/cli joins them.');
+const noGrpcAdapters = restrict(['./grpc/*', '../grpc/*', '../../grpc/*'], 'The domain defines its service in plain types and never imports src/grpc; src/cli joins the two.');
 // prom-client's index loads default metrics, @opentelemetry/api, cluster and pushgateway: ~115 ms and more per start.
 const promIndex = { group: ['prom-client'], allowTypeImports: true, message: 'Import the metric classes from src/prom.ts.' };
 
@@ -39,6 +44,17 @@ export default tseslint.config(
       'no-restricted-imports': ['error', { patterns: [
         ...restrict(['@kubernetes/*'], 'Only src/kube talks to Kubernetes.'),
         ...restrict(['@grpc/*'], 'Only src/grpc imports gRPC.'),
+        ...noGrpcAdapters,
+        promIndex,
+      ] }],
+    },
+  },
+  {
+    files: ['src/grpc/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [
+        ...restrict(['@kubernetes/*'], 'Only src/kube talks to Kubernetes.'),
+        ...grpcImportsNoDomain,
         promIndex,
       ] }],
     },

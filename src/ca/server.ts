@@ -1,15 +1,31 @@
 /**
- * The Istio CSR API handler: authenticate, call the CSR policy, let src/grpc map errors. (The monitoring port is
- * src/status-server.ts, shared with the agent.)
+ * The Istio CSR API handler: authenticate, call the CSR policy, let src/grpc map errors. The handlers are plain
+ * async functions; src/grpc/ca-service.ts and jwt-svid-service.ts adapt any such function to grpc-js, and
+ * src/cli/ca.ts joins the two. (The monitoring port is src/status-server.ts, shared with the agent.)
  */
 import { toCitadelError } from '../errors.js';
-import type { CreateCertificateHandler } from '../grpc/ca-service.js';
-import type { CreateJwtSvidHandler } from '../grpc/jwt-svid-service.js';
 import type { Logger } from '../log.js';
-import type { Authenticator, Caller } from './authn.js';
+import type { Authenticator, Caller, Credentials } from './authn.js';
 import type { JwtSvidRequest } from './jwt-svid.js';
-import type { CsrService } from './csr-service.js';
+import type { CsrInput, CsrService } from './csr-service.js';
 import type { CaMetrics } from './metrics.js';
+
+/** What a handler knows about a call: the caller's credentials, and where the call came from. */
+export interface CallerCall extends Credentials {
+  /** The remote address (`ip:port`), for logs and audit lines. */
+  readonly peerAddress: string;
+  /** The call's deadline in ms since the epoch; Infinity when it has none. */
+  readonly deadline: number;
+}
+
+/**
+ * Signs a CSR for the authenticated caller and returns `cert_chain` (leaf first, root bundle last).
+ * @throws CitadelError (answered with its status from src/errors.ts); anything else is answered INTERNAL.
+ */
+export type CreateCertificateHandler = (req: CsrInput, call: CallerCall) => Promise<string[]>;
+
+/** Returns a JWT-SVID for the authenticated caller. @throws CitadelError, as CreateCertificateHandler. */
+export type CreateJwtSvidHandler = (req: JwtSvidRequest, call: CallerCall) => Promise<string>;
 
 export interface CertificateHandlerDeps {
   readonly authenticator: Authenticator;

@@ -15,7 +15,6 @@ import { watchAuthzFiles } from '../agent/authz/config-source.js';
 import { createEcdsService } from '../agent/authz/ecds-service.js';
 import { createAgentMetrics } from '../agent/metrics.js';
 import { watchJwtBundle } from '../agent/workload-api/jwt-bundle.js';
-import { prometheusWorkloadApiMetrics } from '../agent/workload-api/metrics.js';
 import { createJwtSvidCache, type JwtSvidMinter } from '../agent/workload-api/jwt-cache.js';
 import { createWorkloadApi } from '../agent/workload-api/service.js';
 import { fileSecretResolver } from '../agent/sds/file-resolver.js';
@@ -25,12 +24,12 @@ import { startStatusServer } from '../status-server.js';
 import { systemClock } from '../clock.js';
 import { flag, formatDuration, parse, type ConfigOf } from '../config/flags.js';
 import { createCaClient, hostOfAddress } from '../grpc/client.js';
-import { ecdsServiceBinding } from '../grpc/ecds-server.js';
-import { startSdsServer } from '../grpc/sds-server.js';
+import { prometheusWorkloadApiMetrics } from '../grpc/workload-api-metrics.js';
 import { workloadApiServiceBinding, type WorkloadApiBinding } from '../grpc/workload-api-server.js';
 import { CitadelError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { KEY_TYPES, type KeyType } from '../pki/index.js';
+import { startAgentSocket } from './agent-socket.js';
 import { defineCommand, RUNTIME, untilAborted } from './command.js';
 
 /** Istio's file-mounted layout (cert-chain.pem, key.pem, root-cert.pem); also where an istio.<sa> Secret is mounted. */
@@ -187,9 +186,9 @@ export const agentCommand = defineCommand({
         });
         workloadApi = workloadApiServiceBinding({ api, log: log.child({ component: 'workload-api' }), metrics: prometheusWorkloadApiMetrics(metrics.registry) });
       }
-      sds = await startSdsServer({
+      sds = await startAgentSocket({
         socketPath: config.sdsSocket, store: secrets, log, clock, registry: metrics.registry,
-        extraServices: [...(workloadApi ? [workloadApi] : []), ecdsServiceBinding(ecds, log.child({ component: 'ecds' }))],
+        ...(workloadApi ? { workloadApi } : {}), ecds: { service: ecds, log: log.child({ component: 'ecds' }) },
       });
       status = await startStatusServer({
         address: config.statusAddress,

@@ -1,6 +1,7 @@
 /**
- * The gRPC face of the Istio CA API (istio.v1.auth.IstioCertificateService/CreateCertificate). The CA supplies a
- * plain async handler; this file turns calls into (request, CallContext) and results/errors into gRPC replies.
+ * The gRPC face of the Istio CA API (istio.v1.auth.IstioCertificateService/CreateCertificate). It binds any plain
+ * async handler of this shape (src/ca/server.ts makes the CA's; src/cli/ca.ts joins them): calls become
+ * (request, CallContext), results and errors become gRPC replies.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { CitadelError } from '../errors.js';
@@ -20,11 +21,6 @@ export interface CsrRequest {
   metadata: Record<string, JsonValue>;
 }
 
-/**
- * Signs a CSR for the authenticated caller and returns `cert_chain` (leaf first, root bundle last).
- * Throw a CitadelError to answer with its gRPC status and safe message; anything else becomes INTERNAL.
- */
-export type CreateCertificateHandler = (req: CsrRequest, ctx: CallContext) => Promise<string[]>;
 
 interface WireRequest {
   csr?: string;
@@ -32,8 +28,12 @@ interface WireRequest {
   metadata?: ProtoStruct | null;
 }
 
-/** Binds `handler` as IstioCertificateService for startGrpcServer. */
-export function caServiceBinding(deps: { createCertificate: CreateCertificateHandler; log?: Logger }): ServiceBinding {
+/**
+ * Binds `createCertificate` as IstioCertificateService for startGrpcServer. It signs a CSR for the authenticated
+ * caller and returns `cert_chain` (leaf first, root bundle last); it throws a CitadelError to answer with its gRPC
+ * status and safe message, anything else becomes INTERNAL.
+ */
+export function caServiceBinding(deps: { createCertificate: (req: CsrRequest, ctx: CallContext) => Promise<string[]>; log?: Logger }): ServiceBinding {
   const implementation: grpc.UntypedServiceImplementation = {
     CreateCertificate(call: grpc.ServerUnaryCall<WireRequest, unknown>, callback: grpc.sendUnaryData<unknown>) {
       const wire = call.request ?? {};

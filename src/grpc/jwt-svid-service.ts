@@ -1,6 +1,6 @@
 /**
  * The gRPC face of citadel.v1.JwtSvidService/CreateJwtSvid (proto/citadel/v1/jwt.proto), served beside the Istio
- * CA API on the same port and credentials. The CA supplies a plain async handler, as for CreateCertificate.
+ * CA API on the same port and credentials. It binds any plain async handler of this shape, as for CreateCertificate.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { CitadelError } from '../errors.js';
@@ -16,16 +16,17 @@ export interface JwtSvidCallRequest {
   validityDurationSeconds: number;
 }
 
-/** Returns the token for the authenticated caller; throw a CitadelError to answer with its status. */
-export type CreateJwtSvidHandler = (req: JwtSvidCallRequest, ctx: CallContext) => Promise<string>;
 
 interface WireRequest {
   audience?: string[];
   validity_duration?: number | string;
 }
 
-/** Binds `handler` as citadel.v1.JwtSvidService for startGrpcServer. */
-export function jwtSvidServiceBinding(deps: { createJwtSvid: CreateJwtSvidHandler; log?: Logger }): ServiceBinding {
+/**
+ * Binds `createJwtSvid` as citadel.v1.JwtSvidService for startGrpcServer. It returns the token for the
+ * authenticated caller, or throws a CitadelError to answer with its status.
+ */
+export function jwtSvidServiceBinding(deps: { createJwtSvid: (req: JwtSvidCallRequest, ctx: CallContext) => Promise<string>; log?: Logger }): ServiceBinding {
   const implementation: grpc.UntypedServiceImplementation = {
     CreateJwtSvid(call: grpc.ServerUnaryCall<WireRequest, unknown>, callback: grpc.sendUnaryData<unknown>) {
       const wire = call.request ?? {};

@@ -10,9 +10,6 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-/** Type URL of the Envoy v3 Secret, on every SDS response and every Any inside it (defined by the SDS layer). */
-export { SECRET_TYPE_URL } from '../agent/sds/xds-types.js';
-
 /** Full gRPC method paths, for logs and tests. */
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
 export const SDS_SERVICE_NAME = 'envoy.service.secret.v3.SecretDiscoveryService';

@@ -1,19 +1,16 @@
 /**
- * Serves Envoy's SecretDiscoveryService on a Unix socket: the gRPC adapter around src/agent/sds/service.ts plus
- * the socket housekeeping Envoy needs (parent directories, a stale socket removed, mode 0666 as Istio sets it).
+ * Envoy's SecretDiscoveryService adapted to grpc-js (stream plumbing, encoding), and the Unix socket server the
+ * agent's services share, with the housekeeping Envoy needs (parent directories, a stale socket removed, mode 0666
+ * as Istio sets it). It adapts any service of the SdsHandlers shape and imports nothing from src/agent: the agent's
+ * SDS service (src/agent/sds/service.ts) is joined to it in src/cli/agent-socket.ts.
  */
 import { mkdir, chmod, lstat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
-import type { Registry } from '../prom.js';
 import { CitadelError } from '../errors.js';
-import { systemClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import { prometheusSdsMetrics, type SdsMetrics } from '../agent/sds/metrics.js';
-import { createSdsService, type ResponseSink, type SdsService, type StreamHandle } from '../agent/sds/service.js';
-import type { SecretSource } from '../agent/sds/secret-source.js';
-import type { DiscoveryRequest, DiscoveryResponse, SecretAny } from '../agent/sds/xds-types.js';
+import type { OpenStream, ResponseSink } from '../streams.js';
 import { toGrpcStatus } from './errors.js';
 import { sdsServiceDefinition } from './protos.js';
 import { insecureServerCredentials, startGrpcServer, type ServiceBinding } from './server.js';
@@ -23,7 +20,7 @@ type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
 /** Wires one grpc-js duplex call to a stream handle of a discovery service (SDS here, ECDS in ecds-server.ts). */
 export function bindDuplex<Req, Res>(
   call: Duplex,
-  open: (sink: ResponseSink<Res>, peer: string) => StreamHandle<Req>,
+  open: OpenStream<Req, Res>,
   log: Logger,
   opts: { encode?: (message: Res) => unknown; latestOnly?: boolean } = {},
 ): void {
@@ -94,9 +91,9 @@ export function bindDuplex<Req, Res>(
  * field appends, a scalar takes the last value), so the cached `resources` bytes are followed by the per-stream
  * version and nonce. Entries go with the Secret objects (the store replaces them on every change).
  */
-export function sotwResponseEncoder(method: grpc.MethodDefinition<unknown, unknown>): (res: DiscoveryResponse) => Buffer {
-  const encoded = new WeakMap<SecretAny, Buffer>();
-  const resourceBytes = (resource: SecretAny) => {
+export function sotwResponseEncoder<Res extends SotwResponse>(method: grpc.MethodDefinition<unknown, unknown>): (res: Res) => Buffer {
+  const encoded = new WeakMap<object, Buffer>();
+  const resourceBytes = (resource: object) => {
     let bytes = encoded.get(resource);
     if (!bytes) encoded.set(resource, (bytes = method.responseSerialize({ resources: [resource] })));
     return bytes;
@@ -104,11 +101,26 @@ export function sotwResponseEncoder(method: grpc.MethodDefinition<unknown, unkno
   return (res) => Buffer.concat([...res.resources.map(resourceBytes), method.responseSerialize({ ...res, resources: [] })]);
 }
 
+/** A state-of-the-world response: whatever else it holds, its resources are whole messages (see sotwResponseEncoder). */
+export interface SotwResponse {
+  readonly resources: readonly object[];
+}
+
+/**
+ * What the SDS binding serves, in proto-loader's object shapes (src/agent/sds/service.ts's SdsService is one).
+ * Errors thrown or failed with are CitadelErrors, answered with their status from src/errors.ts.
+ */
+export interface SdsHandlers<Req, Res extends SotwResponse, DeltaReq, DeltaRes> {
+  openStream: OpenStream<Req, Res>;
+  openDeltaStream: OpenStream<DeltaReq, DeltaRes>;
+  fetch(req: Req): Promise<Res>;
+}
+
 /** The SDS service as a grpc-js binding. */
-export function sdsServiceBinding(service: SdsService, log: Logger): ServiceBinding {
+export function sdsServiceBinding<Req, Res extends SotwResponse, DeltaReq, DeltaRes>(service: SdsHandlers<Req, Res, DeltaReq, DeltaRes>, log: Logger): ServiceBinding {
   const definition = sdsServiceDefinition();
   const stream = definition.StreamSecrets!;
-  const encodeSotw = sotwResponseEncoder(stream);
+  const encodeSotw = sotwResponseEncoder<Res>(stream);
   const implementation: grpc.UntypedServiceImplementation = {
     StreamSecrets(call: Duplex) {
       bindDuplex(call, service.openStream, log, { encode: encodeSotw, latestOnly: true });
@@ -116,8 +128,8 @@ export function sdsServiceBinding(service: SdsService, log: Logger): ServiceBind
     DeltaSecrets(call: Duplex) {
       bindDuplex(call, service.openDeltaStream, log);
     },
-    FetchSecrets(call: grpc.ServerUnaryCall<DiscoveryRequest, unknown>, callback: grpc.sendUnaryData<unknown>) {
-      service.fetch(call.request ?? {}).then(
+    FetchSecrets(call: grpc.ServerUnaryCall<Req, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      service.fetch(call.request ?? ({} as Req)).then(
         (res) => callback(null, res),
         (err: unknown) => callback(toGrpcStatus(err)),
       );
@@ -165,48 +177,28 @@ export async function prepareSocketPath(path: string): Promise<string> {
   return chosen;
 }
 
-/** A running SDS server on a Unix socket. */
-export interface SdsServer {
+/** A running gRPC server on a Unix socket. */
+export interface UnixSocketServer {
   readonly socketPath: string;
-  readonly service: SdsService;
-  /** Ends every stream (OK), then stops the server; Envoy keeps its secrets and reconnects to the next agent. */
+  /** Stops the server (calls still open get `graceMs`) and removes the socket file. */
   stop(graceMs?: number): Promise<void>;
 }
 
 /**
- * Starts SDS on `unix:<socketPath>` with mode 0666 so Envoy (another uid in the same pod) can connect.
+ * Serves `services` on `unix:<socketPath>` with mode 0666 so Envoy (another uid in the same pod) can connect.
  * @throws CitadelError CONFIG_INVALID (see prepareSocketPath; also when binding fails).
  */
-export async function startSdsServer(deps: {
-  socketPath: string;
-  store: SecretSource;
-  log: Logger;
-  clock?: Clock;
-  registry?: Registry;
-  metrics?: SdsMetrics;
-  /** More services on the same socket (the SPIFFE Workload API, the agent's ECDS). */
-  extraServices?: readonly ServiceBinding[];
-}): Promise<SdsServer> {
-  const log = deps.log.child({ component: 'sds' });
+export async function startUnixSocketServer(deps: { socketPath: string; services: readonly ServiceBinding[]; log: Logger }): Promise<UnixSocketServer> {
+  const log = deps.log;
   const path = await prepareSocketPath(deps.socketPath);
-  const metrics = deps.metrics ?? (deps.registry ? prometheusSdsMetrics(deps.registry) : undefined);
-  const service = createSdsService({ secrets: deps.store, log, clock: deps.clock ?? systemClock, ...(metrics ? { metrics } : {}) });
-  let server;
-  try {
-    server = await startGrpcServer({ address: `unix:${path}`, credentials: insecureServerCredentials(), services: [sdsServiceBinding(service, log), ...(deps.extraServices ?? [])] });
-  } catch (err) {
-    service.close();
-    throw err;
-  }
+  const server = await startGrpcServer({ address: `unix:${path}`, credentials: insecureServerCredentials(), services: deps.services });
   await chmod(path, 0o666);
   log.info({ socket: path }, 'SDS server listening');
   let stopping: Promise<void> | undefined;
   return {
     socketPath: path,
-    service,
     stop(graceMs = 2_000) {
       stopping ??= (async () => {
-        service.close();
         await server.stop(graceMs);
         await unlink(path).catch(() => undefined);
         log.info('SDS server stopped');

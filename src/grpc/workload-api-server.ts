@@ -1,7 +1,8 @@
 /**
  * The SPIFFE Workload API (service SpiffeWorkloadAPI, proto/spiffe/workload) as a grpc-js binding: the security
- * header check, server streams that send the full state at once and again on every change, unary calls. It is
- * added to the agent's SDS socket (startSdsServer's `extraServices`): one socket for Envoy and applications, as
+ * header check, server streams that send the full state at once and again on every change, unary calls. It serves
+ * any WorkloadApiHandlers (src/agent/workload-api/service.ts's WorkloadApi, joined in src/cli/agent-socket.ts)
+ * on the agent's SDS socket: one socket for Envoy and applications, as
  * SPIRE's agent does, and the path Istio already mounts for SPIFFE (./var/run/secrets/workload-spiffe-uds/socket).
  * The header is checked here, so only /SpiffeWorkloadAPI/ methods need it; Envoy's SDS calls never send it.
  * FetchWITSVID/FetchWITBundles have no handler: grpc-js answers UNIMPLEMENTED, as the spec asks.
@@ -10,8 +11,7 @@ import { status as Status } from '@grpc/grpc-js';
 import type * as grpc from '@grpc/grpc-js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { noopWorkloadApiMetrics, type WorkloadApiMetrics } from '../agent/workload-api/metrics.js';
-import type { WorkloadApi, WorkloadApiChange } from '../agent/workload-api/service.js';
+import { noopWorkloadApiMetrics, type WorkloadApiMetrics } from './workload-api-metrics.js';
 import { toGrpcStatus } from './errors.js';
 import { workloadApiServiceDefinition } from './protos.js';
 import type { ServiceBinding } from './server.js';
@@ -27,6 +27,23 @@ function checkSecurityHeader(metadata: grpc.Metadata): void {
 
 type Stream = grpc.ServerWritableStream<unknown, unknown>;
 
+/** What a stream is pushed again on (the names WorkloadApiHandlers.onChange reports). */
+type Change = 'x509-svid' | 'x509-bundle' | 'jwt-bundle';
+
+/**
+ * What the binding serves: each method returns the response message in proto-loader's object shape, or throws a
+ * CitadelError (answered with its status from src/errors.ts).
+ */
+export interface WorkloadApiHandlers {
+  x509Svid(): unknown;
+  x509Bundles(): unknown;
+  jwtBundles(): unknown;
+  jwtSvid(audience: readonly string[], spiffeId: string): Promise<unknown>;
+  validateJwtSvid(audience: string, token: string): { spiffe_id: string; claims: Record<string, unknown> };
+  /** Calls `listener` after something streamed changed; returns the unsubscribe function. */
+  onChange(listener: (changed: Change) => void): () => void;
+}
+
 export interface WorkloadApiBinding extends ServiceBinding {
   /** Streams open now. */
   activeStreams(): number;
@@ -37,13 +54,13 @@ export interface WorkloadApiBinding extends ServiceBinding {
 /** The status name a call ends with (OK for success), for the metrics. */
 const codeName = (err?: unknown) => (err === undefined ? 'OK' : (Status[toGrpcStatus(err).code] ?? 'UNKNOWN'));
 
-export function workloadApiServiceBinding(deps: { api: WorkloadApi; log: Logger; metrics?: WorkloadApiMetrics }): WorkloadApiBinding {
+export function workloadApiServiceBinding(deps: { api: WorkloadApiHandlers; log: Logger; metrics?: WorkloadApiMetrics }): WorkloadApiBinding {
   const log = deps.log;
   const metrics = deps.metrics ?? noopWorkloadApiMetrics;
   const streams = new Set<() => void>();
 
   /** Sends `build()` now and again whenever one of `what` changes; a failure ends the stream with its status. */
-  const serve = (call: Stream, method: string, what: readonly WorkloadApiChange[], build: () => unknown) => {
+  const serve = (call: Stream, method: string, what: readonly Change[], build: () => unknown) => {
     let finished = false;
     let unsubscribe = () => {};
     /** Bookkeeping for a stream that is over (ended by us, failed, or cancelled by the client). */

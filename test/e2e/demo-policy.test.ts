@@ -1,6 +1,6 @@
 /**
  * The example's policy with real Envoys, independent of the CA and the agent's CA client: certificates from
- * an openssl CA, served to each Envoy by citadel's own SDS server (src/grpc/sds-server.ts over a SecretStore),
+ * an openssl CA, served to each Envoy by citadel's own SDS server (src/cli/agent-socket.ts over a SecretStore),
  * with the example's AuthorizationPolicies compiled (src/authz) and served over ECDS on the same socket, the
  * example's Envoy bootstraps (local rewrite) and the example's app with the env of its Deployment.
  * test/e2e/demo.test.ts runs the same with citadel ca and citadel agent; this one pins down what the
@@ -13,13 +13,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../harness/index.js';
 import { openssl } from '../harness/openssl.js';
 import { startProcess, type ManagedProcess } from '../harness/process.js';
-import { startSdsServer, type SdsServer } from '../../src/grpc/sds-server.js';
+import { startAgentSocket, type AgentSocket } from '../../src/cli/agent-socket.js';
 import { SecretStore } from '../../src/agent/secret-store.js';
 import { watchAuthzFiles, type AuthzFiles } from '../../src/agent/authz/config-source.js';
 import { createEcdsService } from '../../src/agent/authz/ecds-service.js';
 import { compileNamespace } from '../../src/authz/compile.js';
 import type { AuthorizationPolicyObject } from '../../src/authz/types.js';
-import { ecdsServiceBinding } from '../../src/grpc/ecds-server.js';
 import { systemClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import {
@@ -32,7 +31,7 @@ type Name = (typeof NAMES)[number];
 
 let dir: string;
 const processes: ManagedProcess[] = [];
-const servers: SdsServer[] = [];
+const servers: AgentSocket[] = [];
 const authzFiles: AuthzFiles[] = [];
 const address = loopbackSubnet();
 const ip = Object.fromEntries(NAMES.map((n, i) => [n, address(11 + i)])) as Record<Name, string>;
@@ -90,9 +89,9 @@ beforeAll(async () => {
     const authz = watchAuthzFiles({ policyFile: path.join(authzDir, 'authz.json'), labelsFile: path.join(authzDir, 'labels'), clock: systemClock, log: silentLogger });
     await authz.start();
     authzFiles.push(authz);
-    const sds = await startSdsServer({
+    const sds = await startAgentSocket({
       socketPath: path.join(dir, `${name}.sock`), store, log: silentLogger,
-      extraServices: [ecdsServiceBinding(createEcdsService({ source: authz, log: silentLogger }), silentLogger)],
+      ecds: { service: createEcdsService({ source: authz, log: silentLogger }), log: silentLogger },
     });
     servers.push(sds);
 

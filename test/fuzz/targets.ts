@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type * as grpc from '@grpc/grpc-js';
-import type { ResponseSink } from '../../src/agent/sds/service.js';
+import type { ResponseSink } from '../../src/streams.js';
 import { checkRequestedIdentity } from '../../src/ca/signing-policy.js';
 import { CitadelError } from '../../src/errors.js';
 import { createCsr, generateKeyPair, issueCaCertificate, issueWorkloadCertificate, parseCertificate, parseCsr } from '../../src/pki/index.js';
@@ -66,7 +66,8 @@ async function fuzzTargets(name: string): Promise<FuzzTarget[]> {
 
 /** Protobuf bytes as Envoy would send them on the SDS socket, decoded as grpc-js does, then the SDS service. */
 async function sdsTarget(now: number): Promise<FuzzTarget> {
-  const [{ SECRET_TYPE_URL, sdsServiceDefinition }, { createSdsService }, { SecretStore }, { silentLogger }, { FakeClock }] = await Promise.all([
+  const [{ SECRET_TYPE_URL }, { sdsServiceDefinition }, { createSdsService }, { SecretStore }, { silentLogger }, { FakeClock }] = await Promise.all([
+    import('../../src/agent/sds/xds-types.js'),
     import('../../src/grpc/protos.js'),
     import('../../src/agent/sds/service.js'),
     import('../../src/agent/secret-store.js'),

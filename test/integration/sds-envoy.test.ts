@@ -1,5 +1,5 @@
 /**
- * citadel's SDS server (src/grpc/sds-server.ts over a SecretStore) driving a real Envoy 1.40, state-of-the-world
+ * citadel's SDS server (src/cli/agent-socket.ts over a SecretStore) driving a real Envoy 1.40, state-of-the-world
  * and incremental: Envoy warms from it, a rotation reaches new handshakes while an open connection keeps passing
  * bytes, a secret Envoy rejects is NACKed and never resent (Envoy keeps the last good one), and a restarted SDS
  * server on the same socket heals Envoy without a restart of Envoy.
@@ -15,7 +15,7 @@ import { systemClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import { SecretStore } from '../../src/agent/secret-store.js';
 import { SECRET_TYPE_URL } from '../../src/agent/sds/xds-types.js';
-import { startSdsServer, type SdsServer } from '../../src/grpc/sds-server.js';
+import { startAgentSocket, type AgentSocket } from '../../src/cli/agent-socket.js';
 import { freePort, startEnvoy, type EnvoyProcess } from '../harness/index.js';
 import { makeCa, type TestCa } from '../unit/grpc/tls-fixtures.js';
 
@@ -129,7 +129,7 @@ for (const apiType of ['GRPC', 'DELTA_GRPC'] as const) {
     let ca: TestCa;
     let store: SecretStore;
     let registry: Registry;
-    let server: SdsServer;
+    let server: AgentSocket;
     let envoy: EnvoyProcess;
     let app: Server;
     const appSockets = new Set<Socket>();
@@ -151,7 +151,7 @@ for (const apiType of ['GRPC', 'DELTA_GRPC'] as const) {
       ca = await makeCa();
       store = new SecretStore({ clock: systemClock, log: silentLogger });
       registry = new Registry();
-      server = await startSdsServer({ socketPath, store, log: silentLogger, registry });
+      server = await startAgentSocket({ socketPath, store, log: silentLogger, registry });
       app = createServer((s) => {
         appSockets.add(s);
         s.on('close', () => appSockets.delete(s));
@@ -241,7 +241,7 @@ for (const apiType of ['GRPC', 'DELTA_GRPC'] as const) {
       const serial = await rotate();
       fresh.setValidationContext('ROOTCA', ca.pem);
       registry = new Registry();
-      server = await startSdsServer({ socketPath, store: fresh, log: silentLogger, registry });
+      server = await startAgentSocket({ socketPath, store: fresh, log: silentLogger, registry });
       await eventually(() => servedSerial(port, ca), (s) => s === serial, 'the new agent certificate');
       await eventually(async () => server.service.activeStreams, (n) => n === 2, 'Envoy reconnected both streams');
     }, 60_000);

@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { CitadelError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { ResponseSink, StreamHandle } from '../sds/service.js';
+import type { ResponseSink, StreamHandle } from '../../streams.js';
 import type { AuthzConfigSource } from './config-source.js';
 
 export const TYPED_EXTENSION_CONFIG_TYPE_URL = 'type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig';

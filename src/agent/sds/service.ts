@@ -1,6 +1,6 @@
 /**
  * Envoy's Secret Discovery Service as a translation layer over a SecretSource, free of gRPC types: the gRPC adapter
- * (src/grpc/sds-server.ts) feeds requests in and writes responses out.
+ * (src/grpc/sds-server.ts, joined to it in src/cli/agent-socket.ts) feeds requests in and writes responses out.
  *
  * State of the world (StreamSecrets), per stream:
  * - every response has type_url set, a fresh nonce and a version that changes with content;
@@ -15,6 +15,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { CitadelError } from '../../errors.js';
 import type { Clock } from '../../clock.js';
 import type { Logger } from '../../log.js';
+import type { ResponseSink, StreamHandle } from '../../streams.js';
 import { noopSdsMetrics, type SdsApi, type SdsMetrics } from './metrics.js';
 import type { SecretEntry, SecretSource } from './secret-source.js';
 import {
@@ -25,22 +26,6 @@ import {
   type DiscoveryResponse,
   type RpcStatus,
 } from './xds-types.js';
-
-/** Where a stream's responses go (implemented by the gRPC adapter). */
-export interface ResponseSink<T> {
-  send(message: T): void;
-  /** Ends the stream with status OK. */
-  end(): void;
-  /** Ends the stream with the error's gRPC status and safe message. */
-  fail(err: CitadelError): void;
-}
-
-/** What the adapter calls for one open stream. */
-export interface StreamHandle<Req> {
-  onRequest(req: Req): void;
-  /** The client went away (half-close, cancel or transport error). Idempotent. */
-  onClose(): void;
-}
 
 export interface SdsService {
   openStream(sink: ResponseSink<DiscoveryResponse>, peer: string): StreamHandle<DiscoveryRequest>;

@@ -16,10 +16,10 @@ import { mergeTrustBundles, validateCertificateMaterial } from '../../../src/age
 import { SecretStore } from '../../../src/agent/secret-store.js';
 import { watchJwtBundle, type JwtBundle } from '../../../src/agent/workload-api/jwt-bundle.js';
 import { createJwtSvidCache } from '../../../src/agent/workload-api/jwt-cache.js';
-import { prometheusWorkloadApiMetrics } from '../../../src/agent/workload-api/metrics.js';
+import { prometheusWorkloadApiMetrics } from '../../../src/grpc/workload-api-metrics.js';
 import { createWorkloadApi } from '../../../src/agent/workload-api/service.js';
 import { workloadApiClientConstructor } from '../../../src/grpc/protos.js';
-import { startSdsServer, type SdsServer } from '../../../src/grpc/sds-server.js';
+import { startAgentSocket, type AgentSocket } from '../../../src/cli/agent-socket.js';
 import { workloadApiServiceBinding, type WorkloadApiBinding } from '../../../src/grpc/workload-api-server.js';
 import { decodeJwtSvid, deriveJwtSigningKey, generateKeyPair, issueWorkloadCertificate, parseCertificates, signJwtSvid, spiffeBundleJson, type JwtSigningKey } from '../../../src/pki/index.js';
 import { FakeClock } from '../../support/fake-clock.js';
@@ -42,7 +42,7 @@ describe('SPIFFE Workload API on the agent socket', () => {
   let minted: string[][];
   let jwtBundle: JwtBundle;
   let binding: WorkloadApiBinding;
-  let sds: SdsServer;
+  let sds: AgentSocket;
   let store: SecretStore;
   let client: Client;
   let bundlePath: string;
@@ -95,7 +95,7 @@ describe('SPIFFE Workload API on the agent socket', () => {
     registry = new Registry();
     binding = workloadApiServiceBinding({ api, log: silentLogger, metrics: prometheusWorkloadApiMetrics(registry) });
     store = new SecretStore({ clock: systemClock, log: silentLogger });
-    sds = await startSdsServer({ socketPath: join(dir, 'socket'), store, log: silentLogger, extraServices: [binding] });
+    sds = await startAgentSocket({ socketPath: join(dir, 'socket'), store, log: silentLogger, workloadApi: binding });
     const Ctor = workloadApiClientConstructor();
     client = new Ctor(`unix:${sds.socketPath}`, grpc.credentials.createInsecure()) as unknown as Client;
   });

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { descriptorPath, descriptorSpecs, generateDescriptor } from '../../../scripts/proto-descriptors.js';
-import { SECRET_TYPE_URL, caPackageDefinition, caServiceDefinition, sdsPackageDefinition, sdsServiceDefinition } from '../../../src/grpc/protos.js';
+import { SECRET_TYPE_URL } from '../../../src/agent/sds/xds-types.js';
+import { caPackageDefinition, caServiceDefinition, sdsPackageDefinition, sdsServiceDefinition } from '../../../src/grpc/protos.js';
 
 describe('protos', () => {
   it('loads the Istio CA API with Istio names and field numbers', () => {

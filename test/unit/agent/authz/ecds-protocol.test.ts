@@ -13,9 +13,8 @@ import { watchAuthzFiles, type AuthzFiles } from '../../../../src/agent/authz/co
 import { createEcdsService, TYPED_EXTENSION_CONFIG_TYPE_URL, type EcdsService } from '../../../../src/agent/authz/ecds-service.js';
 import { compileNamespace } from '../../../../src/authz/compile.js';
 import { systemClock } from '../../../../src/clock.js';
-import { ecdsServiceBinding } from '../../../../src/grpc/ecds-server.js';
 import { ecdsClientConstructor, ecdsPackageDefinition } from '../../../../src/grpc/protos.js';
-import { startSdsServer, type SdsServer } from '../../../../src/grpc/sds-server.js';
+import { startAgentSocket, type AgentSocket } from '../../../../src/cli/agent-socket.js';
 import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { silentLogger } from '../../../../src/log.js';
 import { Queue } from '../sds/sds-client.js';
@@ -33,7 +32,7 @@ const policyDoc = (methods: string[]) => JSON.stringify(compileNamespace({
 let dir: string;
 let files: AuthzFiles;
 let service: EcdsService;
-let server: SdsServer;
+let server: AgentSocket;
 let client: grpc.Client & Record<string, (...a: unknown[]) => unknown>;
 const policyFile = () => path.join(dir, 'authz', 'authz.json');
 const labelsFile = () => path.join(dir, 'pod', 'labels');
@@ -55,9 +54,9 @@ beforeEach(async () => {
   files = watchAuthzFiles({ policyFile: policyFile(), labelsFile: labelsFile(), clock: systemClock, log: silentLogger, pollMs: 100 });
   await files.start();
   service = createEcdsService({ source: files, log: silentLogger });
-  server = await startSdsServer({
+  server = await startAgentSocket({
     socketPath: path.join(dir, 'socket'), store: new SecretStore({ clock: systemClock, log: silentLogger }), log: silentLogger,
-    extraServices: [ecdsServiceBinding(service, silentLogger)],
+    ecds: { service, log: silentLogger },
   });
   const Ctor = ecdsClientConstructor();
   client = new Ctor(`unix:${server.socketPath}`, grpc.credentials.createInsecure()) as never;

@@ -15,8 +15,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../../../src/clock.js';
 import { silentLogger } from '../../../../src/log.js';
 import { SecretStore } from '../../../../src/agent/secret-store.js';
-import { SECRET_TYPE_URL } from '../../../../src/grpc/protos.js';
-import { startSdsServer, type SdsServer } from '../../../../src/grpc/sds-server.js';
+import { SECRET_TYPE_URL } from '../../../../src/agent/sds/xds-types.js';
+import { startAgentSocket, type AgentSocket } from '../../../../src/cli/agent-socket.js';
 import { waitFor } from '../../../support/wait.js';
 import { makeCa } from '../../grpc/tls-fixtures.js';
 import { SdsTestClient, decodeSecret } from './sds-client.js';
@@ -54,14 +54,14 @@ describe('SDS socket under abuse', () => {
   let dir: string;
   let socketPath: string;
   let store: SecretStore;
-  let server: SdsServer;
+  let server: AgentSocket;
   let ca: Awaited<ReturnType<typeof makeCa>>;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sds-abuse-'));
     socketPath = join(dir, 'socket');
     store = new SecretStore({ clock: systemClock, log: silentLogger });
-    server = await startSdsServer({ socketPath, store, log: silentLogger });
+    server = await startAgentSocket({ socketPath, store, log: silentLogger });
     ca = await makeCa();
     const leaf = await ca.issue({ spiffeId: 'spiffe://cluster.local/ns/app/sa/web' });
     store.setTlsCertificate('default', leaf.certPem + ca.pem, leaf.keyPem);

@@ -15,7 +15,7 @@ import { silentLogger } from '../../../../src/log.js';
 import { fileSecretResolver } from '../../../../src/agent/sds/file-resolver.js';
 import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { SECRET_TYPE_URL } from '../../../../src/agent/sds/xds-types.js';
-import { startSdsServer, type SdsServer } from '../../../../src/grpc/sds-server.js';
+import { startAgentSocket, type AgentSocket } from '../../../../src/cli/agent-socket.js';
 import { waitFor } from '../../../support/wait.js';
 import { makeCa, type TestCa } from '../../grpc/tls-fixtures.js';
 import { SdsTestClient, decodeSecret } from './sds-client.js';
@@ -26,7 +26,7 @@ describe('SDS over a Unix socket', () => {
   let dir: string;
   let socketPath: string;
   let store: SecretStore;
-  let server: SdsServer;
+  let server: AgentSocket;
   let client: SdsTestClient;
   let registry: Registry;
   let ca: TestCa;
@@ -36,7 +36,7 @@ describe('SDS over a Unix socket', () => {
     socketPath = join(dir, 'workload-spiffe-uds', 'socket');
     store = new SecretStore({ clock: systemClock, log: silentLogger, resolvers: [fileSecretResolver({ clock: systemClock, log: silentLogger, debounceMs: 30, pollMs: 400 })] });
     registry = new Registry();
-    server = await startSdsServer({ socketPath, store, log: silentLogger, registry });
+    server = await startAgentSocket({ socketPath, store, log: silentLogger, registry });
     client = new SdsTestClient(socketPath);
     ca ??= await makeCa();
   });
@@ -381,17 +381,17 @@ describe('SDS socket housekeeping', () => {
       // Stale: a socket file nobody listens on (bound by a process that has exited).
       execFileSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', path]);
       expect((await stat(path)).isSocket()).toBe(true);
-      const replaced = await startSdsServer({ socketPath: path, store, log: silentLogger });
+      const replaced = await startAgentSocket({ socketPath: path, store, log: silentLogger });
       await replaced.stop();
       await writeFile(join(dir, 'marker'), '');
       const again = createServer();
       await new Promise<void>((r) => again.listen(path, r));
       // Live now: refused.
-      await expect(startSdsServer({ socketPath: path, store, log: silentLogger })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+      await expect(startAgentSocket({ socketPath: path, store, log: silentLogger })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
       await new Promise<void>((r) => again.close(() => r()));
-      const started = await startSdsServer({ socketPath: path, store, log: silentLogger });
+      const started = await startAgentSocket({ socketPath: path, store, log: silentLogger });
       await started.stop();
-      await expect(startSdsServer({ socketPath: join(dir, 'marker'), store, log: silentLogger })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+      await expect(startAgentSocket({ socketPath: join(dir, 'marker'), store, log: silentLogger })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

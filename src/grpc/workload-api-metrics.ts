@@ -1,8 +1,8 @@
 /**
- * What the Workload API counts, behind a small interface (as src/agent/sds/metrics.ts) so the gRPC binding does
- * not depend on a metrics library.
+ * What the Workload API binding counts (calls and streams by gRPC status, a transport's view), behind a small
+ * interface so the binding does not depend on a metrics library.
  */
-import { Counter, Gauge, type Registry } from '../../prom.js';
+import { Counter, Gauge, type Registry } from '../prom.js';
 
 export interface WorkloadApiMetrics {
   streamOpened(method: string): void;
