@@ -10,6 +10,7 @@
  * dropped from ROOTCA at the next change of either.
  */
 import { createHash } from 'node:crypto';
+import { backoffDelay, type Backoff } from '../backoff.js';
 import type { Clock, Timer } from '../clock.js';
 import { toCitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -19,18 +20,15 @@ import { mergeTrustBundles } from './material.js';
 import type { AgentMetrics } from './metrics.js';
 import type { WorkloadSecretsPublisher } from './secret-store.js';
 
-export interface BackoffPolicy {
-  /** First retry delay (default 500 ms). */
-  initialMs: number;
-  /** Upper bound while a valid certificate is served (default 60 s). */
-  maxMs: number;
+/** initialMs default 500 ms; maxMs (the bound while a valid certificate is served) default 60 s. */
+export interface BackoffPolicy extends Backoff {
   /**
    * Upper bound while no valid certificate is served (default 5 s): the workload has no identity, so a CA or
    * apiserver that comes back must be used within seconds, whatever the failure count has climbed to.
    */
-  maxUnservedMs: number;
+  readonly maxUnservedMs: number;
   /** Relative jitter, e.g. 0.1 = ±10 % (default 0.1). */
-  jitter: number;
+  readonly jitter: number;
 }
 
 export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 60_000, maxUnservedMs: 5000, jitter: 0.1 };
@@ -47,13 +45,6 @@ export function renewalTime(opts: { receivedAt: number; notAfter: number; graceR
   const ratio = Math.min(1, Math.max(0, opts.graceRatio + (random() * 2 - 1) * jitter));
   const lifetime = Math.max(0, opts.notAfter - opts.receivedAt);
   return Math.round(opts.notAfter - ratio * lifetime);
-}
-
-/** Delay before retry number `failures` (1-based): initial * 2^(failures-1), ±jitter, within [initial, max]. */
-export function backoffDelay(failures: number, policy: Pick<BackoffPolicy, 'initialMs' | 'maxMs' | 'jitter'> = DEFAULT_BACKOFF, random: () => number = Math.random): number {
-  const base = Math.min(policy.maxMs, policy.initialMs * 2 ** Math.min(30, Math.max(0, failures - 1)));
-  const jittered = base * (1 + (random() * 2 - 1) * policy.jitter);
-  return Math.round(Math.min(policy.maxMs, Math.max(policy.initialMs, jittered)));
 }
 
 /**

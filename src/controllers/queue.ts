@@ -4,6 +4,7 @@
  * meanwhile); failures are retried per key with exponential backoff so one permanently failing object
  * (Forbidden, say) waits up to `maxDelayMs` between attempts instead of spinning, while other keys flow.
  */
+import { backoffDelay } from '../backoff.js';
 import type { Clock, Timer } from '../clock.js';
 
 export interface WorkQueueOptions {
@@ -12,14 +13,6 @@ export interface WorkQueueOptions {
   readonly baseDelayMs?: number;
   /** Cap on the retry delay. Default 5 minutes. */
   readonly maxDelayMs?: number;
-}
-
-/** Exponential per-key backoff: base * 2^(failures-1), capped. `failures` counts from 1. */
-export function backoffDelay(failures: number, baseDelayMs: number, maxDelayMs: number): number {
-  if (failures <= 0) return 0;
-  // 2^40 * 100 ms is far past any sane cap; clamping the exponent keeps the number finite.
-  const delay = baseDelayMs * 2 ** Math.min(failures - 1, 40);
-  return Math.min(delay, maxDelayMs);
 }
 
 export class WorkQueue {
@@ -91,7 +84,7 @@ export class WorkQueue {
   addRateLimited(key: string): number {
     const failures = (this.failureCounts.get(key) ?? 0) + 1;
     this.failureCounts.set(key, failures);
-    const delay = backoffDelay(failures, this.baseDelayMs, this.maxDelayMs);
+    const delay = backoffDelay(failures, { initialMs: this.baseDelayMs, maxMs: this.maxDelayMs });
     this.addAfter(key, delay);
     return delay;
   }

@@ -8,6 +8,7 @@
  * so a silently dead connection cannot leave the cache stale forever.
  */
 import * as k8s from '@kubernetes/client-node';
+import { backoffDelay } from '../backoff.js';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { KubeClients } from './client.js';
@@ -201,7 +202,7 @@ export function createInformer<T extends k8s.KubernetesObject>(opts: InformerOpt
     cycleFailed = true;
     if (stopped) return; // aborting our own watch on stop() surfaces as an error
     failures++;
-    const delay = Math.min(baseMs * 2 ** Math.min(failures - 1, 20), maxMs);
+    const delay = backoffDelay(failures, { initialMs: baseMs, maxMs });
     log.warn({ err: describeError(err), retryInMs: delay, failures }, 'list/watch failed; restarting');
     opts.onError?.(err);
     restartTimer?.cancel();

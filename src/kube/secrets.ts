@@ -3,6 +3,7 @@
  * SelfSubjectAccessReview the CA runs at start. Nothing here decides anything: src/ca validates and chooses.
  */
 import * as k8s from '@kubernetes/client-node';
+import { backoffDelay } from '../backoff.js';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import { apiStatus, isConflict, isNotFound, type KubeClients } from './client.js';
@@ -154,7 +155,7 @@ export function watchSecret(opts: {
     if (stopped) return;
     failures++;
     opts.onError?.(err);
-    const delay = Math.min(200 * 2 ** Math.min(failures - 1, 10), 30_000);
+    const delay = backoffDelay(failures, { initialMs: 200, maxMs: 30_000 });
     log.warn({ err, retryInMs: delay }, 'secret watch failed; retrying');
     timer = clock.setTimer(() => void cycle(), delay);
   };

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCaIssuer } from '../../../src/agent/ca-issuer.js';
 import { createAgentMetrics } from '../../../src/agent/metrics.js';
-import { backoffDelay, createSecretCache, renewalTime, retryDelay, type SecretCache } from '../../../src/agent/secret-cache.js';
+import { createSecretCache, renewalTime, retryDelay, type SecretCache } from '../../../src/agent/secret-cache.js';
 import { SecretStore } from '../../../src/agent/secret-store.js';
 import { silentLogger } from '../../../src/log.js';
 import { parseCertificates, privateKeyToPem } from '../../../src/pki/index.js';
@@ -25,19 +25,6 @@ describe('renewalTime', () => {
   it('stays inside the lifetime', () => {
     expect(renewalTime({ receivedAt, notAfter, graceRatio: 1, jitter: 0.5, random: () => 0.99 })).toBe(receivedAt);
     expect(renewalTime({ receivedAt, notAfter, graceRatio: 0, jitter: 0.5, random: () => 0 })).toBe(notAfter);
-  });
-});
-
-describe('backoffDelay', () => {
-  it('doubles from 500 ms up to 60 s', () => {
-    const mid = () => 0.5;
-    expect([1, 2, 3, 4, 5, 6, 7, 8, 9, 50].map((n) => backoffDelay(n, undefined, mid))).toEqual([500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
-  });
-  it('adds ±10 % jitter but stays within the bounds', () => {
-    expect(backoffDelay(3, undefined, () => 0)).toBe(1800);
-    expect(backoffDelay(3, undefined, () => 0.999999)).toBe(2200);
-    expect(backoffDelay(1, undefined, () => 0)).toBe(500);
-    expect(backoffDelay(20, undefined, () => 0.999999)).toBe(60_000);
   });
 });
 

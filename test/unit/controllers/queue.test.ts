@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { backoffDelay, runWorkers, WorkQueue } from '../../../src/controllers/queue.js';
+import { runWorkers, WorkQueue } from '../../../src/controllers/queue.js';
 import { FakeClock, flushMicrotasks } from '../../support/fake-clock.js';
-
-describe('backoffDelay', () => {
-  it('doubles from the base per failure and stops at the cap', () => {
-    expect([1, 2, 3, 4].map((n) => backoffDelay(n, 100, 300_000))).toEqual([100, 200, 400, 800]);
-    expect(backoffDelay(12, 100, 300_000)).toBe(204_800);
-    expect(backoffDelay(13, 100, 300_000)).toBe(300_000);
-    expect(backoffDelay(10_000, 100, 300_000)).toBe(300_000);
-    expect(backoffDelay(0, 100, 300_000)).toBe(0);
-  });
-});
 
 describe('WorkQueue', () => {
   it('holds a waiting key once however often it is added', async () => {
