@@ -1,6 +1,7 @@
 /**
- * The configuration reference (docs/configuration.md) is generated from the flag tables, so the docs cannot drift
- * from the code: `npm run docs` rewrites the section between the markers, and a unit test fails when it is stale.
+ * The configuration reference (docs/configuration.md) is generated from the flag tables (src/config), so the docs
+ * cannot drift from the code: `npm run docs` rewrites the section between the markers, and a unit test fails when
+ * it is stale.
  */
 import { COMMANDS } from './main.js';
 

@@ -81,6 +81,11 @@ function configError(message: string): CitadelError {
   return new CitadelError('CONFIG_INVALID', `invalid configuration: ${message}`);
 }
 
+/** The error of a check across flags (checkCaConfig, checkAgentConfig), naming the flag at fault. */
+export function flagError(flagName: string, message: string): CitadelError {
+  return configError(`--${flagName}: ${message}`);
+}
+
 /** `--help` text: every flag with its env var and default. */
 export function helpText(usage: string, summary: string, table: FlagTable): string {
   const rows = Object.values(table).map((f) => {
@@ -122,6 +127,12 @@ export const parse = {
     return raw as T;
   },
   list: (raw: string): string[] => raw.split(',').map((s) => s.trim()).filter(Boolean),
+  /** A duration that may be 0 (meaning "off"). */
+  durationOrZero: (raw: string): number => {
+    const ms = parseDuration(raw);
+    if (ms < 0) throw new Error('must not be negative');
+    return ms;
+  },
   /** Go-style duration ("90s", "1h30m", "500ms", "2160h") -> milliseconds; must be positive. */
   duration: (raw: string): number => {
     const ms = parseDuration(raw);

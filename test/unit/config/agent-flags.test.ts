@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { agentFlags } from '../../../src/cli/agent.js';
+import { agentFlags, checkAgentConfig } from '../../../src/config/agent.js';
 import { hostOfAddress } from '../../../src/grpc/client.js';
 import { helpText, parseConfig } from '../../../src/config/flags.js';
 
@@ -42,6 +42,14 @@ describe('citadel agent flags', () => {
     for (const needle of ['--ca-address', 'env CA_ADDR', 'env ISTIOD_SAN', 'env POD_NAMESPACE', 'env SERVICE_ACCOUNT', 'env SECRET_TTL', 'env SECRET_GRACE_PERIOD_RATIO', '--sds-socket', '--file-certs']) {
       expect(help).toContain(needle);
     }
+  });
+
+  it('refuses flags that contradict each other, naming the flag', () => {
+    const check = (argv: string[]) => () => checkAgentConfig(parseConfig(agentFlags, argv, {}));
+    expect(check(['--pod-certificate-bundle', 'b.pem', '--file-certs', 'dir'])).toThrow('invalid configuration: --pod-certificate-bundle: cannot be combined with --file-certs');
+    expect(check(['--pod-trust-bundle', 't.pem'])).toThrow('invalid configuration: --pod-trust-bundle: needs --pod-certificate-bundle');
+    expect(check(['--pod-certificate-bundle', 'b.pem', '--pod-trust-bundle', 't.pem'])).not.toThrow();
+    expect(check([])).not.toThrow();
   });
 
   it('takes the server name from the CA address host', () => {

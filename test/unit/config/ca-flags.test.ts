@@ -1,6 +1,6 @@
 /** `citadel ca` flags: the design's command-line contract (names, env vars, defaults) and config errors. */
 import { describe, expect, it } from 'vitest';
-import { caFlags, checkCaConfig } from '../../../src/cli/ca.js';
+import { caFlags, checkCaConfig } from '../../../src/config/ca.js';
 import { parseConfig } from '../../../src/config/flags.js';
 
 describe('citadel ca flags', () => {
