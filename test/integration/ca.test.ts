@@ -12,6 +12,7 @@ import { decodeJwtSvid, privateKeyToPem, parseCertificate, parseCertificates } f
 import { getCluster, startPod, type TestCluster } from '../harness/index.js';
 import { openssl } from '../harness/openssl.js';
 import { citadelClients } from '../support/citadel-rbac.js';
+import { waitFor } from '../support/wait.js';
 import { ensureBuilt, makeCsr, metricValue, opensslVerifyChain, requestCert, startCa, type CaProcess } from './ca-process.js';
 
 const TD = 'cluster.local';
@@ -77,7 +78,8 @@ describe('citadel ca, self-signed', () => {
     expect(root.notAfter - root.notBefore).toBeGreaterThan(3649 * 24 * 3600_000);
     expect((await fetch(`http://127.0.0.1:${ca.monitoringPort}/readyz`)).status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${ca.monitoringPort}/healthz`)).status).toBe(200);
-    // The watch on istio-ca-secret runs with exactly the deploy/base RBAC (get + watch on that name).
+    // The watch on istio-ca-secret runs with exactly the deploy/base RBAC (get + watch on that name). A watch that
+    // works says nothing, a refused one fails at once: a second without the failure line is the only evidence.
     await new Promise((r) => setTimeout(r, 1000));
     expect(ca.logs().filter((l) => l.msg === 'secret watch failed; retrying')).toEqual([]);
   });
@@ -293,7 +295,9 @@ describe('citadel ca, self-signed', () => {
     // Warm the token cache so calls are in flight at once.
     await requestCert({ port: draining.grpcPort, namespace: ns, rootCaPem: bundle, csr, token });
     const calls = Array.from({ length: 30 }, () => requestCert({ port: draining.grpcPort, namespace: ns, rootCaPem: bundle, csr, token }).then(() => 'ok', () => 'failed'));
-    await new Promise((r) => setTimeout(r, 20));
+    // SIGTERM once the CA has accepted calls beyond the warm-up one (the counter moves as a call reaches the handler).
+    const received = async () => metricValue(await (await fetch(`http://127.0.0.1:${draining.monitoringPort}/metrics`)).text(), 'citadel_server_csr_count');
+    await waitFor('calls to reach the CA', async () => (await received()) > 1, { intervalMs: 5 });
     const code = draining.stop();
     const results = await Promise.all(calls);
     expect(await code).toBe(0);

@@ -114,7 +114,8 @@ describe('createInformer', () => {
     await waitFor('a watch error', () => errors.length > 0, { intervalMs: 50 });
     await admin.core.createNamespacedConfigMap({ namespace: ns, body: cm('during-cut') });
     await admin.core.deleteNamespacedConfigMap({ name: 'before-cut', namespace: ns });
-    await new Promise((r) => setTimeout(r, 1000)); // several failed restarts
+    const failedBefore = errors.length;
+    await waitFor('several failed restarts', () => errors.length >= failedBefore + 3, { intervalMs: 50 });
     expect(informer.get('during-cut', ns)).toBeUndefined();
     cut = false;
     await waitFor('the cache to catch up', () => informer.get('during-cut', ns) !== undefined && informer.get('before-cut', ns) === undefined, { intervalMs: 50 });

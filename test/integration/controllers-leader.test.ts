@@ -190,7 +190,8 @@ describe('leader election', () => {
   });
 
   it('when the leader dies without releasing the lease, the other takes over within about one lease duration', async () => {
-    // A is back on the network as a follower.
+    // A is back on the network as a follower. A follower's lease reads leave no trace (no write, no log, no
+    // metric), so two retry periods are the window in which it would have taken the lease if it were going to.
     await new Promise((r) => setTimeout(r, 2 * RETRY_MS));
     expect(a.controllers.isLeader()).toBe(false);
     const diedAt = Date.now();

@@ -13,6 +13,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
+import { captureLogs, type CapturedLogs } from '../support/log-capture.js';
 import { SecretStore } from '../../src/agent/secret-store.js';
 import { SECRET_TYPE_URL } from '../../src/agent/sds/xds-types.js';
 import { startAgentSocket, type AgentSocket } from '../../src/cli/agent-socket.js';
@@ -129,6 +130,7 @@ for (const apiType of ['GRPC', 'DELTA_GRPC'] as const) {
     let ca: TestCa;
     let store: SecretStore;
     let registry: Registry;
+    let logs: CapturedLogs;
     let server: AgentSocket;
     let envoy: EnvoyProcess;
     let app: Server;
@@ -151,7 +153,8 @@ for (const apiType of ['GRPC', 'DELTA_GRPC'] as const) {
       ca = await makeCa();
       store = new SecretStore({ clock: systemClock, log: silentLogger });
       registry = new Registry();
-      server = await startAgentSocket({ socketPath, store, log: silentLogger, registry });
+      logs = captureLogs();
+      server = await startAgentSocket({ socketPath, store, log: logs.log, registry });
       app = createServer((s) => {
         appSockets.add(s);
         s.on('close', () => appSockets.delete(s));
@@ -202,8 +205,10 @@ for (const apiType of ['GRPC', 'DELTA_GRPC'] as const) {
       const serial2 = await rotate();
       await eventually(() => servedSerial(port, ca), (s) => s === serial2, 'the rotated certificate on a new handshake');
       expect(await echo(longLived, 'after')).toBe('after');
-      // Envoy ACKed each response once and we never answered an ACK: exactly one push per change, no loop.
-      await new Promise((r) => setTimeout(r, 500));
+      // Envoy ACKed each response once and we never answered an ACK: exactly one push per change, no loop. An ACK
+      // is handled at once, so once the server has logged it, any answer would have been counted.
+      const lastDefaultPush = logs.matching('pushing secrets').filter((l) => (l.resources as string[]).includes('default')).at(-1)!;
+      await eventually(async () => logs.matching('ACK', { nonce: lastDefaultPush.nonce }).length, (n) => n === 1, 'Envoy to ACK the rotation');
       expect(await pushes('default')).toBe(2);
       expect(await pushes('ROOTCA')).toBe(1);
 
@@ -217,8 +222,8 @@ for (const apiType of ['GRPC', 'DELTA_GRPC'] as const) {
         tls_certificate: { certificate_chain: { inline_bytes: Buffer.from(a.certPem) }, private_key: { inline_bytes: Buffer.from(b.keyPem) } },
       });
       await eventually(() => envoy.stats('^sds\\.default\\.update_rejected$'), (s) => s['sds.default.update_rejected'] === 1, 'Envoy rejecting the mismatched pair');
-      expect(await registry.metrics()).toMatch(/citadel_agent_sds_rejections_total\{resource_name="default"\} 1/);
-      await new Promise((r) => setTimeout(r, 500));
+      // The NACK is counted while it is handled; a resend would have been counted by then too.
+      await eventually(async () => registry.metrics(), (m) => /citadel_agent_sds_rejections_total\{resource_name="default"\} 1/.test(m), 'the NACK to reach the server');
       expect(await pushes('default')).toBe(3);
       expect((await envoy.stats('^sds\\.default\\.update_rejected$'))['sds.default.update_rejected']).toBe(1);
       expect(await servedSerial(port, ca)).toBe(serial2);
@@ -232,9 +237,11 @@ for (const apiType of ['GRPC', 'DELTA_GRPC'] as const) {
 
     it('heals after the SDS server restarts on the same socket, keeping its certificate meanwhile', async () => {
       const before = await servedSerial(port, ca);
+      const connectFailures = async () => (await envoy.stats('^cluster\\.sds-grpc\\.upstream_cx_connect_fail$'))['cluster.sds-grpc.upstream_cx_connect_fail'] ?? 0;
+      const failedBefore = await connectFailures();
       await server.stop(500);
-      // While the agent is gone Envoy keeps serving.
-      await new Promise((r) => setTimeout(r, 300));
+      // While the agent is gone (Envoy has tried to reconnect and failed) Envoy keeps serving.
+      await eventually(connectFailures, (n) => n > failedBefore, 'Envoy to fail to reconnect to the stopped SDS server');
       expect(await servedSerial(port, ca)).toBe(before);
       const fresh = new SecretStore({ clock: systemClock, log: silentLogger });
       store = fresh;

@@ -100,6 +100,8 @@ export function createEcdsService(deps: { source: AuthzConfigSource; log: Logger
     return {
       onRequest(req) {
         if (ended) return;
+        // Handled in one step with any answer, as for SDS.
+        log.debug({ resources: req.resource_names ?? [], nonce: req.response_nonce ?? '' }, 'ECDS request');
         const type = req.type_url ?? '';
         if (type !== '' && type !== TYPED_EXTENSION_CONFIG_TYPE_URL) {
           log.warn({ typeUrl: type }, 'ECDS request for a foreign type; closing the stream');

@@ -217,6 +217,8 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
 
     return {
       onRequest(req) {
+        // Handled in one step with any answer: once this line is logged, so is the push it caused, if any.
+        slog.debug({ resources: req.resource_names ?? [], nonce: req.response_nonce ?? '' }, 'SDS request');
         if (!life.accepts(req.type_url, slog)) return;
         if (!sawFirst) {
           sawFirst = true;
@@ -314,6 +316,7 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
 
     return {
       onRequest(req) {
+        slog.debug({ subscribe: req.resource_names_subscribe ?? [], unsubscribe: req.resource_names_unsubscribe ?? [], nonce: req.response_nonce ?? '' }, 'SDS request');
         if (!life.accepts(req.type_url, slog)) return;
         const initial = first;
         if (first) {
@@ -334,6 +337,7 @@ export function createSdsService(deps: SdsServiceDeps): SdsService {
             slog.error({ resources: [...versions.keys()], error: describeStatus(req.error_detail) }, 'Envoy rejected secrets (NACK); it keeps the last good ones');
           } else {
             for (const [name, v] of versions) if (rejected.get(name) !== v) rejected.delete(name);
+            slog.debug({ nonce }, 'ACK');
           }
         }
         for (const name of req.resource_names_unsubscribe ?? []) {

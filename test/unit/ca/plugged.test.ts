@@ -59,8 +59,10 @@ describe('plugged-in sources', () => {
     await clock.advance(5000);
     await waitFor('the refused reload to be counted', async () => (await reloadErrors()) === '1');
     expect(keyring.current()!.signer.cert.subject).toBe(i1.cert.subject);
+    // The next poll reads the same files; it has finished once it has armed the poll after it.
+    const timers = clock.pendingTimers;
     await clock.advance(5000);
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor('the next poll to finish', () => clock.pendingTimers === timers);
     expect(await reloadErrors()).toBe('1'); // the same files are not refused again
     fs.writeFileSync(path.join(dir, 'ca-key.pem'), i2.keyPem);
     fs.writeFileSync(path.join(dir, 'cert-chain.pem'), i2.pem + root.pem);

@@ -176,18 +176,23 @@ describe('grpc server', () => {
   });
 
   it('stops gracefully, giving up on what is left after the grace period', async () => {
+    let arrived!: () => void;
+    const inHandler = new Promise<void>((resolve) => (arrived = resolve));
     const ca = await makeCa();
     const serving = await ca.issue({ spiffeId: 'spiffe://cluster.local/ns/citadel-system/sa/citadel', dnsNames: [SERVER_NAME] });
     const server = await startGrpcServer({
       address: '127.0.0.1:0',
       credentials: new ReloadableServerCredentials({ certChainPem: serving.certPem, keyPem: serving.keyPem }),
-      services: [caServiceBinding({ createCertificate: () => new Promise(() => undefined) })],
+      services: [caServiceBinding({ createCertificate: () => {
+        arrived();
+        return new Promise(() => undefined);
+      } })],
     });
     // grpc-js does not cancel a call on a session that tryShutdown is already closing; in the CA the process exit
     // that follows ends it. Here the client's own deadline does.
     const client = createCaClient({ address: `127.0.0.1:${server.port}`, rootCaPem: ca.pem, serverName: SERVER_NAME, timeoutMs: 2_000 });
     const pending = client.createCertificate({ csr: 'x', validityDurationSeconds: 1 }).catch((e: unknown) => e as CitadelError);
-    await new Promise((r) => setTimeout(r, 200));
+    await inHandler;
     const started = Date.now();
     expect(await server.stop(300)).toBe(false);
     expect(Date.now() - started).toBeLessThan(3000);

@@ -17,7 +17,9 @@ import { ecdsClientConstructor, ecdsPackageDefinition } from '../../../../src/gr
 import { startAgentSocket, type AgentSocket } from '../../../../src/cli/agent-socket.js';
 import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { silentLogger } from '../../../../src/log.js';
-import { Queue } from '../sds/sds-client.js';
+import { expectNothingSent, Queue, type Traffic } from '../sds/sds-client.js';
+import { captureLogs, type CapturedLogs } from '../../../support/log-capture.js';
+import { waitFor } from '../../../support/wait.js';
 import { writeFileAtomic } from '../../../harness/kubelet.js';
 
 interface Any { type_url: string; value: Buffer }
@@ -33,16 +35,25 @@ let dir: string;
 let files: AuthzFiles;
 let service: EcdsService;
 let server: AgentSocket;
+let logs: CapturedLogs;
+let traffic: Traffic;
+/** The server has handled every request sent so far and sent nothing the test has not taken. */
+const nothingSent = () => expectNothingSent(traffic, logs, { request: 'ECDS request', response: 'pushing authorization config' });
+/** Waits for the file watcher to have read a file change (`msg`, e.g. "loaded pod labels") `times` times in all. */
+const fileRead = (msg: string, times: number) => waitFor(`"${msg}" ×${times}`, () => logs.matching(msg).length >= times);
 let client: grpc.Client & Record<string, (...a: unknown[]) => unknown>;
 const policyFile = () => path.join(dir, 'authz', 'authz.json');
 const labelsFile = () => path.join(dir, 'pod', 'labels');
 
 function open(names: string[]) {
   const call = client.StreamExtensionConfigs!() as grpc.ClientDuplexStream<unknown, Wire>;
-  const responses = new Queue<Wire>();
+  const responses = new Queue<Wire>(traffic);
   call.on('data', (r: Wire) => responses.push(r));
   call.on('error', () => undefined);
-  const send = (req: object) => call.write({ node: { id: 'envoy' }, type_url: TYPED_EXTENSION_CONFIG_TYPE_URL, resource_names: names, ...req });
+  const send = (req: object) => {
+    traffic.requests++;
+    call.write({ node: { id: 'envoy' }, type_url: TYPED_EXTENSION_CONFIG_TYPE_URL, resource_names: names, ...req });
+  };
   send({});
   return { responses, send };
 }
@@ -51,9 +62,11 @@ beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ecds-'));
   fs.mkdirSync(path.dirname(policyFile()), { recursive: true });
   fs.mkdirSync(path.dirname(labelsFile()), { recursive: true });
-  files = watchAuthzFiles({ policyFile: policyFile(), labelsFile: labelsFile(), clock: systemClock, log: silentLogger, pollMs: 100 });
+  logs = captureLogs();
+  traffic = { requests: 0, taken: 0 };
+  files = watchAuthzFiles({ policyFile: policyFile(), labelsFile: labelsFile(), clock: systemClock, log: logs.log, pollMs: 100 });
   await files.start();
-  service = createEcdsService({ source: files, log: silentLogger });
+  service = createEcdsService({ source: files, log: logs.log });
   server = await startAgentSocket({
     socketPath: path.join(dir, 'socket'), store: new SecretStore({ clock: systemClock, log: silentLogger }), log: silentLogger,
     ecds: { service, log: silentLogger },
@@ -73,9 +86,10 @@ afterEach(async () => {
 describe('ECDS on the SDS socket', () => {
   it('waits for both files, then serves the workload RBAC config, which decodes field for field', async () => {
     const stream = open(['citadel-authz-allow-8080']);
-    await stream.responses.nothingFor(300);
+    await nothingSent();
     writeFileAtomic(policyFile(), policyDoc(['GET']));
-    await stream.responses.nothingFor(300); // labels still missing
+    await fileRead('loaded authorization policy', 1);
+    await nothingSent(); // labels still missing
     writeFileAtomic(labelsFile(), 'app="api"\n');
     const res = await stream.responses.next();
     expect(res.type_url).toBe(TYPED_EXTENSION_CONFIG_TYPE_URL);
@@ -101,15 +115,16 @@ describe('ECDS on the SDS socket', () => {
     const first = await stream.responses.next();
     expect(first.resources).toHaveLength(2);
     stream.send({ version_info: first.version_info, response_nonce: first.nonce });
-    await stream.responses.nothingFor(300);
+    await nothingSent();
     writeFileAtomic(policyFile(), policyDoc(['POST']));
     const second = await stream.responses.next();
     expect(second.version_info).not.toBe(first.version_info);
     stream.send({ version_info: first.version_info, response_nonce: second.nonce, error_detail: { code: 13, message: 'rejected' } });
-    await stream.responses.nothingFor(300);
+    await nothingSent();
     // The labels change but the workload's configs do not: still nothing to send.
     writeFileAtomic(labelsFile(), 'app="api"\nextra="1"\n');
-    await stream.responses.nothingFor(400);
+    await fileRead('loaded pod labels', 2);
+    await nothingSent();
     writeFileAtomic(policyFile(), policyDoc(['PUT']));
     expect((await stream.responses.next()).version_info).not.toBe(second.version_info);
   });
@@ -122,7 +137,8 @@ describe('ECDS on the SDS socket', () => {
     const first = await stream.responses.next();
     stream.send({ version_info: first.version_info, response_nonce: first.nonce });
     writeFileAtomic(policyFile(), '{not json');
-    await stream.responses.nothingFor(400);
+    await fileRead('authorization policy file is not valid; keeping the last good one', 1);
+    await nothingSent();
     expect(files.get('citadel-authz-allow')?.version).toBe(first.version_info);
     const foreign = client.StreamExtensionConfigs!() as grpc.ClientDuplexStream<unknown, Wire>;
     const status = new Promise<number>((resolve) => foreign.on('status', (s: grpc.StatusObject) => resolve(s.code)));

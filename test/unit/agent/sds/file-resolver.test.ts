@@ -7,6 +7,11 @@ import { silentLogger } from '../../../../src/log.js';
 import { fileSecretResolver, parseFileResourceName } from '../../../../src/agent/sds/file-resolver.js';
 import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { makeCa, type TestCa } from '../../grpc/tls-fixtures.js';
+import { FakeClock } from '../../../support/fake-clock.js';
+import { captureLogs, type CapturedLogs } from '../../../support/log-capture.js';
+import { waitFor } from '../../../support/wait.js';
+
+const LOAD_FAILED = 'cannot load secret files; keeping the last good content';
 
 const ID = 'spiffe://cluster.local/ns/app/sa/web';
 
@@ -29,11 +34,13 @@ function nextChange(store: SecretStore, name: string, ms = 3000): Promise<void> 
 describe('file-backed secrets', () => {
   let dir: string;
   let store: SecretStore;
+  let logs: CapturedLogs;
   let ca: TestCa;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sds-f-'));
-    store = new SecretStore({ clock: systemClock, log: silentLogger, resolvers: [fileSecretResolver({ clock: systemClock, log: silentLogger, debounceMs: 30, pollMs: 300 })] });
+    logs = captureLogs('info');
+    store = new SecretStore({ clock: systemClock, log: silentLogger, resolvers: [fileSecretResolver({ clock: systemClock, log: logs.log, debounceMs: 30, pollMs: 300 })] });
     ca ??= await makeCa();
   });
   afterEach(async () => {
@@ -79,26 +86,32 @@ describe('file-backed secrets', () => {
     const cert = join(sub, 'cert.pem');
     const key = join(sub, 'key.pem');
     const name = `file-cert:${cert}~${key}`;
-    store.acquire(name);
-    await new Promise((r) => setTimeout(r, 100));
-    expect(store.get(name)).toBeUndefined();
+    // On a fake clock: the poll that finds the directory, and no poll after the release, are steps of the test.
+    const clock = new FakeClock();
+    const local = new SecretStore({ clock, log: silentLogger, resolvers: [fileSecretResolver({ clock, log: logs.log, debounceMs: 30, pollMs: 300 })] });
+    local.acquire(name);
+    await waitFor('the first load to fail', () => logs.matching(LOAD_FAILED, { resource: name }).length === 1);
+    expect(local.get(name)).toBeUndefined();
     const leaf = await ca.issue({ spiffeId: ID });
     await mkdir(sub);
-    const loaded = nextChange(store, name);
+    const loaded = nextChange(local, name);
     await writeFile(key, leaf.keyPem);
     await writeFile(cert, leaf.certPem);
+    await clock.advance(300);
     await loaded;
-    expect(store.get(name)!.resource.tls_certificate!.certificate_chain.inline_bytes.toString()).toBe(leaf.certPem.trim() + '\n');
+    expect(local.get(name)!.resource.tls_certificate!.certificate_chain.inline_bytes.toString()).toBe(leaf.certPem.trim() + '\n');
 
-    store.release(name);
-    expect(store.get(name)).toBeUndefined();
+    local.release(name);
+    expect(local.get(name)).toBeUndefined();
+    expect(clock.pendingTimers).toBe(0);
     const seen: string[] = [];
-    store.subscribe((n) => seen.push(n));
+    local.subscribe((n) => seen.push(n));
     const next = await ca.issue({ spiffeId: ID });
     await writeFile(key, next.keyPem);
     await writeFile(cert, next.certPem);
-    await new Promise((r) => setTimeout(r, 500));
+    await clock.advance(3000);
     expect(seen).toEqual([]);
+    local.close();
   });
 
   it('keeps the last good pair while the cert and key files disagree', async () => {
@@ -114,7 +127,7 @@ describe('file-backed secrets', () => {
     const good = store.get(name)!;
     const b = await ca.issue({ spiffeId: ID });
     await writeFile(cert, b.certPem); // key not yet replaced: mismatch
-    await new Promise((r) => setTimeout(r, 400));
+    await waitFor('the mismatched pair to be refused', () => logs.matching(LOAD_FAILED, { resource: name }).length === 1);
     expect(store.get(name)).toEqual(good);
     const fixed = nextChange(store, name);
     await writeFile(key, b.keyPem);

@@ -94,7 +94,7 @@ describe('SDS socket under abuse', () => {
     peer.on('error', () => undefined);
     const chunk = randomBytes(64 * 1024);
     while (written < 8 << 20 && !peer.destroyed) {
-      if (!peer.write(chunk)) await new Promise((r) => setTimeout(r, 1));
+      if (!peer.write(chunk)) await Promise.race([new Promise((r) => peer.once('drain', r)), closed]);
       written += chunk.length;
     }
     await closed;

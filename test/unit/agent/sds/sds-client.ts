@@ -1,12 +1,15 @@
 /**
  * Our own SDS client for protocol tests: plays Envoy over a real Unix socket with grpc-js, recording responses
- * in a queue so a test can await the next one or assert that none comes.
+ * in a queue so a test can await the next one, and counting what it sent and took from the queues so a test can
+ * check against the server's log that nothing else was sent (expectNothingSent).
  */
 import * as grpc from '@grpc/grpc-js';
 import type { MessageTypeDefinition } from '@grpc/proto-loader';
 import { expect } from 'vitest';
 import { sdsClientConstructor, sdsPackageDefinition } from '../../../../src/grpc/protos.js';
 import { SECRET_TYPE_URL } from '../../../../src/agent/sds/xds-types.js';
+import type { CapturedLogs } from '../../../support/log-capture.js';
+import { waitFor } from '../../../support/wait.js';
 
 export interface Any {
   type_url: string;
@@ -44,9 +47,16 @@ export function decodeSecret(any: Any): { name: string; chain?: string; key?: st
   };
 }
 
+/** Requests written and responses taken by a test, over all of a client's streams. */
+export interface Traffic {
+  requests: number;
+  taken: number;
+}
+
 export class Queue<T> {
   private items: T[] = [];
   private waiters: Array<(v: T) => void> = [];
+  constructor(private readonly traffic: Traffic = { requests: 0, taken: 0 }) {}
   push(v: T): void {
     const w = this.waiters.shift();
     if (w) w(v);
@@ -57,7 +67,10 @@ export class Queue<T> {
   }
   next(timeoutMs = 5000): Promise<T> {
     const v = this.items.shift();
-    if (v !== undefined) return Promise.resolve(v);
+    if (v !== undefined) {
+      this.traffic.taken++;
+      return Promise.resolve(v);
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== waiter);
@@ -65,16 +78,22 @@ export class Queue<T> {
       }, timeoutMs);
       const waiter = (x: T) => {
         clearTimeout(timer);
+        this.traffic.taken++;
         resolve(x);
       };
       this.waiters.push(waiter);
     });
   }
-  /** Resolves if nothing arrives within `ms`; rejects with the message otherwise. */
-  async nothingFor(ms = 300): Promise<void> {
-    await new Promise((r) => setTimeout(r, ms));
-    if (this.items.length > 0) throw new Error(`unexpected message: ${JSON.stringify(this.items[0]).slice(0, 300)}`);
-  }
+}
+
+/**
+ * Asserts the server sent nothing the test has not taken: once the server has logged handling every request sent
+ * (`requestMsg`; it logs each in one step with the answer it causes), its count of responses (`responseMsg`
+ * lines) must equal the responses taken. A change made in the store is handled at once, so it needs no wait.
+ */
+export async function expectNothingSent(traffic: Traffic, logs: CapturedLogs, messages: { request: string; response: string }): Promise<void> {
+  await waitFor(`the server to handle ${traffic.requests} requests`, () => logs.matching(messages.request).length >= traffic.requests, { intervalMs: 5 });
+  expect(logs.matching(messages.response).length, 'responses sent').toBe(traffic.taken);
 }
 
 export interface StatusEvent {
@@ -83,6 +102,8 @@ export interface StatusEvent {
 }
 
 export class SdsTestClient {
+  /** Over all of this client's streams (see expectNothingSent). */
+  readonly traffic: Traffic = { requests: 0, taken: 0 };
   private readonly client: grpc.Client & Record<string, (...args: unknown[]) => unknown>;
   constructor(socketPath: string) {
     const Ctor = sdsClientConstructor();
@@ -90,11 +111,11 @@ export class SdsTestClient {
   }
 
   stream(): SotwStream {
-    return new SotwStream(this.client.StreamSecrets!() as grpc.ClientDuplexStream<unknown, WireResponse>);
+    return new SotwStream(this.client.StreamSecrets!() as grpc.ClientDuplexStream<unknown, WireResponse>, this.traffic);
   }
 
   delta(): DeltaStream {
-    return new DeltaStream(this.client.DeltaSecrets!() as grpc.ClientDuplexStream<unknown, WireDeltaResponse>);
+    return new DeltaStream(this.client.DeltaSecrets!() as grpc.ClientDuplexStream<unknown, WireDeltaResponse>, this.traffic);
   }
 
   fetch(names: string[], typeUrl = SECRET_TYPE_URL): Promise<WireResponse> {
@@ -112,14 +133,19 @@ export class SdsTestClient {
 }
 
 abstract class BaseStream<Res> {
-  readonly responses = new Queue<Res>();
+  readonly responses: Queue<Res>;
   readonly status: Promise<StatusEvent>;
-  constructor(protected readonly call: grpc.ClientDuplexStream<unknown, Res>) {
+  constructor(protected readonly call: grpc.ClientDuplexStream<unknown, Res>, protected readonly traffic: Traffic) {
+    this.responses = new Queue<Res>(traffic);
     call.on('data', (r: Res) => this.responses.push(r));
     this.status = new Promise((resolve) => {
       call.on('status', (s: grpc.StatusObject) => resolve({ code: s.code, details: s.details }));
     });
     call.on('error', () => undefined);
+  }
+  protected write(req: object): void {
+    this.traffic.requests++;
+    this.call.write(req);
   }
   cancel(): void {
     this.call.cancel();
@@ -131,7 +157,7 @@ abstract class BaseStream<Res> {
 
 export class SotwStream extends BaseStream<WireResponse> {
   send(req: { resource_names?: string[]; version_info?: string; response_nonce?: string; error_detail?: { code: number; message: string }; type_url?: string }): void {
-    this.call.write({ node: { id: 'sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local', cluster: 'demo' }, type_url: SECRET_TYPE_URL, version_info: '', response_nonce: '', ...req });
+    this.write({ node: { id: 'sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local', cluster: 'demo' }, type_url: SECRET_TYPE_URL, version_info: '', response_nonce: '', ...req });
   }
   /** Behaves as Envoy: ACK a response. */
   ack(res: WireResponse, names: string[]): void {
@@ -144,7 +170,7 @@ export class SotwStream extends BaseStream<WireResponse> {
 
 export class DeltaStream extends BaseStream<WireDeltaResponse> {
   send(req: { resource_names_subscribe?: string[]; resource_names_unsubscribe?: string[]; initial_resource_versions?: Record<string, string>; response_nonce?: string; error_detail?: { code: number; message: string } }): void {
-    this.call.write({ node: { id: 'sidecar', cluster: 'demo' }, type_url: SECRET_TYPE_URL, ...req });
+    this.write({ node: { id: 'sidecar', cluster: 'demo' }, type_url: SECRET_TYPE_URL, ...req });
   }
   ack(res: WireDeltaResponse): void {
     this.send({ response_nonce: res.nonce });

@@ -18,7 +18,8 @@ import { SECRET_TYPE_URL } from '../../../../src/agent/sds/xds-types.js';
 import { startAgentSocket, type AgentSocket } from '../../../../src/cli/agent-socket.js';
 import { waitFor } from '../../../support/wait.js';
 import { makeCa, type TestCa } from '../../grpc/tls-fixtures.js';
-import { SdsTestClient, decodeSecret } from './sds-client.js';
+import { captureLogs, type CapturedLogs } from '../../../support/log-capture.js';
+import { SdsTestClient, decodeSecret, expectNothingSent } from './sds-client.js';
 
 const WORKLOAD = 'spiffe://cluster.local/ns/app/sa/web';
 
@@ -29,14 +30,18 @@ describe('SDS over a Unix socket', () => {
   let server: AgentSocket;
   let client: SdsTestClient;
   let registry: Registry;
+  let logs: CapturedLogs;
   let ca: TestCa;
+  /** The server has handled every request sent so far and sent nothing the test has not taken. */
+  const nothingSent = () => expectNothingSent(client.traffic, logs, { request: 'SDS request', response: 'pushing secrets' });
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'sds-'));
     socketPath = join(dir, 'workload-spiffe-uds', 'socket');
-    store = new SecretStore({ clock: systemClock, log: silentLogger, resolvers: [fileSecretResolver({ clock: systemClock, log: silentLogger, debounceMs: 30, pollMs: 400 })] });
+    logs = captureLogs();
+    store = new SecretStore({ clock: systemClock, log: silentLogger, resolvers: [fileSecretResolver({ clock: systemClock, log: logs.log, debounceMs: 30, pollMs: 400 })] });
     registry = new Registry();
-    server = await startAgentSocket({ socketPath, store, log: silentLogger, registry });
+    server = await startAgentSocket({ socketPath, store, log: logs.log, registry });
     client = new SdsTestClient(socketPath);
     ca ??= await makeCa();
   });
@@ -74,10 +79,10 @@ describe('SDS over a Unix socket', () => {
     expect(secret.chain).toContain(leaf.certPem.trim());
     expect(secret.key?.trim()).toBe(leaf.keyPem.trim());
     stream.ack(res, ['default']);
-    await stream.responses.nothingFor(300);
+    await nothingSent();
     // Setting identical content is not a change.
     store.setTlsCertificate('default', leaf.certPem + ca.pem, leaf.keyPem);
-    await stream.responses.nothingFor(200);
+    await nothingSent();
   });
 
   it('pushes a change with a new version and a new nonce; a stale nonce is ignored', async () => {
@@ -93,9 +98,9 @@ describe('SDS over a Unix socket', () => {
     // Envoy's (late) ACK of the first response carries a stale nonce: ignored, even with other names.
     stream.send({ resource_names: ['default', 'ROOTCA'], version_info: first.version_info, response_nonce: first.nonce });
     store.setValidationContext('ROOTCA', ca.pem);
-    await stream.responses.nothingFor(300);
+    await nothingSent();
     stream.ack(second, ['default']);
-    await stream.responses.nothingFor(200);
+    await nothingSent();
   });
 
   it('after a NACK keeps quiet, never resends the rejected version, and pushes the next change', async () => {
@@ -107,10 +112,10 @@ describe('SDS over a Unix socket', () => {
     await setWorkload();
     const rejected = await stream.responses.next();
     stream.nack(rejected, ['default'], good.version_info);
-    await stream.responses.nothingFor(300);
+    await nothingSent();
     // A later request of the same names (e.g. Envoy re-sending its state with the NACKed nonce) does not resend it.
     stream.send({ resource_names: ['default'], version_info: good.version_info, response_nonce: rejected.nonce });
-    await stream.responses.nothingFor(200);
+    await nothingSent();
     await setWorkload();
     const next = await stream.responses.next();
     expect(next.version_info).not.toBe(rejected.version_info);
@@ -122,7 +127,7 @@ describe('SDS over a Unix socket', () => {
   it('leaves unknown names pending without closing the stream and pushes them when they appear', async () => {
     const stream = client.stream();
     stream.send({ resource_names: ['no-such-secret'] });
-    await stream.responses.nothingFor(300);
+    await nothingSent();
     store.setValidationContext('no-such-secret', ca.pem);
     const res = await stream.responses.next();
     expect(decodeSecret(res.resources[0]!)).toMatchObject({ name: 'no-such-secret', trustedCa: ca.pem.trim() + '\n' });
@@ -136,7 +141,7 @@ describe('SDS over a Unix socket', () => {
     const both = await stream.responses.next();
     expect(both.resources.map((r) => decodeSecret(r).name).sort()).toEqual(['ROOTCA', 'default']);
     stream.ack(both, ['default', 'ROOTCA']);
-    await stream.responses.nothingFor(200);
+    await nothingSent();
     const other = await makeCa('other');
     store.setValidationContext('ROOTCA', ca.pem + other.pem);
     const changed = await stream.responses.next();
@@ -145,9 +150,9 @@ describe('SDS over a Unix socket', () => {
     expect(root?.trustedCa).toContain(other.pem.trim());
     // Dropping a name: nothing to send; a change of the dropped name is not sent either.
     stream.send({ resource_names: ['default'], version_info: changed.version_info, response_nonce: changed.nonce });
-    await stream.responses.nothingFor(200);
+    await nothingSent();
     store.setValidationContext('ROOTCA', ca.pem);
-    await stream.responses.nothingFor(200);
+    await nothingSent();
   });
 
   it('answers a first request that carries a nonce from an earlier stream', async () => {
@@ -179,7 +184,7 @@ describe('SDS over a Unix socket', () => {
     for (const { name, s } of streams) s.send({ resource_names: [name] });
     const initial = await Promise.all(streams.map(({ s }) => s.responses.next(10_000)));
     streams.forEach(({ name, s }, i) => s.ack(initial[i]!, [name]));
-    await new Promise((r) => setTimeout(r, 200));
+    await nothingSent();
     expect(server.service.activeStreams).toBe(240);
     expect(await registry.metrics()).toMatch(/citadel_agent_sds_active_streams\{api="sotw"\} 240/);
     await setWorkload();
@@ -204,7 +209,7 @@ describe('SDS over a Unix socket', () => {
     const expired = await ca.issue({ spiffeId: WORKLOAD, now: Date.now() - 3 * 3600_000, ttlMs: 3600_000 });
     expect(() => store.setTlsCertificate('default', expired.certPem, expired.keyPem)).toThrow(expect.objectContaining({ code: 'CERT_EXPIRED' }));
     expect(() => store.setValidationContext('ROOTCA', '')).toThrow(CitadelError);
-    await stream.responses.nothingFor(300);
+    await nothingSent();
     expect(store.get('default')!.version).toBe(res.version_info);
   });
 
@@ -245,11 +250,13 @@ describe('SDS over a Unix socket', () => {
     const c2 = await certs.responses.next();
     expect(decodeSecret(c2.resources[0]!).chain).toBe(second.certPem.trim() + '\n');
     expect(c2.version_info).not.toBe(c1.version_info);
-    await roots.responses.nothingFor(200);
+    await nothingSent();
 
-    // Garbage in the root file keeps the last good bundle (nothing pushed); a valid new bundle is pushed.
+    // Garbage in the root file keeps the last good bundle (nothing pushed); a valid new bundle is pushed (and is the
+    // next response on the stream).
     await writeFile(rootPath, 'not a certificate');
-    await roots.responses.nothingFor(600);
+    await waitFor('the garbage to be refused', () => logs.matching('cannot load secret files; keeping the last good content', { resource: rootName }).length === 1);
+    await nothingSent();
     const other = await makeCa('other');
     await writeFile(rootPath, ca.pem + other.pem);
     const r2 = await roots.responses.next();
@@ -286,12 +293,12 @@ describe('SDS over a Unix socket', () => {
       expect(decodeSecret(r.resource).name).toBe(r.name);
     }
     d.ack(first);
-    await d.responses.nothingFor(200);
+    await nothingSent();
 
     d.send({ resource_names_unsubscribe: ['ROOTCA'] });
-    await d.responses.nothingFor(200);
+    await nothingSent();
     store.setValidationContext('ROOTCA', ca.pem + (await makeCa('x')).pem);
-    await d.responses.nothingFor(200);
+    await nothingSent();
     await setWorkload();
     const rotated = await d.responses.next();
     expect(rotated.resources.map((r) => r.name)).toEqual(['default']);
@@ -320,7 +327,7 @@ describe('SDS over a Unix socket', () => {
     expect(removed.removed_resources).toEqual(['extra']);
     expect(removed.resources).toEqual([]);
     d.ack(removed);
-    await d.responses.nothingFor(200);
+    await nothingSent();
     store.setValidationContext('extra', ca.pem);
     const back = await d.responses.next();
     expect(back.resources.map((r) => r.name)).toEqual(['extra']);
@@ -337,7 +344,7 @@ describe('SDS over a Unix socket', () => {
     expect(res.resources.map((r) => r.name)).toEqual(['ROOTCA']);
     expect(res.removed_resources).toEqual([]);
     d.ack(res);
-    await d.responses.nothingFor(200);
+    await nothingSent();
     store.setValidationContext('later', ca.pem);
     expect((await d.responses.next()).resources.map((r) => r.name)).toEqual(['later']);
   });
@@ -350,7 +357,7 @@ describe('SDS over a Unix socket', () => {
     await setWorkload();
     const bad = await d.responses.next();
     d.nack(bad);
-    await d.responses.nothingFor(300);
+    await nothingSent();
     await setWorkload();
     const next = await d.responses.next();
     expect(next.resources[0]!.version).not.toBe(bad.resources[0]!.version);
