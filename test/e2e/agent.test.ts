@@ -187,7 +187,7 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
           failures.push(`r${requests}: ${(err as Error).message}`);
         }
         requests++;
-        await new Promise((r) => setTimeout(r, 300));
+        await new Promise((r) => setTimeout(r, 300)); // traffic at about three requests a second, not a wait
       }
     })();
     const after = await eventually('B to rotate', async () => {
@@ -195,7 +195,8 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
       return s !== before ? s : undefined;
     }, { timeoutMs: 45_000, intervalMs: 500, context: () => b.agent.proc.tail(10) });
     // A few more requests on the new certificate, then stop.
-    await new Promise((r) => setTimeout(r, 1500));
+    const target = requests + 3;
+    await eventually('three more requests', () => requests >= target, { timeoutMs: 20_000 });
     rotated = true;
     await loop;
     expect(after).toBe(lastPublishedSerial(b));

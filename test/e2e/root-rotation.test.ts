@@ -27,13 +27,23 @@ const PUBLISH_DELAY_S = Number(process.env.CITADEL_TEST_PUBLISH_DELAY_S ?? Math.
 const CERT_TTL_S = 16;
 const CACERTS_FILES = ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem'] as const;
 
-/** The intermediate Envoy presents in `default` (the agent serves leaf + intermediates). */
-async function presentedIntermediateSerial(s: Sidecar): Promise<string | undefined> {
+/** Serials of the chain Envoy presents in `default`: the leaf, then the intermediates the agent serves with it. */
+async function presentedChainSerials(s: Sidecar): Promise<string[]> {
   const dump = await s.envoy.configDump('dynamic_active_secrets', '^default$');
   type Dumped = { secret?: { tls_certificate?: { certificate_chain?: { inline_bytes?: string } } } };
   const b64 = (dump.configs[0] as Dumped | undefined)?.secret?.tls_certificate?.certificate_chain?.inline_bytes;
-  if (!b64) return undefined;
-  return parseCertificates(Buffer.from(b64, 'base64').toString('utf8'))[1]?.serialHex;
+  if (!b64) return [];
+  return parseCertificates(Buffer.from(b64, 'base64').toString('utf8')).map((c) => c.serialHex);
+}
+
+/** Waits until each sidecar presents a leaf other than the one it presents now (its next renewal, at half-life). */
+async function renewOnceMore(sidecars: readonly Sidecar[]): Promise<void> {
+  const leaves = await Promise.all(sidecars.map(async (s) => (await presentedChainSerials(s))[0]));
+  for (const [i, s] of sidecars.entries()) {
+    await eventually(`${s.name} to renew once more`, async () => ((await presentedChainSerials(s))[0] ?? leaves[i]) !== leaves[i], {
+      timeoutMs: 2 * CERT_TTL_S * 1000, intervalMs: 500, context: () => s.agent.proc.tail(15),
+    });
+  }
 }
 
 describe(`root change with live traffic, pods ${LAG_MS} ms behind the ConfigMap, publish delay ${PUBLISH_DELAY_S} s`, () => {
@@ -70,11 +80,11 @@ describe(`root change with live traffic, pods ${LAG_MS} ms behind the ConfigMap,
   /** Waits until both workloads present certificates under `intermediate`, then for one more renewal of each. */
   async function bothRenewUnder(intermediate: ParsedCertificate, extraTimeoutMs = 0): Promise<void> {
     for (const s of [server, client]) {
-      await eventually(`${s.name} to present a certificate under ${intermediate.subject}`, async () => (await presentedIntermediateSerial(s)) === intermediate.serialHex, {
+      await eventually(`${s.name} to present a certificate under ${intermediate.subject}`, async () => (await presentedChainSerials(s))[1] === intermediate.serialHex, {
         timeoutMs: extraTimeoutMs + 3 * CERT_TTL_S * 1000, intervalMs: 500, context: () => `${ca.proc.tail(15)}\n${s.agent.proc.tail(15)}`,
       });
     }
-    await new Promise((r) => setTimeout(r, (CERT_TTL_S / 2 + 1) * 1000));
+    await renewOnceMore([server, client]);
   }
 
   const readPem = (dir: string, file: string) => fs.readFileSync(path.join(dir, file), 'utf8');
@@ -152,7 +162,7 @@ describe(`self-signed root rotated with live traffic, pods ${LAG_MS} ms behind t
     const rotations = () => fs.readFileSync(ca.proc.logPath, 'utf8').split('rotated the self-signed root (same key)').length - 1;
     await eventually('three root rotations', () => rotations() >= 3, { timeoutMs: 6 * (PUBLISH_DELAY_S + 2) * 1000, intervalMs: 500, context: () => ca.proc.tail(10) });
     // One more renewal of each under the latest root, with the traffic still flowing.
-    await new Promise((r) => setTimeout(r, (CERT_TTL_S / 2 + 1) * 1000));
+    await renewOnceMore([pair.server, pair.client]);
     const report = await traffic.stop();
     console.log(`[root-rotation] self-signed, ${rotations()} rotations, lag ${LAG_MS} ms, publish delay ${PUBLISH_DELAY_S} s: ${report.requests} requests + ${report.pings} pings, ${report.failures.length} failed`);
     expect(report.failures).toEqual([]);

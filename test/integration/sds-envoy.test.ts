@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import { captureLogs, type CapturedLogs } from '../support/log-capture.js';
+import { waitFor } from '../support/wait.js';
 import { SecretStore } from '../../src/agent/secret-store.js';
 import { SECRET_TYPE_URL } from '../../src/agent/sds/xds-types.js';
 import { startAgentSocket, type AgentSocket } from '../../src/cli/agent-socket.js';
@@ -88,20 +89,14 @@ function servedSerial(port: number, ca: TestCa): Promise<string> {
   });
 }
 
+/** Polls `fn` until `ok` holds for its value, naming the last value on timeout. */
 async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, what: string, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
-  let lastErr: unknown;
-  for (;;) {
-    try {
-      last = await fn();
-      if (ok(last)) return last;
-    } catch (err) {
-      lastErr = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)} ${lastErr ? String(lastErr) : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const hit = await waitFor(what, async () => {
+    last = await fn();
+    return ok(last) ? { value: last } : undefined;
+  }, { timeoutMs, context: () => `last: ${JSON.stringify(last)}` });
+  return hit.value;
 }
 
 /** Sends a line over a TLS connection and waits for its echo. */

@@ -16,6 +16,7 @@ import {
   type Signer,
 } from '../../../src/pki/index.js';
 import type { CsrClient, CsrClientCredentials, CsrClientFactory } from '../../../src/agent/ca-issuer.js';
+import { waitFor as pollUntil } from '../../support/wait.js';
 
 export interface TestCa {
   signer: Signer;
@@ -90,12 +91,6 @@ export function tempDir(prefix = 'agent-'): string {
 }
 
 /** Waits (real time) until `cond` returns a truthy value; for crypto and file I/O that a fake clock cannot drive. */
-export async function waitFor<T>(cond: () => T | undefined | false | null | Promise<T | undefined | false | null>, what = 'condition', timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await cond();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+export function waitFor<T>(cond: () => T | undefined | false | null | Promise<T | undefined | false | null>, what = 'condition', timeoutMs = 5000): Promise<T> {
+  return pollUntil(what, async () => (await cond()) ?? undefined, { timeoutMs, intervalMs: 5 });
 }

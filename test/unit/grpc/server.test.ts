@@ -211,7 +211,7 @@ describe('grpc server', () => {
     const idle = netConnect(server.port, '127.0.0.1');
     await once(idle, 'connect');
     let calls = 1;
-    setTimeout(() => (calls = 0), 300);
+    setTimeout(() => (calls = 0), 300); // a call in progress that ends after 300 ms, not a wait
     const started = Date.now();
     expect(await server.stop(10_000, () => calls)).toBe(true);
     const took = Date.now() - started;
