@@ -11,7 +11,7 @@ import type { CsrInput, CsrService } from './csr-service.js';
 import type { CaMetrics } from './metrics.js';
 
 /** What a handler knows about a call: the caller's credentials, and where the call came from. */
-export interface CallerCall extends Credentials {
+export interface IncomingCall extends Credentials {
   /** The remote address (`ip:port`), for logs and audit lines. */
   readonly peerAddress: string;
   /** The call's deadline in ms since the epoch; Infinity when it has none. */
@@ -22,10 +22,10 @@ export interface CallerCall extends Credentials {
  * Signs a CSR for the authenticated caller and returns `cert_chain` (leaf first, root bundle last).
  * @throws CitadelError (answered with its status from src/errors.ts); anything else is answered INTERNAL.
  */
-export type CreateCertificateHandler = (req: CsrInput, call: CallerCall) => Promise<string[]>;
+export type CreateCertificateHandler = (req: CsrInput, call: IncomingCall) => Promise<string[]>;
 
 /** Returns a JWT-SVID for the authenticated caller. @throws CitadelError, as CreateCertificateHandler. */
-export type CreateJwtSvidHandler = (req: JwtSvidRequest, call: CallerCall) => Promise<string>;
+export type CreateJwtSvidHandler = (req: JwtSvidRequest, call: IncomingCall) => Promise<string>;
 
 export interface CertificateHandlerDeps {
   readonly authenticator: Authenticator;
