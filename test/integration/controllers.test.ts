@@ -89,9 +89,11 @@ describe('root ConfigMap controller', () => {
     const cm = await waitFor('ConfigMap in the new namespace', async () => readCm(ns));
     expect(cm.data).toEqual({ 'root-cert.pem': ca.trustBundlePem() });
     expect(cm.metadata?.labels).toMatchObject({ 'istio.io/config': 'true', 'app.kubernetes.io/managed-by': 'citadel' });
-    // The unselected namespace was created before the selected one got its ConfigMap; nothing may appear there. A
-    // skipped namespace leaves no trace (no write, no log, no per-key metric), so only a quiet window can show it.
-    await new Promise((r) => setTimeout(r, 500));
+    // The controller takes namespaces in the order it hears of them (one informer, a FIFO queue) and decides a
+    // skip without a request: once a selected namespace created after the unselected one has its ConfigMap, the
+    // unselected one has been passed over.
+    const later = await served('ctrl-later');
+    await waitFor('ConfigMap in a namespace created after the unselected one', async () => readCm(later));
     expect(await readCm(other)).toBeUndefined();
   });
 
