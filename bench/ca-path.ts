@@ -90,7 +90,7 @@ export async function measureCaPath(keyType: BenchKeyType, opts: { ms: number; c
       const client = async (offset: number) => {
         while (!stop) {
           const c = calls[(n++ + offset) % calls.length]!;
-          await handler({ csr: c.csr, validityDurationSeconds: 0, metadata: {} }, { bearerToken: c.token, peerAddress: '127.0.0.1:40000', peerCertificateDer: undefined, deadline: Date.now() + 10_000, header: () => undefined });
+          await handler({ csr: c.csr, validityDurationSeconds: 0, metadata: {} }, { bearerToken: c.token, peerAddress: '127.0.0.1:40000', peerCertificateDer: undefined, deadline: Date.now() + 10_000 });
           // Inline signing never leaves the microtask queue: let timers (and the stop) in now and then.
           if (n % 64 === 0) await new Promise((r) => setImmediate(r));
         }
