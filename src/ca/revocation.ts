@@ -30,6 +30,13 @@ import { parseRevocationList, REVOCATIONS_SECRET_NAME, type Revocation } from '.
 
 const CRL_KEY = CA_CRL_FILE;
 
+/**
+ * Unexpired serials remembered per SPIFFE ID, newest kept. A published CRL holds about a thousand entries (64 KiB
+ * input limit, docs/revocation.md), so revoking an identity with more could not be published anyway; the bound keeps
+ * a CA under sustained issuance from growing without limit (~100 bytes per serial).
+ */
+export const MAX_TRACKED_PER_IDENTITY = 1024;
+
 export interface RevocationMetrics {
   /** Revoked certificates listed in the published CRLs. */
   readonly entries: Gauge;
@@ -40,6 +47,10 @@ export interface RevocationMetrics {
   readonly refused: Counter<'source'>;
   /** Certificate requests refused because the identity or the client certificate is revoked. */
   readonly issuanceRefusals: Counter;
+  /** Issued serials remembered (by SPIFFE ID, until they expire) so that revoking an identity can list them. */
+  readonly trackedSerials: Gauge;
+  /** Serials forgotten before they expired because their identity had more than MAX_TRACKED_PER_IDENTITY. */
+  readonly untrackedSerials: Counter;
 }
 
 export function createRevocationMetrics(registry: Registry): RevocationMetrics {
@@ -50,6 +61,8 @@ export function createRevocationMetrics(registry: Registry): RevocationMetrics {
     nextUpdate: new Gauge({ name: 'citadel_server_crl_next_update_timestamp', help: 'Unix time in seconds of the earliest nextUpdate of the published CRLs (0: none published).', registers }),
     refused: new Counter({ name: 'citadel_server_crl_refused_count', help: 'CRL inputs refused (the previous one stays in use), by source.', labelNames: ['source'], registers }),
     issuanceRefusals: new Counter({ name: 'citadel_server_revoked_refusal_count', help: 'Certificate requests refused because the identity or client certificate is revoked.', registers }),
+    trackedSerials: new Gauge({ name: 'citadel_server_revocation_tracked_serials', help: 'Unexpired certificates this replica issued, remembered so that revoking their SPIFFE ID lists them.', registers }),
+    untrackedSerials: new Counter({ name: 'citadel_server_revocation_untracked_serials_count', help: 'Issued certificates forgotten before they expired because their SPIFFE ID had more unexpired certificates than a CRL can list.', registers }),
   };
 }
 
@@ -87,8 +100,9 @@ export class Revocations {
   private list: readonly Revocation[] = [];
   /** When this process first saw each list entry (its revocationDate when the line gives none). */
   private firstSeen = new Map<string, number>();
-  /** Serials this replica issued, by SPIFFE ID, until they expire. */
+  /** Serials this replica issued, by SPIFFE ID, in issue order, until they expire (at most MAX_TRACKED_PER_IDENTITY). */
   private issued = new Map<string, Map<string, number>>();
+  private tracked = 0;
   private published: string | undefined;
   private lastNumber = 0;
   private timer: Timer | undefined;
@@ -186,6 +200,16 @@ export class Revocations {
       let serials = this.issued.get(spiffeId);
       if (!serials) this.issued.set(spiffeId, (serials = new Map()));
       serials.set(serialHex, notAfter);
+      this.tracked++;
+      // Oldest first: drop what has expired, then what is over the bound. The timer's prune catches the rest.
+      const now = this.deps.clock.now();
+      for (const [serial, until] of serials) {
+        if (until > now && serials.size <= MAX_TRACKED_PER_IDENTITY) break;
+        serials.delete(serial);
+        this.tracked--;
+        if (until > now) this.deps.metrics?.untrackedSerials.inc();
+      }
+      this.deps.metrics?.trackedSerials.set(this.tracked);
     },
   };
 
@@ -330,9 +354,14 @@ export class Revocations {
 
   private pruneIssued(now: number): void {
     for (const [id, serials] of this.issued) {
-      for (const [s, notAfter] of serials) if (notAfter <= now) serials.delete(s);
+      for (const [s, notAfter] of serials) {
+        if (notAfter > now) continue;
+        serials.delete(s);
+        this.tracked--;
+      }
       if (serials.size === 0) this.issued.delete(id);
     }
+    this.deps.metrics?.trackedSerials.set(this.tracked);
   }
 }
 

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Keyring } from '../../../src/ca/keyring.js';
 import { loadPluggedMaterial, loadSelfSignedMaterial } from '../../../src/ca/material.js';
 import { parseRevocationList } from '../../../src/ca/revocation-list.js';
-import { createRevocationMetrics, Revocations } from '../../../src/ca/revocation.js';
+import { createRevocationMetrics, MAX_TRACKED_PER_IDENTITY, Revocations } from '../../../src/ca/revocation.js';
 import { isCitadelError } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { generateKeyPair, issueCrl, parseCrls } from '../../../src/pki/index.js';
@@ -112,6 +112,30 @@ describe('Revocations, self-signed', () => {
     await leaf(keyring, API);
     rev.setRevocationList('');
     await leaf(keyring);
+  });
+
+  it('remembers the newest unexpired serials per identity, within a bound a CRL can carry', async () => {
+    const { keyring, rev, clock, metric } = setup('self-signed');
+    const serial = (n: number) => (0x4000_0000 + n).toString(16);
+    // Short-lived ones first, then more than the bound of day-long ones.
+    for (let i = 0; i < 10; i++) rev.guard.recordIssued(WEB, serial(i), START + HOUR);
+    expect(await metric('citadel_server_revocation_tracked_serials')).toBe(10);
+    await clock.advance(HOUR);
+    const extra = 6;
+    for (let i = 10; i < 10 + MAX_TRACKED_PER_IDENTITY + extra; i++) rev.guard.recordIssued(WEB, serial(i), clock.now() + DAY);
+    // The expired ones went on the first insert after they expired; the oldest live ones only beyond the bound.
+    expect(await metric('citadel_server_revocation_tracked_serials')).toBe(MAX_TRACKED_PER_IDENTITY);
+    expect(await metric('citadel_server_revocation_untracked_serials_count')).toBe(extra);
+    const mine = await leaf(keyring, API);
+    expect(await metric('citadel_server_revocation_tracked_serials')).toBe(MAX_TRACKED_PER_IDENTITY + 1);
+
+    rev.setRevocationList(`${WEB}\n${API}\n`);
+    const listed = parseCrls(rev.crlPem()!)[0]!.entries.map((e) => e.serialHex);
+    expect(listed).toHaveLength(MAX_TRACKED_PER_IDENTITY + 1);
+    expect(listed).toContain(mine.serialHex);
+    expect(listed).toContain(serial(10 + MAX_TRACKED_PER_IDENTITY + extra - 1));
+    expect(listed).not.toContain(serial(10 + extra - 1));
+    expect(listed).toContain(serial(10 + extra));
   });
 
   it('re-signs at half the validity with a growing CRL number, so the list never expires while the CA runs', async () => {
