@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll } from 'vitest';
 import type { Clock } from '../../../src/clock.js';
 import { CitadelError } from '../../../src/errors.js';
 import {
@@ -86,8 +87,16 @@ export function fakeCaClients(opts: { ca: () => TestCa; clock: Clock; failWith?:
 
 export const unavailable = () => new CitadelError('UPSTREAM_UNAVAILABLE', 'CreateCertificate: UNAVAILABLE: connection refused');
 
+const tempDirs: string[] = [];
+// Removed when the test file that made them is done (this module is loaded once per test file).
+afterAll(() => {
+  for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 export function tempDir(prefix = 'agent-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
 }
 
 /** Waits (real time) until `cond` returns a truthy value; for crypto and file I/O that a fake clock cannot drive. */
