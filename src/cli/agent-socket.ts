@@ -13,6 +13,7 @@ import { createSdsService, type SdsService } from '../agent/sds/service.js';
 import type { EcdsService } from '../agent/authz/ecds-service.js';
 import { ecdsServiceBinding } from '../grpc/ecds-server.js';
 import { sdsServiceBinding, startUnixSocketServer } from '../grpc/sds-server.js';
+import type { UnixListener } from '../grpc/unix-listener.js';
 import type { WorkloadApiBinding } from '../grpc/workload-api-server.js';
 
 /** The agent's socket, running. */
@@ -26,10 +27,12 @@ export interface AgentSocket {
 /**
  * Starts SDS over `store` on `socketPath`, with `workloadApi` and `ecds` on the same socket when given (their
  * owners close them).
- * @throws CitadelError CONFIG_INVALID (see prepareSocketPath in src/grpc/sds-server.ts; also when binding fails).
+ * `listener`, when given, is the socket already listening (the agent binds it before loading gRPC).
+ * @throws CitadelError CONFIG_INVALID (see prepareSocketPath in src/grpc/unix-listener.ts; also when binding fails).
  */
 export async function startAgentSocket(deps: {
   socketPath: string;
+  listener?: UnixListener;
   store: SecretSource;
   log: Logger;
   clock?: Clock;
@@ -44,7 +47,7 @@ export async function startAgentSocket(deps: {
   const services = [sdsServiceBinding(service, log), ...(deps.workloadApi ? [deps.workloadApi] : []), ...(deps.ecds ? [ecdsServiceBinding(deps.ecds.service, deps.ecds.log)] : [])];
   let server;
   try {
-    server = await startUnixSocketServer({ socketPath: deps.socketPath, services, log });
+    server = await startUnixSocketServer({ socketPath: deps.socketPath, ...(deps.listener ? { listener: deps.listener } : {}), services, log });
   } catch (err) {
     service.close();
     throw err;

@@ -1,36 +1,13 @@
 /**
- * `citadel agent`: the composition root of the workload agent. Builds the secret sources (CA rotation, or
- * file-mounted certificates), the SDS server Envoy talks to over a Unix socket, and the status server, then runs
- * until SIGTERM/SIGINT and shuts down in order: SDS streams end cleanly first (Envoy keeps its secrets and
- * reconnects to the next agent), then rotation and the status port.
+ * `citadel agent`: the start of the workload agent. The SDS socket is listened on before anything else loads, then
+ * agent-run.ts (the composition root: secret sources, the agent's socket, status server, shutdown) takes over.
  *
  * Relative paths (Istio's `./var/run/secrets/...` defaults) resolve against the working directory, so several
  * agents can run side by side, each in its own pod root.
  */
-import path from 'node:path';
-import { createCaIssuer, type CsrClientFactory } from '../agent/ca-issuer.js';
-import { watchCrlFile } from '../agent/crl-file.js';
-import { createFileCertSource, hasMountedCerts } from '../agent/file-certs.js';
-import { watchAuthzFiles } from '../agent/authz/config-source.js';
-import { createEcdsService } from '../agent/authz/ecds-service.js';
-import { createAgentMetrics } from '../agent/metrics.js';
-import { watchJwtBundle } from '../agent/workload-api/jwt-bundle.js';
-import { createJwtSvidCache, type JwtSvidMinter } from '../agent/workload-api/jwt-cache.js';
-import { createWorkloadApi } from '../agent/workload-api/service.js';
-import { fileSecretResolver } from '../agent/sds/file-resolver.js';
-import { SecretStore } from '../agent/secret-store.js';
-import { createSecretCache } from '../agent/secret-cache.js';
-import { startStatusServer } from '../status-server.js';
-import { systemClock } from '../clock.js';
-import { agentFlags, checkAgentConfig, DEFAULT_FILE_CERTS_DIR, DEFAULT_POD_TRUST_BUNDLE } from '../config/agent.js';
-import { formatDuration } from '../config/flags.js';
-import { createCaClient, hostOfAddress } from '../grpc/client.js';
-import { prometheusWorkloadApiMetrics } from '../grpc/workload-api-metrics.js';
-import { workloadApiServiceBinding, type WorkloadApiBinding } from '../grpc/workload-api-server.js';
-import { CitadelError } from '../errors.js';
-import { createLogger } from '../log.js';
-import { startAgentSocket } from './agent-socket.js';
-import { defineCommand, RUNTIME, untilAborted } from './command.js';
+import { agentFlags, checkAgentConfig } from '../config/agent.js';
+import { listenUnixSocket } from '../grpc/unix-listener.js';
+import { defineCommand } from './command.js';
 
 export const agentCommand = defineCommand({
   name: 'agent',
@@ -38,131 +15,15 @@ export const agentCommand = defineCommand({
   summary: 'Workload agent: key + CSR to the CA, Envoy SDS (default, ROOTCA, file-cert:, file-root:) and ECDS (RBAC from AuthorizationPolicies) over a Unix socket, rotation.',
   flags: agentFlags,
   async run(config, io) {
-    const log = createLogger({ level: config.logLevel, name: 'citadel-agent' });
-    const clock = systemClock;
-    const cwd = process.cwd();
-    const abs = (p: string) => path.resolve(cwd, p);
-    const metrics = createAgentMetrics({ clock });
-    // One store: the sources publish default and ROOTCA into it, resolvers fill file-cert:/file-root:, SDS serves it.
-    const secrets = new SecretStore({
-      clock,
-      log: log.child({ component: 'secrets' }),
-      metrics,
-      resolvers: [fileSecretResolver({ clock, log: log.child({ component: 'sds-files' }) })],
-    });
-
     checkAgentConfig(config);
-    const credentialBundle = config.podCertificateBundle
-      ? { credentialBundle: abs(config.podCertificateBundle), trustBundle: abs(config.podTrustBundle ?? path.join(path.dirname(config.podCertificateBundle), DEFAULT_POD_TRUST_BUNDLE)) }
-      : undefined;
-    const fileDir = credentialBundle ? undefined : config.fileCerts ?? (hasMountedCerts(abs(DEFAULT_FILE_CERTS_DIR)) ? DEFAULT_FILE_CERTS_DIR : undefined);
-    const crlWatcher = await watchCrlFile({ path: abs(config.crlFile), secrets, clock, log: log.child({ component: 'crl' }), metrics });
-    let stopSource: () => void;
-    let minter: JwtSvidMinter = {
-      mintJwtSvid: () => Promise.reject(new CitadelError('UPSTREAM_UNAVAILABLE', 'JWT-SVIDs come from the CA; this agent serves mounted certificates')),
-    };
-    if (fileDir || credentialBundle) {
-      const source = createFileCertSource({ ...(credentialBundle ? { credentialBundle } : { dir: abs(fileDir!) }), secrets, clock, log: log.child({ component: 'file-certs' }), metrics });
-      await source.start();
-      stopSource = () => {
-        source.stop();
-        crlWatcher.close();
-      };
-    } else {
-      const serverName = config.caServerName ?? hostOfAddress(config.caAddress);
-      const clientFactory: CsrClientFactory = (creds) =>
-        createCaClient({
-          address: config.caAddress,
-          serverName,
-          rootCaPem: creds.rootCaPem,
-          ...(creds.clientCertChainPem ? { clientCertChainPem: creds.clientCertChainPem, clientKeyPem: creds.clientKeyPem } : {}),
-          ...(config.clusterId ? { headers: { ClusterID: config.clusterId } } : {}),
-        });
-      const issuer = createCaIssuer({
-        clientFactory,
-        rootCertPath: abs(config.rootCert),
-        tokenPath: abs(config.tokenFile),
-        trustDomain: config.trustDomain,
-        namespace: config.namespace,
-        serviceAccount: config.serviceAccount,
-        certTtlMs: config.certTtl,
-        keyType: config.keyType,
-        clock,
-        log: log.child({ component: 'ca-client' }),
-        metrics,
-        currentCertificate: () => secrets.certificate(),
-      });
-      minter = issuer;
-      const cache = createSecretCache({ issuer, secrets, rootCertPath: abs(config.rootCert), tokenPath: abs(config.tokenFile), graceRatio: config.graceRatio, clock, log: log.child({ component: 'rotation' }), metrics });
-      log.info(
-        { caAddress: config.caAddress, serverName, trustDomain: config.trustDomain, certTtl: formatDuration(config.certTtl), graceRatio: config.graceRatio, keyType: config.keyType },
-        'requesting workload certificates from the CA',
-      );
-      await cache.start();
-      stopSource = () => {
-        cache.stop();
-        crlWatcher.close();
-      };
-    }
-
-    const authz = watchAuthzFiles({ policyFile: abs(config.authzPolicyFile), labelsFile: abs(config.podLabelsFile), clock, log: log.child({ component: 'authz' }) });
-    await authz.start();
-    const ecds = createEcdsService({ source: authz, log: log.child({ component: 'ecds' }) });
-    let sds;
-    let status;
-    let workloadApi: WorkloadApiBinding | undefined;
-    let jwtBundle;
+    // The SDS socket first, with nothing but node:net loaded: Envoy starting beside the agent connects at once
+    // instead of backing off, and its requests wait in the socket until the servers in agent-run.ts are up.
+    const sdsListener = await listenUnixSocket(config.sdsSocket);
     try {
-      if (config.workloadApi) {
-        jwtBundle = await watchJwtBundle({ path: abs(config.spiffeBundle), clock, log: log.child({ component: 'jwt-bundle' }) });
-        const api = createWorkloadApi({
-          secrets,
-          jwtSvids: createJwtSvidCache({ minter, ttlMs: config.jwtSvidTtl, clock, log: log.child({ component: 'jwt-svids' }) }),
-          jwtBundle,
-          trustDomain: config.trustDomain,
-          clock,
-        });
-        workloadApi = workloadApiServiceBinding({ api, log: log.child({ component: 'workload-api' }), metrics: prometheusWorkloadApiMetrics(metrics.registry) });
-      }
-      sds = await startAgentSocket({
-        socketPath: config.sdsSocket, store: secrets, log, clock, registry: metrics.registry,
-        ...(workloadApi ? { workloadApi } : {}), ecds: { service: ecds, log: log.child({ component: 'ecds' }) },
-      });
-      status = await startStatusServer({
-        address: config.statusAddress,
-        registry: metrics.registry,
-        metricsPaths: ['/metrics', '/stats/prometheus'],
-        log: log.child({ component: 'status' }),
-        notReadyReason: () => {
-          const cert = secrets.certificate();
-          if (!cert) return 'no workload certificate (default) yet';
-          if (!secrets.trustBundle()) return 'no trust bundle (ROOTCA) yet';
-          if (cert.notAfter <= clock.now()) return 'the workload certificate has expired';
-          return undefined;
-        },
-      });
-    } catch (err) {
-      stopSource();
-      workloadApi?.close();
-      jwtBundle?.close();
-      ecds.close();
-      authz.stop();
-      await sds?.stop();
-      secrets.close();
-      throw err;
+      const { runAgent } = await import('./agent-run.js');
+      return await runAgent(config, io, sdsListener);
+    } finally {
+      await sdsListener.close();
     }
-    log.info({ sdsSocket: sds.socketPath, ...(workloadApi ? { spiffeEndpointSocket: `unix://${path.resolve(sds.socketPath)}` } : {}), statusPort: status.port, mode: credentialBundle ? 'pod-certificate' : fileDir ? 'file-mounted' : 'ca', runtime: RUNTIME }, 'agent running');
-
-    log.info({ reason: await untilAborted(io.signal) }, 'shutting down');
-    workloadApi?.close();
-    jwtBundle?.close();
-    ecds.close();
-    authz.stop();
-    await sds.stop();
-    stopSource();
-    secrets.close();
-    await status.close();
-    log.info('agent stopped');
-    return 0;
   },
 });

@@ -2,7 +2,7 @@
  * The flags of `citadel agent` (name, env var, default, parser, help) and the checks across them; src/cli/agent.ts
  * wires what they configure.
  */
-import { KEY_TYPES, type KeyType } from '../pki/index.js';
+import { KEY_TYPES, type KeyType } from '../pki/keys.js';
 import { flag, flagError, parse, type ConfigOf } from './flags.js';
 
 /** Istio's file-mounted layout (cert-chain.pem, key.pem, root-cert.pem); also where an istio.<sa> Secret is mounted. */

@@ -1,12 +1,9 @@
 /**
  * Envoy's SecretDiscoveryService adapted to grpc-js (stream plumbing, encoding), and the Unix socket server the
- * agent's services share, with the housekeeping Envoy needs (parent directories, a stale socket removed, mode 0666
- * as Istio sets it). It adapts any service of the SdsHandlers shape and imports nothing from src/agent: the agent's
+ * agent's services share, on a socket unix-listener.ts prepares (parent directories, a stale socket removed, mode
+ * 0666 as Istio sets it). It adapts any service of the SdsHandlers shape and imports nothing from src/agent: the agent's
  * SDS service (src/agent/sds/service.ts) is joined to it in src/cli/agent-socket.ts.
  */
-import { mkdir, chmod, lstat, unlink } from 'node:fs/promises';
-import { connect } from 'node:net';
-import { dirname, resolve } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { CitadelError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -14,6 +11,7 @@ import type { OpenStream, ResponseSink } from '../streams.js';
 import { toGrpcStatus } from './errors.js';
 import { sdsServiceDefinition } from './protos.js';
 import { insecureServerCredentials, startGrpcServer, type ServiceBinding } from './server.js';
+import { listenUnixSocket, type UnixListener } from './unix-listener.js';
 
 type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
 
@@ -140,43 +138,6 @@ export function sdsServiceBinding<Req, Res extends SotwResponse, DeltaReq, Delta
   return { definition: { ...definition, StreamSecrets: { ...stream, responseSerialize: passBytes } }, implementation };
 }
 
-// sun_path holds 108 bytes including the terminating NUL.
-const MAX_SOCKET_PATH_BYTES = 107;
-
-/** True when something accepts connections on the socket at `path`. */
-function socketIsLive(path: string): Promise<boolean> {
-  return new Promise((resolveLive) => {
-    const socket = connect({ path });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolveLive(true);
-    });
-    socket.once('error', () => resolveLive(false));
-  });
-}
-
-/**
- * Prepares `path` for binding: creates the parent directories, removes a stale socket.
- * @throws CitadelError CONFIG_INVALID when the path is too long, is not a socket, or a live server holds it.
- */
-export async function prepareSocketPath(path: string): Promise<string> {
-  const absolute = resolve(path);
-  const chosen = Buffer.byteLength(absolute) <= MAX_SOCKET_PATH_BYTES ? absolute : path;
-  if (Buffer.byteLength(chosen) > MAX_SOCKET_PATH_BYTES) {
-    throw new CitadelError('CONFIG_INVALID', `SDS socket path is longer than ${MAX_SOCKET_PATH_BYTES} bytes: ${path}`);
-  }
-  await mkdir(dirname(absolute), { recursive: true });
-  const stat = await lstat(absolute).catch(() => undefined);
-  if (stat) {
-    if (!stat.isSocket()) throw new CitadelError('CONFIG_INVALID', `SDS socket path exists and is not a socket: ${path}`);
-    if (await socketIsLive(chosen)) {
-      throw new CitadelError('CONFIG_INVALID', `another server is listening on the SDS socket ${path}`);
-    }
-    await unlink(absolute);
-  }
-  return chosen;
-}
-
 /** A running gRPC server on a Unix socket. */
 export interface UnixSocketServer {
   readonly socketPath: string;
@@ -185,22 +146,28 @@ export interface UnixSocketServer {
 }
 
 /**
- * Serves `services` on `unix:<socketPath>` with mode 0666 so Envoy (another uid in the same pod) can connect.
- * @throws CitadelError CONFIG_INVALID (see prepareSocketPath; also when binding fails).
+ * Serves `services` on `listener` (unix-listener.ts: the agent listens before it loads gRPC), or else on a socket
+ * listened on here at `socketPath`, with mode 0666 so Envoy (another uid in the same pod) can connect.
+ * @throws CitadelError CONFIG_INVALID (see prepareSocketPath in unix-listener.ts; also when binding fails).
  */
-export async function startUnixSocketServer(deps: { socketPath: string; services: readonly ServiceBinding[]; log: Logger }): Promise<UnixSocketServer> {
+export async function startUnixSocketServer(deps: { socketPath: string; listener?: UnixListener; services: readonly ServiceBinding[]; log: Logger }): Promise<UnixSocketServer> {
   const log = deps.log;
-  const path = await prepareSocketPath(deps.socketPath);
-  const server = await startGrpcServer({ address: `unix:${path}`, credentials: insecureServerCredentials(), services: deps.services });
-  await chmod(path, 0o666);
-  log.info({ socket: path }, 'SDS server listening');
+  const listener = deps.listener ?? (await listenUnixSocket(deps.socketPath));
+  let server;
+  try {
+    server = await startGrpcServer({ address: listener, credentials: insecureServerCredentials(), services: deps.services });
+  } catch (err) {
+    await listener.close();
+    throw err;
+  }
+  log.info({ socket: listener.socketPath }, 'SDS server listening');
   let stopping: Promise<void> | undefined;
   return {
-    socketPath: path,
+    socketPath: listener.socketPath,
     stop(graceMs = 2_000) {
       stopping ??= (async () => {
+        await listener.close();
         await server.stop(graceMs);
-        await unlink(path).catch(() => undefined);
         log.info('SDS server stopped');
       })();
       return stopping;

@@ -5,6 +5,7 @@
 import { createSecureContext, Server as TlsServer, type SecureContextOptions, type TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { CitadelError } from '../errors.js';
+import type { UnixListener } from './unix-listener.js';
 
 /** A service to register: its definition (see protos.ts) and the grpc-js handler object for it. */
 export interface ServiceBinding {
@@ -125,7 +126,8 @@ export function grpcBindAddress(address: string): string {
  * @throws CitadelError CONFIG_INVALID when the address cannot be bound (in use, bad syntax, no permission).
  */
 export async function startGrpcServer(opts: {
-  address: string;
+  /** Where to listen, or a socket already listening whose connections the server takes (unix-listener.ts). */
+  address: string | UnixListener;
   credentials: grpc.ServerCredentials;
   services: readonly ServiceBinding[];
   /** Largest request accepted, in bytes (grpc-js default 4 MiB). */
@@ -140,13 +142,22 @@ export async function startGrpcServer(opts: {
     'grpc.enable_channelz': 0,
   });
   for (const s of opts.services) server.addService(s.definition, s.implementation);
-  const address = grpcBindAddress(opts.address);
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(address, opts.credentials, (err, boundPort) => {
-      if (err) reject(new CitadelError('CONFIG_INVALID', `cannot listen on ${opts.address}`, err.message, { cause: err }));
-      else resolve(boundPort);
+  let address: string;
+  let port = 0;
+  if (typeof opts.address === 'string') {
+    const bind = opts.address;
+    address = grpcBindAddress(bind);
+    port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(address, opts.credentials, (err, boundPort) => {
+        if (err) reject(new CitadelError('CONFIG_INVALID', `cannot listen on ${bind}`, err.message, { cause: err }));
+        else resolve(boundPort);
+      });
     });
-  });
+  } else {
+    address = `unix:${opts.address.socketPath}`;
+    const injector = server.createConnectionInjector(opts.credentials);
+    opts.address.serve((socket) => injector.injectConnection(socket));
+  }
   watchUnverifiedClientCertificates(server);
   let stopping: Promise<boolean> | undefined;
   return {

@@ -16,6 +16,7 @@ import { fileSecretResolver } from '../../../../src/agent/sds/file-resolver.js';
 import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { SECRET_TYPE_URL } from '../../../../src/agent/sds/xds-types.js';
 import { startAgentSocket, type AgentSocket } from '../../../../src/cli/agent-socket.js';
+import { listenUnixSocket } from '../../../../src/grpc/unix-listener.js';
 import { waitFor } from '../../../support/wait.js';
 import { makeCa, type TestCa } from '../../grpc/tls-fixtures.js';
 import { captureLogs, type CapturedLogs } from '../../../support/log-capture.js';
@@ -400,6 +401,61 @@ describe('SDS socket housekeeping', () => {
       await started.stop();
       await expect(startAgentSocket({ socketPath: join(dir, 'marker'), store, log: silentLogger })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('holds a connection made before the SDS server exists and answers it once the server is up', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sds-'));
+    const path = join(dir, 'socket');
+    const store = new SecretStore({ clock: systemClock, log: silentLogger });
+    const early = new SdsTestClient(path);
+    let server: AgentSocket | undefined;
+    try {
+      // The agent listens before it loads gRPC: Envoy connects and sends its request into a socket nobody reads yet.
+      const listener = await listenUnixSocket(path);
+      expect((await stat(path)).mode & 0o777).toBe(0o666);
+      const stream = early.stream();
+      stream.send({ resource_names: ['ROOTCA'] });
+      store.setValidationContext('ROOTCA', (await makeCa()).pem);
+      // Nothing can have answered yet: there is no server.
+      expect(stream.responses.length).toBe(0);
+      server = await startAgentSocket({ socketPath: join(dir, 'ignored'), listener, store, log: silentLogger });
+      const res = await stream.responses.next();
+      expect(decodeSecret(res.resources[0]!).name).toBe('ROOTCA');
+      // Later connections go straight to the server.
+      const late = new SdsTestClient(path);
+      try {
+        const s2 = late.stream();
+        s2.send({ resource_names: ['ROOTCA'] });
+        expect((await s2.responses.next()).version_info).toBe(res.version_info);
+      } finally {
+        late.close();
+      }
+      await server.stop(500);
+      expect((await stream.status).code).toBe(0);
+      await expect(stat(path)).rejects.toThrow();
+    } finally {
+      early.close();
+      await server?.stop(500);
+      store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('closes a listener that never served: held connections end and the socket file goes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sds-'));
+    const path = join(dir, 'socket');
+    const early = new SdsTestClient(path);
+    try {
+      const listener = await listenUnixSocket(path);
+      const stream = early.stream();
+      stream.send({ resource_names: ['default'] });
+      await listener.close();
+      expect((await stream.status).code).not.toBe(0);
+      await expect(stat(path)).rejects.toThrow();
+    } finally {
+      early.close();
       await rm(dir, { recursive: true, force: true });
     }
   });
