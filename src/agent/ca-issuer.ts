@@ -61,12 +61,12 @@ export interface CaIssuerDeps {
 
 export interface CaIssuer {
   /**
-   * Gets a new certificate.
+   * Gets a new certificate. `onSent` is called once the request is on its way (the key and CSR are made).
    * @throws CitadelError UNAUTHENTICATED (no token and no valid certificate, or the CA refused), PERMISSION_DENIED,
    *   CONFIG_INVALID (no usable root file or identity), UPSTREAM_UNAVAILABLE, CHAIN_INVALID / CERT_INVALID /
    *   KEY_MISMATCH / CERT_EXPIRED (the CA's answer does not hold together).
    */
-  issue(signal?: AbortSignal): Promise<IssuedWorkloadCertificate>;
+  issue(signal?: AbortSignal, onSent?: () => void): Promise<IssuedWorkloadCertificate>;
   /**
    * Asks the CA for a JWT-SVID for `audience`, authenticated as issue() is (token, else mTLS). Returns the
    * token as sent; the caller checks it. @throws as issue(), and INTERNAL when the client has no JWT RPC.
@@ -157,7 +157,7 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
     return { rootFileCerts, token, identity, client: connect(creds, connKey) };
   };
 
-  const issueOnce = async (signal?: AbortSignal): Promise<IssuedWorkloadCertificate> => {
+  const issueOnce = async (signal?: AbortSignal, onSent?: () => void): Promise<IssuedWorkloadCertificate> => {
     const { rootFileCerts, token, identity, client: cl } = await prepare();
     const { privateKey } = await generateKeyPair(deps.keyType);
     const csr = createCsr({ key: privateKey, spiffeId: identity.spiffeId });
@@ -167,12 +167,14 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
     const started = deps.clock.now();
     let chain: string[];
     try {
-      chain = await cl.createCertificate({
+      const answer = cl.createCertificate({
         csr,
         validityDurationSeconds: Math.max(1, Math.round(deps.certTtlMs / 1000)),
         ...(token ? { bearerToken: token } : {}),
         ...(signal ? { signal } : {}),
       });
+      onSent?.();
+      chain = await answer;
     } finally {
       const ms = deps.clock.now() - started;
       deps.metrics?.outgoingLatency.inc({ request_type: REQUEST_TYPE }, ms);
@@ -186,10 +188,10 @@ export function createCaIssuer(deps: CaIssuerDeps): CaIssuer {
   };
 
   return {
-    async issue(signal) {
+    async issue(signal, onSent) {
       sent = false;
       try {
-        return await issueOnce(signal);
+        return await issueOnce(signal, onSent);
       } catch (err) {
         const e = toCitadelError(err);
         if (sent) deps.metrics?.failedOutgoingRequests.inc({ request_type: REQUEST_TYPE, error: e.metricLabel });

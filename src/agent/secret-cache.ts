@@ -94,6 +94,11 @@ export interface SecretCache {
   failures(): number;
   /** Resolves once a certificate has been published (or rejects when stopped first). */
   whenIssued(): Promise<void>;
+  /**
+   * Resolves once the first attempt has sent its request to the CA, has failed, or the cache has stopped: start-up
+   * work that can wait should wait for this, so it overlaps the CA's answer instead of delaying the request.
+   */
+  whenRequested(): Promise<void>;
 }
 
 /** Creates the cache; nothing happens until start(). */
@@ -119,6 +124,8 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
     notIssued = reject;
   });
   firstIssue.catch(() => undefined);
+  let requested!: () => void;
+  const firstRequest = new Promise<void>((resolve) => (requested = resolve));
 
   const publishTrust = () => {
     if (!rootFilePem && !responseRootsPem) return;
@@ -178,7 +185,7 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
     changedDuringAttempt = false;
     inFlight = new AbortController();
     try {
-      const result = await deps.issuer.issue(inFlight.signal);
+      const result = await deps.issuer.issue(inFlight.signal, requested);
       if (stopped) return;
       failures = 0;
       responseRootsPem = result.responseRootsPem;
@@ -189,6 +196,7 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
       log.info({ serial: result.certificate.serialHex, renewAt: new Date(at).toISOString() }, 'renewal scheduled');
       schedule(Math.max(0, at - deps.clock.now()));
     } catch (err) {
+      requested();
       if (stopped) return;
       const e = toCitadelError(err);
       failures++;
@@ -242,9 +250,11 @@ export function createSecretCache(deps: SecretCacheDeps): SecretCache {
       watcher?.close();
       deps.issuer.close();
       notIssued(new Error('stopped before a certificate was issued'));
+      requested();
     },
     nextAttemptAt: () => dueAt,
     failures: () => failures,
     whenIssued: () => firstIssue,
+    whenRequested: () => firstRequest,
   };
 }

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createCaIssuer } from '../../../src/agent/ca-issuer.js';
+import { createCaIssuer, type CsrClientFactory } from '../../../src/agent/ca-issuer.js';
 import { createAgentMetrics } from '../../../src/agent/metrics.js';
 import { createSecretCache, renewalTime, retryDelay, type SecretCache } from '../../../src/agent/secret-cache.js';
 import { SecretStore } from '../../../src/agent/secret-store.js';
@@ -48,7 +48,7 @@ describe('secret cache with a CA', () => {
   let cache: SecretCache | undefined;
   afterEach(() => cache?.stop());
 
-  async function setup(opts: { failWith?: () => Error | undefined; spiffeIdFor?: (asked: string) => string; leafPem?: (csrPem: string, ca: TestCa) => string } = {}) {
+  async function setup(opts: { failWith?: () => Error | undefined; spiffeIdFor?: (asked: string) => string; leafPem?: (csrPem: string, ca: TestCa) => string; answerAfter?: Promise<void> } = {}) {
     const clock = new FakeClock(Date.UTC(2026, 5, 1));
     let ca: TestCa = await makeTestCa(clock.now());
     const dir = tempDir();
@@ -63,11 +63,26 @@ describe('secret cache with a CA', () => {
     const changes: string[] = [];
     secrets.subscribe((n) => changes.push(n));
     const issuer = createCaIssuer({
-      clientFactory: fake.factory, rootCertPath, tokenPath, trustDomain: 'cluster.local', certTtlMs: TTL, keyType: 'ecdsa-p256',
+      clientFactory: opts.answerAfter ? holdAnswers(fake.factory, opts.answerAfter) : fake.factory, rootCertPath, tokenPath, trustDomain: 'cluster.local', certTtlMs: TTL, keyType: 'ecdsa-p256',
       clock, log: silentLogger, metrics, currentCertificate: () => secrets.certificate(),
     });
     cache = createSecretCache({ issuer, secrets, rootCertPath, tokenPath, graceRatio: 0.5, clock, log: silentLogger, metrics, random: () => 0.5, rootPollMs: 1000 });
     return { clock, dir, rootCertPath, tokenPath, fake, metrics, secrets, changes, cache, setCa: (c: TestCa) => { ca = c; }, setResponseRoot: (pem: string) => { responseRoot = pem; } };
+  }
+
+  /** The CA answers only once `gate` resolves (a CA that is still signing). */
+  function holdAnswers(factory: CsrClientFactory, gate: Promise<void>): CsrClientFactory {
+    return (creds) => {
+      const client = factory(creds);
+      return {
+        createCertificate: async (req) => {
+          const answer = client.createCertificate(req);
+          await gate;
+          return answer;
+        },
+        close: () => client.close(),
+      };
+    };
   }
 
   /** Advances the fake clock to the next scheduled attempt and waits for the (real) crypto of that attempt. */
@@ -95,6 +110,32 @@ describe('secret cache with a CA', () => {
     const text = await t.metrics.registry.metrics();
     expect(text).toMatch(/istio_agent_num_outgoing_requests\{request_type="csr"\} 1/);
     expect(text).toMatch(/istio_agent_cert_expiry_seconds\{resource_name="default"\} 40/);
+  });
+
+  it('says when the first request is on its way, before the CA has answered, so start-up work can overlap it', async () => {
+    let answer!: () => void;
+    const t = await setup({ answerAfter: new Promise<void>((resolve) => (answer = resolve)) });
+    let requested = false;
+    void t.cache.whenRequested().then(() => (requested = true));
+    await t.cache.start();
+    expect(requested).toBe(false);
+    await t.clock.advance(0);
+    await t.cache.whenRequested();
+    expect(t.fake.calls).toHaveLength(1);
+    expect(t.secrets.certificate()).toBeUndefined();
+    answer();
+    await t.cache.whenIssued();
+    expect(t.secrets.certificate()?.uris).toEqual(['spiffe://cluster.local/ns/shop/sa/cart']);
+  });
+
+  it('says so too when the first attempt fails before sending anything', async () => {
+    const t = await setup();
+    fs.rmSync(t.rootCertPath);
+    await t.cache.start();
+    await t.clock.advance(0);
+    await t.cache.whenRequested();
+    expect(t.fake.calls).toHaveLength(0);
+    expect(t.cache.failures()).toBe(1);
   });
 
   it('renews at half the lifetime with a new key each time, re-reading the token', async () => {
