@@ -5,6 +5,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 echo "[test] compiling TypeScript" >&2
 npx tsc -p tsconfig.json || exit 1
+echo "[test] bundling the agent (esbuild)" >&2
+node dist/scripts/bundle.js || exit 1
 echo "[test] provisioning etcd, kube-apiserver, kubectl and Envoy (cached after the first run)" >&2
 bash scripts/provision.sh >/dev/null || exit 1
 bash scripts/provision-compat.sh >/dev/null || exit 1

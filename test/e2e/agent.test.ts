@@ -9,6 +9,9 @@
  *   B (sa server)   inbound: accepts only sa client -> b-app
  *   C (sa intruder) inbound: accepts sa client -> c-app;       outbound-0 -> B inbound (expects sa server)
  *   R (sa server, --key-type rsa-2048) inbound: accepts only sa client -> r-app
+ *
+ * B's agent is the agent image's bundle (dist/bundle/agent.mjs, scripts/bundle.ts), so the bundle is held to every
+ * check B takes part in: issuance, Envoy's SDS, mTLS traffic, rotation, the CA going away and an agent restart.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,7 +19,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster, startPod, writeFileAtomic, type SimulatedPod, type TestCluster } from '../harness/index.js';
 import { generateKeyPair, issueCaCertificate } from '../../src/pki/index.js';
-import { connectLines, ensureBuilt, eventually, metricValue, requestOnce, startAgent, startLineApp, type LineApp } from './support/agent-env.js';
+import { AGENT_BUNDLE } from '../support/build.js';
+import { connectLines, ensureBundled, eventually, metricValue, requestOnce, startAgent, startLineApp, type LineApp } from './support/agent-env.js';
 import { startCa, type RunningCa } from './support/ca.js';
 import { caSerials, leafSerials, startSidecar, type Sidecar } from './support/sidecar.js';
 
@@ -73,7 +77,7 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
   let idIntruder: string;
 
   beforeAll(async () => {
-    await ensureBuilt();
+    await ensureBundled();
     cluster = getCluster();
     workDir = fs.mkdtempSync('/tmp/ce-');
     const caNs = await cluster.createNamespace('agent-ca');
@@ -96,7 +100,7 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
     const cApp = await startLineApp('c-app');
     const rApp = await startLineApp('r-app');
     apps.push(bApp, cApp, rApp);
-    b = await startSidecar({ name: 'b', root: podB.root, logDir: workDir, agentArgs, inbound: { appPort: bApp.port, allowedClientIds: [idClient] } });
+    b = await startSidecar({ name: 'b', root: podB.root, logDir: workDir, bundled: true, agentArgs, inbound: { appPort: bApp.port, allowedClientIds: [idClient] } });
     c = await startSidecar({
       name: 'c', root: podC.root, logDir: workDir, agentArgs,
       inbound: { appPort: cApp.port, allowedClientIds: [idClient] },
@@ -143,6 +147,8 @@ describe('citadel agent with the real CA, apiserver and Envoy', () => {
     const running = log.split('\n').find((l) => l.includes('"agent running"'))!;
     const { node } = (JSON.parse(running) as { runtime: { node: string } }).runtime;
     expect(Number(node.slice(1).split('.')[0]), 'the agent runs on Node 24+').toBeGreaterThanOrEqual(24);
+    // What served all of this for B is the bundle, as the agent image runs it.
+    expect(fs.readFileSync(`/proc/${b.agent.proc.pid}/cmdline`, 'utf8').split('\0')[1]).toBe(AGENT_BUNDLE);
   });
 
   it('A reaches the server behind B over mTLS', async () => {

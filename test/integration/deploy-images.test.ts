@@ -1,8 +1,9 @@
 /**
  * Dockerfile.ca and Dockerfile.agent without a Docker engine: a real linter (hadolint, installed from PyPI by
  * scripts/lint-dockerfiles.sh), every COPY source present and not excluded by .dockerignore, and the build
- * stage's steps replayed on exactly the files the build context holds (tsc on src/ alone, then the runtime
- * layout started with `node /app/dist/src/cli/main.js <cmd> --help`).
+ * stage's steps replayed on exactly the files the build context holds (tsc on src/ alone, the agent's bundle, then
+ * the runtime layouts started with `--help`: the CA from /app/dist/src with production dependencies, the agent's
+ * bundle from /app/dist/bundle with no node_modules at all).
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,13 +23,13 @@ function parseDockerfile(text: string): Instruction[] {
   });
 }
 
-/** The .dockerignore forms this repo uses: `*` (everything) and `!name` / `!dir/` re-inclusions at the root. */
+/** The .dockerignore forms this repo uses: `*` (everything) and `!path` / `!dir/` re-inclusions from the root. */
 function includedByDockerignore(rel: string): boolean {
   const lines = fs.readFileSync(path.join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
   let included = true;
   for (const line of lines) {
     if (line === '*') included = false;
-    else if (/^![\w.-]+\/?$/.test(line)) {
+    else if (/^![\w.-]+(\/[\w.-]+)*\/?$/.test(line)) {
       const name = line.slice(1).replace(/\/$/, '');
       if (rel === name || rel.startsWith(`${name}/`)) included = true;
     } else throw new Error(`.dockerignore line "${line}" is a form this test does not understand; extend includedByDockerignore`);
@@ -47,8 +48,19 @@ function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: numb
 }
 
 const IMAGES = [
-  { file: 'Dockerfile.ca', command: 'ca', workdir: '/app' },
-  { file: 'Dockerfile.agent', command: 'agent', workdir: '/' },
+  {
+    file: 'Dockerfile.ca', command: 'ca', workdir: '/app',
+    build: /tsc -p tsconfig\.json[\s\S]*npm prune --omit=dev/,
+    entrypoint: ['/nodejs/bin/node', '/app/dist/src/cli/main.js', 'ca'],
+    fromBuild: ['/src/package.json', '/src/node_modules', '/src/dist/src'],
+  },
+  {
+    // The agent runs its bundle (scripts/bundle.ts): one file, no node_modules.
+    file: 'Dockerfile.agent', command: 'agent', workdir: '/',
+    build: /tsc -p tsconfig\.json[\s\S]*node dist\/scripts\/bundle\.js/,
+    entrypoint: ['/nodejs/bin/node', '/app/dist/bundle/agent.mjs'],
+    fromBuild: ['/src/dist/bundle/agent.mjs'],
+  },
 ] as const;
 
 describe('Dockerfiles', () => {
@@ -79,12 +91,11 @@ describe('Dockerfiles', () => {
         }
       });
 
-      it('runs multi-stage: npm ci, tsc, prune dev dependencies; distroless runtime as a numeric non-root user', () => {
+      it('runs multi-stage: npm ci, tsc, then prune dev dependencies or bundle; distroless runtime as a numeric non-root user', () => {
         expect(froms).toHaveLength(2);
         const build = steps.filter((s) => s.op === 'RUN').map((s) => s.args).join('\n');
         expect(build).toMatch(/npm ci\b/);
-        expect(build).toMatch(/tsc -p tsconfig\.json/);
-        expect(build).toMatch(/npm prune --omit=dev/);
+        expect(build).toMatch(image.build);
         expect(froms[1]!.args).toMatch(/^gcr\.io\/distroless\/nodejs24-debian12:nonroot$/);
         expect(runtime.some((s) => s.op === 'RUN'), 'no RUN in the runtime stage (it has no shell)').toBe(false);
         const user = runtime.filter((s) => s.op === 'USER').at(-1)?.args;
@@ -94,10 +105,10 @@ describe('Dockerfiles', () => {
 
       it(`has an exec-form ENTRYPOINT running "citadel ${image.command}"`, () => {
         const entry = runtime.find((s) => s.op === 'ENTRYPOINT')!;
-        expect(JSON.parse(entry.args)).toEqual(['/nodejs/bin/node', '/app/dist/src/cli/main.js', image.command]);
+        expect(JSON.parse(entry.args)).toEqual(image.entrypoint);
         // Every file the runtime stage takes from the build stage is one the build stage makes.
         const fromBuild = runtime.filter((s) => s.op === 'COPY' && s.args.startsWith('--from=build')).map((s) => s.args.split(/\s+/)[1]);
-        expect(fromBuild).toEqual(['/src/package.json', '/src/node_modules', '/src/dist/src']);
+        expect(fromBuild).toEqual(image.fromBuild);
       });
     });
   }
@@ -113,14 +124,18 @@ describe('the image layout, replayed without Docker', () => {
   });
 
   it('compiles src/ on its own and starts both commands from /app with only production dependencies imported', { timeout: 240_000 }, async () => {
-    // Build stage: exactly what the context offers (package*.json, tsconfig.json, src/, proto/).
+    // Build stage: exactly what the context offers (package*.json, tsconfig.json, src/, proto/, scripts/bundle.ts).
     const build = path.join(work, 'src');
     fs.mkdirSync(build);
     for (const f of ['package.json', 'package-lock.json', 'tsconfig.json']) fs.copyFileSync(path.join(REPO_ROOT, f), path.join(build, f));
     fs.cpSync(path.join(REPO_ROOT, 'src'), path.join(build, 'src'), { recursive: true });
+    fs.mkdirSync(path.join(build, 'scripts'));
+    fs.copyFileSync(path.join(REPO_ROOT, 'scripts', 'bundle.ts'), path.join(build, 'scripts', 'bundle.ts'));
     fs.symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(build, 'node_modules'));
     const tsc = await run(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: build, timeoutMs: 200_000 });
     expect(tsc.code, `tsc on the build context alone:\n${tsc.out}`).toBe(0);
+    const bundled = await run(process.execPath, [path.join(build, 'dist', 'scripts', 'bundle.js')], { cwd: build });
+    expect(bundled.code, `the agent's bundle:\n${bundled.out}`).toBe(0);
 
     // Runtime stage: /app/{package.json,node_modules,dist/src,proto}.
     const app = path.join(work, 'app');
@@ -146,10 +161,17 @@ describe('the image layout, replayed without Docker', () => {
     const packages = [...bare].filter((s) => !s.startsWith('node:')).map((s) => (s.startsWith('@') ? s.split('/').slice(0, 2).join('/') : s.split('/')[0]!));
     for (const p of new Set(packages)) expect(Object.keys(pkg.dependencies), `${p} is imported at run time`).toContain(p);
 
-    for (const image of IMAGES) {
-      const res = await run(process.execPath, [path.join(app, 'dist', 'src', 'cli', 'main.js'), image.command, '--help'], { cwd: image.workdir === '/' ? '/' : app });
-      expect(res.code, res.out).toBe(0);
-      expect(res.out).toMatch(new RegExp(`citadel ${image.command}`));
-    }
+    const ca = await run(process.execPath, [path.join(app, 'dist', 'src', 'cli', 'main.js'), 'ca', '--help'], { cwd: app });
+    expect(ca.code, ca.out).toBe(0);
+    expect(ca.out).toMatch(/citadel ca/);
+
+    // The agent's image: the bundle and proto/descriptors, nothing else (no package.json, no node_modules).
+    const agentApp = path.join(work, 'agent-app');
+    fs.mkdirSync(path.join(agentApp, 'dist', 'bundle'), { recursive: true });
+    fs.copyFileSync(path.join(build, 'dist', 'bundle', 'agent.mjs'), path.join(agentApp, 'dist', 'bundle', 'agent.mjs'));
+    fs.cpSync(path.join(REPO_ROOT, 'proto', 'descriptors'), path.join(agentApp, 'proto', 'descriptors'), { recursive: true });
+    const agent = await run(process.execPath, [path.join(agentApp, 'dist', 'bundle', 'agent.mjs'), '--help'], { cwd: '/' });
+    expect(agent.code, agent.out).toBe(0);
+    expect(agent.out).toMatch(/citadel agent/);
   });
 });

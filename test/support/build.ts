@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 const twoUp = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const REPO_ROOT = path.basename(twoUp) === 'dist' ? path.dirname(twoUp) : twoUp;
 export const CITADEL_MAIN = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+/** The agent's bundle (scripts/bundle.ts), what the agent image runs: `node AGENT_BUNDLE <agent flags>`. */
+export const AGENT_BUNDLE = path.join(REPO_ROOT, 'dist', 'bundle', 'agent.mjs');
 
 /** True when a .ts file under `dir` (relative to the repo) has no output in dist/ or a newer one than it. */
 function stale(dir: string): boolean {
@@ -67,5 +69,24 @@ export function runProvisionScript<K extends string>(script: string, keys: reado
       if (err || missing.length > 0) return reject(new Error(`scripts/${script} failed: ${err?.message ?? `no ${missing.join('/')}`}\n${stderr}`));
       resolve(values as Record<K, string>);
     });
+  });
+}
+
+/** The newest mtime (ms) of the files under `dir`, or 0. */
+function newest(dir: string): number {
+  if (!fs.existsSync(dir)) return 0;
+  return fs.readdirSync(dir, { withFileTypes: true }).reduce((m, e) => {
+    const p = path.join(dir, e.name);
+    return Math.max(m, e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs);
+  }, 0);
+}
+
+/** ensureBuilt, then the agent's bundle when it is missing or older than the compiled sources. */
+export async function ensureBundled(): Promise<void> {
+  const bundler = path.join(REPO_ROOT, 'dist', 'scripts', 'bundle.js');
+  await ensureBuilt({ sources: ['src', 'scripts'], outputs: [CITADEL_MAIN, bundler] });
+  if (fs.existsSync(AGENT_BUNDLE) && fs.statSync(AGENT_BUNDLE).mtimeMs >= newest(path.join(REPO_ROOT, 'dist', 'src'))) return;
+  await new Promise<void>((resolve, reject) => {
+    execFile(process.execPath, [bundler], { cwd: REPO_ROOT, timeout: 120_000 }, (err, _stdout, stderr) => (err ? reject(new Error(`bundling the agent failed: ${err.message}\n${stderr}`)) : resolve()));
   });
 }

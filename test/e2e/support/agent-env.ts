@@ -7,10 +7,10 @@ import net from 'node:net';
 import path from 'node:path';
 import { freePort } from '../../harness/index.js';
 import { startProcess, type ManagedProcess } from '../../harness/process.js';
-import { CITADEL_MAIN } from '../../support/build.js';
+import { AGENT_BUNDLE, CITADEL_MAIN } from '../../support/build.js';
 import { waitFor, type PollOptions } from '../../support/wait.js';
 
-export { CITADEL_MAIN, ensureBuilt, REPO_ROOT } from '../../support/build.js';
+export { CITADEL_MAIN, ensureBuilt, ensureBundled, REPO_ROOT } from '../../support/build.js';
 
 export interface HttpResult {
   status: number;
@@ -47,14 +47,17 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
-/** Starts `citadel agent` with `cwd` as the pod root (Istio's ./var/run/secrets/... defaults resolve there). */
-export async function startAgent(opts: { name: string; cwd: string; args: readonly string[]; env?: NodeJS.ProcessEnv; logDir: string }): Promise<RunningAgent> {
+/**
+ * Starts `citadel agent` with `cwd` as the pod root (Istio's ./var/run/secrets/... defaults resolve there); with
+ * `bundled`, the agent image's bundle (ensureBundled() first) instead of dist/src.
+ */
+export async function startAgent(opts: { name: string; cwd: string; args: readonly string[]; env?: NodeJS.ProcessEnv; logDir: string; bundled?: boolean }): Promise<RunningAgent> {
   const port = await freePort();
   const statusUrl = `http://127.0.0.1:${port}`;
   const proc = await startProcess({
     name: `agent ${opts.name}`,
     command: process.execPath,
-    args: [CITADEL_MAIN, 'agent', '--status-address', `127.0.0.1:${port}`, '--log-level', 'debug', ...opts.args],
+    args: [...(opts.bundled ? [AGENT_BUNDLE] : [CITADEL_MAIN, 'agent']), '--status-address', `127.0.0.1:${port}`, '--log-level', 'debug', ...opts.args],
     cwd: opts.cwd,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...opts.env },
     logPath: path.join(opts.logDir, `agent-${opts.name}.log`),

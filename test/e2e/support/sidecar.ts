@@ -14,6 +14,8 @@ export interface SidecarOptions {
   logDir: string;
   agentArgs?: readonly string[];
   agentEnv?: NodeJS.ProcessEnv;
+  /** Run the agent image's bundle (dist/bundle/agent.mjs) rather than dist/src. */
+  bundled?: boolean;
   /** Inbound mTLS listener in front of 127.0.0.1:<appPort>, accepting only these client SPIFFE IDs. */
   inbound?: { appPort: number; allowedClientIds: readonly string[]; allowedClientPrefix?: string; authz?: { workloadPort?: number } };
   /** Outbound listeners originating mTLS to `upstreamPort`, expecting `serverId` (Envoy cluster `outbound-<i>`). */
@@ -59,7 +61,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     ...(opts.inbound ? { inbound: { port: inboundPort!, ...opts.inbound } } : {}),
     outbounds: (opts.outbounds ?? []).map((o, i) => ({ port: outboundPorts[i]!, ...o })),
   });
-  const launchAgent = () => startAgent({ name: opts.name, cwd: opts.root, args: opts.agentArgs ?? [], env: opts.agentEnv, logDir: opts.logDir });
+  const launchAgent = () => startAgent({ name: opts.name, cwd: opts.root, args: opts.agentArgs ?? [], env: opts.agentEnv, logDir: opts.logDir, bundled: opts.bundled });
   const launchEnvoy = () => startEnvoy({ bootstrap, name: opts.name, cwd: opts.root, logLevel: 'info', componentLogLevel: 'secret:debug,config:debug,rbac:debug' });
   const agent = await launchAgent();
   let envoy: EnvoyProcess | undefined;
