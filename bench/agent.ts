@@ -8,12 +8,11 @@
  * - leak check (issue 19): thousands of rotations as fast as the agent renews 1 s certificates, with a real Envoy
  *   taking every one over SDS; RSS and open file descriptors of the agent and the CA at the start and the end.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { SECRET_TYPE_URL } from '../src/agent/sds/xds-types.js';
-import { sdsClientConstructor } from '../src/grpc/protos.js';
+import { fileURLToPath } from 'node:url';
 import { httpGet, metricValue } from '../test/e2e/support/agent-env.js';
 import { sidecarBootstrap } from '../test/e2e/support/bootstrap.js';
 import { startEnvoy } from '../test/harness/envoy.js';
@@ -37,7 +36,14 @@ export interface AgentContext {
   namespace: string;
   node: string;
   mainJs: string;
+  /** What runs the agent: the agent image's bundle (dist/bundle/agent.mjs) or a main.js; default mainJs. */
+  agentJs?: string;
   logDir: string;
+}
+
+/** The arguments that start `citadel agent` from `js`: the agent's bundle takes the flags alone. */
+export function agentArgv(js: string): string[] {
+  return js.endsWith('.mjs') ? [js] : [js, 'agent'];
 }
 
 export interface AgentStartup {
@@ -67,7 +73,7 @@ async function startAgent(ctx: AgentContext, pod: SimulatedPod, target: AgentTar
     cwd: pod.root,
     logPath: path.join(ctx.logDir, `agent-${pod.name}.log`),
     args: [
-      ctx.mainJs, 'agent',
+      ...agentArgv(ctx.agentJs ?? ctx.mainJs),
       '--ca-address', target.caAddr,
       '--ca-server-name', target.caServerName,
       '--trust-domain', target.trustDomain,
@@ -133,6 +139,8 @@ export async function measureAgentStartup(ctx: AgentContext, target: AgentTarget
 
 export interface SdsFanout {
   streams: number;
+  /** Processes the streams came from (bench/sds-fanout-client.ts). */
+  clientProcesses: number;
   /** All streams opened and holding the first `default` secret, ms after the first stream was opened. */
   allStreamsServedMs: number;
   /** First stream seeing the rotated `default` to the last one seeing it, ms. */
@@ -140,17 +148,19 @@ export interface SdsFanout {
   /** Agent RSS with the streams open, MiB; and before they were opened. */
   agentRssMb: number;
   agentRssIdleMb: number;
+  /** CPU the agent used from every stream being served to the rotation reaching the last one, ms (10 ms ticks). */
+  agentRotationCpuMs: number;
 }
 
 /**
- * Opens `streams` SDS streams (over `channels` connections) on one agent that rotates every ~certTtl/2 and
- * times the spread of the rotation over the streams. Throws if the rotation does not reach every stream
+ * Opens `streams` SDS streams (over `channels` connections, from `clientProcesses` processes) on one agent that
+ * rotates every ~certTtl/2 and times the spread of the rotation over the streams. Throws if the rotation does not reach every stream
  * within `timeoutMs`.
  */
-export async function measureSdsFanout(ctx: AgentContext, target: AgentTarget, opts: { streams: number; channels: number; certTtl: string; timeoutMs: number }): Promise<SdsFanout> {
+export async function measureSdsFanout(ctx: AgentContext, target: AgentTarget, opts: { streams: number; channels: number; clientProcesses: number; certTtl: string; timeoutMs: number }): Promise<SdsFanout> {
   const pod = await newPod(ctx, target, 'sds-fanout');
   const agent = await startAgent(ctx, pod, target, 'ecdsa-p256', ['--cert-ttl', opts.certTtl]);
-  const clients: grpc.Client[] = [];
+  const clients: ChildProcess[] = [];
   try {
     const readyBy = Date.now() + 30_000;
     while ((await httpStatus(`http://127.0.0.1:${agent.statusPort}/readyz`)) !== 200) {
@@ -158,49 +168,50 @@ export async function measureSdsFanout(ctx: AgentContext, target: AgentTarget, o
       await new Promise((r) => setTimeout(r, 50));
     }
     const agentRssIdleMb = sampleProcess(agent.proc.pid).rssBytes / 2 ** 20;
-    const Sds = sdsClientConstructor();
-    for (let i = 0; i < opts.channels; i++) {
-      clients.push(new Sds(`unix:${pod.sdsSocketPath}`, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }));
-    }
-    const firstVersion: (string | undefined)[] = new Array(opts.streams).fill(undefined);
-    const rotatedAt: (number | undefined)[] = new Array(opts.streams).fill(undefined);
-    let served = 0;
-    let rotated = 0;
-    let allServed!: () => void;
-    let allRotated!: () => void;
-    const servedP = new Promise<void>((r) => (allServed = r));
-    const rotatedP = new Promise<void>((r) => (allRotated = r));
-    const calls: grpc.ClientDuplexStream<unknown, unknown>[] = [];
-    const t0 = performance.now();
-    for (let i = 0; i < opts.streams; i++) {
-      const client = clients[i % clients.length]! as unknown as { StreamSecrets: () => grpc.ClientDuplexStream<unknown, unknown> };
-      const call = client.StreamSecrets();
-      calls.push(call);
-      call.on('error', () => {});
-      call.on('data', (msg: { version_info?: string; nonce?: string; resources?: unknown[] }) => {
-        const version = msg.version_info ?? '';
-        call.write({ node: { id: `bench-${i}` }, resource_names: ['default'], type_url: SECRET_TYPE_URL, version_info: version, response_nonce: msg.nonce ?? '' });
-        if (firstVersion[i] === undefined) {
-          firstVersion[i] = version;
-          if (++served === opts.streams) allServed();
-        } else if (version !== firstVersion[i] && rotatedAt[i] === undefined) {
-          rotatedAt[i] = performance.now();
-          if (++rotated === opts.streams) allRotated();
+    // The streams come from `clientProcesses` processes (bench/sds-fanout-client.ts), as from many Envoys: one
+    // process decoding and ACKing all of them would time its own queue, not the agent's fan-out.
+    type ClientEvent = { served?: number; first?: number; last?: number };
+    const events: ClientEvent[][] = [];
+    let wake: (() => void) | undefined;
+    for (let c = 0; c < opts.clientProcesses; c++) {
+      const streams = Math.floor(opts.streams / opts.clientProcesses) + (c < opts.streams % opts.clientProcesses ? 1 : 0);
+      const channels = Math.max(1, Math.round(opts.channels / opts.clientProcesses));
+      const child = spawn(ctx.node, [path.join(path.dirname(fileURLToPath(import.meta.url)), 'sds-fanout-client.js'), pod.sdsSocketPath, String(streams), String(channels)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      clients.push(child);
+      const mine: ClientEvent[] = [];
+      events.push(mine);
+      let buffered = '';
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+        buffered += chunk;
+        for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
+          mine.push(JSON.parse(buffered.slice(0, i)) as ClientEvent);
+          buffered = buffered.slice(i + 1);
         }
+        wake?.();
       });
-      call.write({ node: { id: `bench-${i}` }, resource_names: ['default'], type_url: SECRET_TYPE_URL });
     }
-    const timeout = (what: string) => new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} not done within ${opts.timeoutMs} ms (${served} served, ${rotated} rotated)`)), opts.timeoutMs).unref());
-    await Promise.race([servedP, timeout('serving every stream')]);
-    const allStreamsServedMs = performance.now() - t0;
+    /** Waits until every client has reported `key`; returns each one's event. */
+    const all = async (key: keyof ClientEvent, what: string): Promise<ClientEvent[]> => {
+      const deadline = Date.now() + opts.timeoutMs;
+      for (;;) {
+        const got = events.map((mine) => mine.find((e) => e[key] !== undefined));
+        if (got.every(Boolean)) return got as ClientEvent[];
+        if (clients.some((c) => c.exitCode !== null) || Date.now() > deadline) throw new Error(`${what} not done within ${opts.timeoutMs} ms`);
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, 1000).unref();
+        });
+      }
+    };
+    const allStreamsServedMs = Math.max(...(await all('served', 'serving every stream')).map((e) => e.served!));
     const agentRssMb = sampleProcess(agent.proc.pid).rssBytes / 2 ** 20;
-    await Promise.race([rotatedP, timeout('rotation to every stream')]);
-    const times = rotatedAt as number[];
-    const rotationSpreadMs = Math.max(...times) - Math.min(...times);
-    for (const c of calls) c.cancel();
-    return { streams: opts.streams, allStreamsServedMs, rotationSpreadMs, agentRssMb, agentRssIdleMb };
+    const cpuBefore = sampleProcess(agent.proc.pid).cpuSeconds;
+    const rotated = await all('last', 'rotation to every stream');
+    const agentRotationCpuMs = (sampleProcess(agent.proc.pid).cpuSeconds - cpuBefore) * 1000;
+    const rotationSpreadMs = Math.max(...rotated.map((e) => e.last!)) - Math.min(...rotated.map((e) => e.first!));
+    return { streams: opts.streams, clientProcesses: opts.clientProcesses, allStreamsServedMs, rotationSpreadMs, agentRssMb, agentRssIdleMb, agentRotationCpuMs };
   } finally {
-    for (const c of clients) c.close();
+    for (const c of clients) c.kill('SIGKILL');
     await agent.proc.stop();
     await pod.delete();
   }

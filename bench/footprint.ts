@@ -8,10 +8,12 @@
  * - `citadel ca` RSS with --scale-namespaces namespaces of 5 ServiceAccounts each cached (bench/scale.ts).
  *
  *   node dist/bench/footprint.js [--starts 5] [--key-types ecdsa-p256,rsa-2048] [--rows startup,anchor,fanout,scale]
- *                                [--sds-streams 1000] [--scale-namespaces 1000] [--main-js dist/src/cli/main.js]
- *                                [--out bench/results] [--istioclient PATH]
+ *                                [--sds-streams 1000] [--sds-clients 4] [--scale-namespaces 1000] [--main-js dist/src/cli/main.js]
+ *                                [--agent-js dist/bundle/agent.mjs] [--out bench/results] [--istioclient PATH]
  *
- * --main-js measures another build of citadel (e.g. a worktree of an older commit) with everything else equal.
+ * --main-js measures another build of citadel (e.g. a worktree of an older commit) with everything else equal;
+ * --agent-js what runs the agent: by default the bundle the agent image runs, or a main.js (an older build, or
+ * this one unbundled).
  * Writes bench/results/footprint-<date>.json and prints the markdown.
  */
 import { execFile } from 'node:child_process';
@@ -39,8 +41,11 @@ interface Options {
   keyTypes: BenchKeyType[];
   rows: Row[];
   sdsStreams: number;
+  /** Client processes the SDS streams come from. */
+  sdsClients: number;
   scaleNamespaces: number;
   mainJs: string;
+  agentJs: string;
   outDir: string;
   /** Istio's client binary; default: from scripts/provision-compat.sh. */
   istioClient?: string;
@@ -94,8 +99,10 @@ function parseArgs(argv: string[]): Options {
       'key-types': { type: 'string', default: 'ecdsa-p256,rsa-2048' },
       rows: { type: 'string', default: 'startup,anchor,fanout,scale' },
       'sds-streams': { type: 'string', default: '1000' },
+      'sds-clients': { type: 'string', default: '4' },
       'scale-namespaces': { type: 'string', default: '1000' },
       'main-js': { type: 'string', default: path.join(ROOT, 'dist', 'src', 'cli', 'main.js') },
+      'agent-js': { type: 'string', default: path.join(ROOT, 'dist', 'bundle', 'agent.mjs') },
       out: { type: 'string', default: path.join(ROOT, 'bench', 'results') },
       istioclient: { type: 'string' },
     },
@@ -105,8 +112,10 @@ function parseArgs(argv: string[]): Options {
     keyTypes: v['key-types'].split(',') as BenchKeyType[],
     rows: v.rows.split(',') as Row[],
     sdsStreams: Number(v['sds-streams']),
+    sdsClients: Number(v['sds-clients']),
     scaleNamespaces: Number(v['scale-namespaces']),
     mainJs: path.resolve(v['main-js']),
+    agentJs: path.resolve(v['agent-js']),
     outDir: path.resolve(v.out),
     ...(v.istioclient ? { istioClient: path.resolve(v.istioclient) } : {}),
   };
@@ -167,9 +176,10 @@ async function main(): Promise<number> {
       cores: os.cpus().length,
       node: process.version,
       citadel: o.mainJs,
+      agent: o.agentJs,
       loadAverage1mAtStart: Number(os.loadavg()[0]!.toFixed(2)),
     },
-    options: { starts: o.starts, keyTypes: o.keyTypes, rows: o.rows, sdsStreams: o.sdsStreams, scaleNamespaces: o.scaleNamespaces, mainJs: o.mainJs },
+    options: { starts: o.starts, keyTypes: o.keyTypes, rows: o.rows, sdsStreams: o.sdsStreams, sdsClients: o.sdsClients, scaleNamespaces: o.scaleNamespaces, mainJs: o.mainJs, agentJs: o.agentJs },
     startup: [],
     anchor: [],
     errors: [],
@@ -182,7 +192,7 @@ async function main(): Promise<number> {
     const cluster = connectCluster(cp.info);
     await cluster.kube().core.createNamespace({ body: { metadata: { name: CA_NAMESPACE } } }).catch(() => undefined);
     const namespace = await cluster.createNamespace('footprint');
-    const ctx: AgentContext = { cluster, namespace, node: process.execPath, mainJs: o.mainJs, logDir: workDir };
+    const ctx: AgentContext = { cluster, namespace, node: process.execPath, mainJs: o.mainJs, agentJs: o.agentJs, logDir: workDir };
 
     for (const keyType of o.keyTypes) {
       if (!o.rows.some((r) => r === 'startup' || r === 'anchor' || (r === 'fanout' && keyType === 'ecdsa-p256'))) continue;
@@ -232,9 +242,9 @@ async function main(): Promise<number> {
         if (o.rows.includes('fanout') && keyType === 'ecdsa-p256' && o.sdsStreams > 0) {
           try {
             say(`SDS fan-out: ${o.sdsStreams} streams on one agent, waiting for its rotation`);
-            report.fanout = await measureSdsFanout(ctx, target, { streams: o.sdsStreams, channels: 10, certTtl: '20s', timeoutMs: 60_000 });
+            report.fanout = await measureSdsFanout(ctx, target, { streams: o.sdsStreams, channels: 10, clientProcesses: o.sdsClients, certTtl: '20s', timeoutMs: 60_000 });
             const f = report.fanout;
-            say(`  rotation reached the last stream ${f0(f.rotationSpreadMs)} ms after the first; agent RSS ${f0(f.agentRssMb)} MiB (idle ${f0(f.agentRssIdleMb)})`);
+            say(`  rotation reached the last stream ${f0(f.rotationSpreadMs)} ms after the first (agent CPU ${f0(f.agentRotationCpuMs)} ms); agent RSS ${f0(f.agentRssMb)} MiB (idle ${f0(f.agentRssIdleMb)})`);
           } catch (err) {
             report.errors.push(`fan-out: ${(err as Error).message.split('\n')[0]}`);
           }
@@ -282,7 +292,7 @@ export function renderMarkdown(r: Report): string {
   }
   if (r.fanout) {
     const f = r.fanout;
-    lines.push('', `SDS fan-out: ${f.streams} streams on one agent: rotation reached the last stream ${f0(f.rotationSpreadMs)} ms after the first; agent RSS ${f0(f.agentRssMb)} MiB with the streams open (${f0(f.agentRssIdleMb)} MiB before).`);
+    lines.push('', `SDS fan-out: ${f.streams} streams on one agent: rotation reached the last stream ${f0(f.rotationSpreadMs)} ms after the first (the agent used ${f0(f.agentRotationCpuMs)} ms of CPU for it; the streams came from ${f.clientProcesses} client processes); agent RSS ${f0(f.agentRssMb)} MiB with the streams open (${f0(f.agentRssIdleMb)} MiB before).`);
   }
   if (r.caAtScale) {
     const c = r.caAtScale;
