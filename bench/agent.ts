@@ -38,6 +38,8 @@ export interface AgentContext {
   mainJs: string;
   /** What runs the agent: the agent image's bundle (dist/bundle/agent.mjs) or a main.js; default mainJs. */
   agentJs?: string;
+  /** Node flags for the agent (as an image's ENTRYPOINT would set them), e.g. --max-semi-space-size=1. */
+  agentNodeFlags?: readonly string[];
   logDir: string;
 }
 
@@ -73,6 +75,7 @@ async function startAgent(ctx: AgentContext, pod: SimulatedPod, target: AgentTar
     cwd: pod.root,
     logPath: path.join(ctx.logDir, `agent-${pod.name}.log`),
     args: [
+      ...(ctx.agentNodeFlags ?? []),
       ...agentArgv(ctx.agentJs ?? ctx.mainJs),
       '--ca-address', target.caAddr,
       '--ca-server-name', target.caServerName,

@@ -9,7 +9,8 @@
  *
  *   node dist/bench/footprint.js [--starts 5] [--key-types ecdsa-p256,rsa-2048] [--rows startup,anchor,fanout,scale]
  *                                [--sds-streams 1000] [--sds-clients 4] [--scale-namespaces 1000] [--main-js dist/src/cli/main.js]
- *                                [--agent-js dist/bundle/agent.mjs] [--out bench/results] [--istioclient PATH]
+ *                                [--agent-js dist/bundle/agent.mjs] [--agent-node-flags '--max-semi-space-size=1']
+ *                                [--out bench/results] [--istioclient PATH]
  *
  * --main-js measures another build of citadel (e.g. a worktree of an older commit) with everything else equal;
  * --agent-js what runs the agent: by default the bundle the agent image runs, or a main.js (an older build, or
@@ -46,6 +47,8 @@ interface Options {
   scaleNamespaces: number;
   mainJs: string;
   agentJs: string;
+  /** Node flags for the agent, space-separated. */
+  agentNodeFlags: string[];
   outDir: string;
   /** Istio's client binary; default: from scripts/provision-compat.sh. */
   istioClient?: string;
@@ -103,6 +106,7 @@ function parseArgs(argv: string[]): Options {
       'scale-namespaces': { type: 'string', default: '1000' },
       'main-js': { type: 'string', default: path.join(ROOT, 'dist', 'src', 'cli', 'main.js') },
       'agent-js': { type: 'string', default: path.join(ROOT, 'dist', 'bundle', 'agent.mjs') },
+      'agent-node-flags': { type: 'string', default: '' },
       out: { type: 'string', default: path.join(ROOT, 'bench', 'results') },
       istioclient: { type: 'string' },
     },
@@ -116,6 +120,7 @@ function parseArgs(argv: string[]): Options {
     scaleNamespaces: Number(v['scale-namespaces']),
     mainJs: path.resolve(v['main-js']),
     agentJs: path.resolve(v['agent-js']),
+    agentNodeFlags: v['agent-node-flags'].split(/\s+/).filter(Boolean),
     outDir: path.resolve(v.out),
     ...(v.istioclient ? { istioClient: path.resolve(v.istioclient) } : {}),
   };
@@ -176,10 +181,10 @@ async function main(): Promise<number> {
       cores: os.cpus().length,
       node: process.version,
       citadel: o.mainJs,
-      agent: o.agentJs,
+      agent: [...o.agentNodeFlags, o.agentJs].join(' '),
       loadAverage1mAtStart: Number(os.loadavg()[0]!.toFixed(2)),
     },
-    options: { starts: o.starts, keyTypes: o.keyTypes, rows: o.rows, sdsStreams: o.sdsStreams, sdsClients: o.sdsClients, scaleNamespaces: o.scaleNamespaces, mainJs: o.mainJs, agentJs: o.agentJs },
+    options: { starts: o.starts, keyTypes: o.keyTypes, rows: o.rows, sdsStreams: o.sdsStreams, sdsClients: o.sdsClients, scaleNamespaces: o.scaleNamespaces, mainJs: o.mainJs, agentJs: o.agentJs, agentNodeFlags: o.agentNodeFlags },
     startup: [],
     anchor: [],
     errors: [],
@@ -192,7 +197,7 @@ async function main(): Promise<number> {
     const cluster = connectCluster(cp.info);
     await cluster.kube().core.createNamespace({ body: { metadata: { name: CA_NAMESPACE } } }).catch(() => undefined);
     const namespace = await cluster.createNamespace('footprint');
-    const ctx: AgentContext = { cluster, namespace, node: process.execPath, mainJs: o.mainJs, agentJs: o.agentJs, logDir: workDir };
+    const ctx: AgentContext = { cluster, namespace, node: process.execPath, mainJs: o.mainJs, agentJs: o.agentJs, agentNodeFlags: o.agentNodeFlags, logDir: workDir };
 
     for (const keyType of o.keyTypes) {
       if (!o.rows.some((r) => r === 'startup' || r === 'anchor' || (r === 'fanout' && keyType === 'ecdsa-p256'))) continue;
