@@ -30,6 +30,7 @@ import { measureAgentStartup, measureSdsFanout, type AgentContext, type AgentSta
 import { writeCaMaterial } from './ca-material.js';
 import type { BenchKeyType } from './crypto-bound.js';
 import { measureCaAtScale, populate, type CaAtScale } from './scale.js';
+import { spread, type Spread } from './spread.js';
 import { startCitadelCa, type RunningCa } from './servers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -52,19 +53,6 @@ interface Options {
   outDir: string;
   /** Istio's client binary; default: from scripts/provision-compat.sh. */
   istioClient?: string;
-}
-
-/** Median and 90th percentile (nearest rank) of a sample. */
-export interface Spread {
-  median: number;
-  p90: number;
-  n: number;
-}
-
-export function spread(values: readonly number[]): Spread {
-  const sorted = [...values].sort((a, b) => a - b);
-  const rank = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
-  return { median: rank(0.5), p90: rank(0.9), n: sorted.length };
 }
 
 interface StartupRow {
