@@ -171,8 +171,8 @@ export async function measureSdsFanout(ctx: AgentContext, target: AgentTarget, o
       await new Promise((r) => setTimeout(r, 50));
     }
     const agentRssIdleMb = sampleProcess(agent.proc.pid).rssBytes / 2 ** 20;
-    // The streams come from `clientProcesses` processes (bench/sds-fanout-client.ts), as from many Envoys: one
-    // process decoding and ACKing all of them would time its own queue, not the agent's fan-out.
+    // The streams come from `clientProcesses` processes of their own (bench/sds-fanout-client.ts), which time each
+    // stream's bytes as they are read, before decoding: a client decoding as it goes times its own queue.
     type ClientEvent = { served?: number; first?: number; last?: number };
     const events: ClientEvent[][] = [];
     let wake: (() => void) | undefined;

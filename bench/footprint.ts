@@ -8,7 +8,7 @@
  * - `citadel ca` RSS with --scale-namespaces namespaces of 5 ServiceAccounts each cached (bench/scale.ts).
  *
  *   node dist/bench/footprint.js [--starts 5] [--key-types ecdsa-p256,rsa-2048] [--rows startup,anchor,fanout,scale]
- *                                [--sds-streams 1000] [--sds-clients 4] [--scale-namespaces 1000] [--main-js dist/src/cli/main.js]
+ *                                [--sds-streams 1000] [--sds-clients 1] [--scale-namespaces 1000] [--main-js dist/src/cli/main.js]
  *                                [--agent-js dist/bundle/agent.mjs] [--agent-node-flags '--max-semi-space-size=1']
  *                                [--out bench/results] [--istioclient PATH]
  *
@@ -90,7 +90,7 @@ function parseArgs(argv: string[]): Options {
       'key-types': { type: 'string', default: 'ecdsa-p256,rsa-2048' },
       rows: { type: 'string', default: 'startup,anchor,fanout,scale' },
       'sds-streams': { type: 'string', default: '1000' },
-      'sds-clients': { type: 'string', default: '4' },
+      'sds-clients': { type: 'string', default: '1' },
       'scale-namespaces': { type: 'string', default: '1000' },
       'main-js': { type: 'string', default: path.join(ROOT, 'dist', 'src', 'cli', 'main.js') },
       'agent-js': { type: 'string', default: path.join(ROOT, 'dist', 'bundle', 'agent.mjs') },
