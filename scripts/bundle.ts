@@ -6,6 +6,7 @@
  *
  *   node dist/scripts/bundle.js
  */
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build, type Plugin } from 'esbuild';
@@ -54,6 +55,8 @@ async function main(): Promise<void> {
       metafile: true,
       plugins: [builtinsThroughRequire],
     });
+    // What went in, for the test that keeps the agent's modules lean (test/unit/cli/agent-modules.test.ts).
+    writeFileSync(path.join(BUNDLE_DIR, out.replace(/\.mjs$/, '.inputs.json')), `${JSON.stringify(Object.keys(result.metafile.inputs), null, 1)}\n`);
     const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
     process.stderr.write(`[bundle] ${path.relative(ROOT, path.join(BUNDLE_DIR, out))}: ${Object.keys(result.metafile.inputs).length} modules, ${(bytes / 1024).toFixed(0)} KiB\n`);
   }

@@ -2,14 +2,14 @@
  * `citadel agent` runs in every pod, so every module it loads costs start-up time and memory times the number of
  * pods. This runs the built agent under a module-load trace (node's module.registerHooks, which sees both import
  * and require) through start-up, its first CA attempt and a clean shutdown, and fails when it loads what only the
- * CA or the pki commands need.
+ * CA or the pki commands need; and the same of what went into the agent's bundle.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CITADEL_MAIN, ensureBuilt } from '../../support/build.js';
+import { AGENT_BUNDLE, CITADEL_MAIN, ensureBuilt, ensureBundled } from '../../support/build.js';
 
 const TRACE = `
 import { registerHooks } from 'node:module';
@@ -73,4 +73,17 @@ describe('citadel agent start-up', () => {
     });
     expect(offenders).toEqual([]);
   });
+
+  it('bundles only what the agent needs (dist/bundle/agent.mjs, what the agent image runs)', async () => {
+    await ensureBundled();
+    // esbuild's list of the files it put into the bundle (scripts/bundle.ts), relative to the repository.
+    const inputs = (JSON.parse(readFileSync(AGENT_BUNDLE.replace(/\.mjs$/, '.inputs.json'), 'utf8')) as string[]).map((f) => `/${f}`);
+    expect(inputs.some((f) => f.endsWith('/dist/src/cli/agent-run.js'))).toBe(true);
+    expect(inputs.some((f) => f.includes('/node_modules/@grpc/grpc-js/'))).toBe(true);
+    const offenders = FORBIDDEN.flatMap(([what, pattern]) => {
+      const hits = inputs.filter((f) => pattern.test(f));
+      return hits.length ? [`${what}: ${hits.slice(0, 3).join(', ')}`] : [];
+    });
+    expect(offenders).toEqual([]);
+  }, 180_000);
 });
