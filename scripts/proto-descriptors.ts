@@ -3,7 +3,9 @@
  * the source of truth: our Istio CA API (proto/security) and Envoy's SDS and ECDS (the protos @grpc/grpc-js-xds ships).
  * Parsing Envoy's proto tree at every start cost the agent ~150 ms of CPU and ~9 MiB; the generated files hold
  * only the messages the services reach (and Secret, which travels inside an Any), in protobufjs' JSON form that
- * @grpc/proto-loader's fromJSON reads. `npm run protos` rewrites them; a unit test fails when they are stale.
+ * @grpc/proto-loader's fromJSON reads. Envoy's Node keeps only the fields the agent reads: Envoy sends its whole
+ * Node (every compiled-in extension, 61 KB from Envoy 1.40) on every request, ACKs included, and decoding it in
+ * full made about 350 KB of objects per ACK; fields a descriptor lacks are skipped on decode without allocating. `npm run protos` rewrites them; a unit test fails when they are stale.
  * Never edit the generated files by hand.
  */
 import { existsSync } from 'node:fs';
@@ -37,7 +39,12 @@ export interface DescriptorSpec {
   readonly protos: readonly string[];
   /** Fully qualified services and messages to keep, with everything they reach. */
   readonly roots: readonly string[];
+  /** Messages of which only these fields are kept (the others are skipped on the wire), by fully qualified name. */
+  readonly onlyFields?: Readonly<Record<string, readonly string[]>>;
 }
+
+/** The agent logs node.id and reads nothing else of Envoy's Node (src/agent/sds/xds-types.ts EnvoyNode). */
+const ENVOY_NODE_FIELDS = { 'envoy.config.core.v3.Node': ['id', 'cluster'] };
 
 export function descriptorSpecs(): DescriptorSpec[] {
   return [
@@ -49,6 +56,7 @@ export function descriptorSpecs(): DescriptorSpec[] {
       includeDirs: envoyIncludeDirs(),
       protos: ['envoy/service/secret/v3/sds.proto', 'envoy/extensions/transport_sockets/tls/v3/secret.proto'],
       roots: ['envoy.service.secret.v3.SecretDiscoveryService', 'envoy.extensions.transport_sockets.tls.v3.Secret'],
+      onlyFields: ENVOY_NODE_FIELDS,
     },
     {
       file: 'ecds.json',
@@ -56,6 +64,7 @@ export function descriptorSpecs(): DescriptorSpec[] {
       protos: ['envoy/service/extension/v3/config_discovery.proto', 'envoy/config/core/v3/extension.proto', 'envoy/extensions/filters/http/rbac/v3/rbac.proto'],
       // The RBAC filter config travels inside TypedExtensionConfig's Any, so it is a root of its own.
       roots: ['envoy.service.extension.v3.ExtensionConfigDiscoveryService', 'envoy.config.core.v3.TypedExtensionConfig', 'envoy.extensions.filters.http.rbac.v3.RBAC'],
+      onlyFields: ENVOY_NODE_FIELDS,
     },
   ];
 }
@@ -63,7 +72,7 @@ export function descriptorSpecs(): DescriptorSpec[] {
 type Json = { [key: string]: unknown };
 
 /** Every type and enum (fully qualified, no leading dot) reachable from `roots`. */
-function reachable(root: protobuf.Root, roots: readonly string[]): Set<string> {
+function reachable(root: protobuf.Root, roots: readonly string[], onlyFields: DescriptorSpec['onlyFields'] = {}): Set<string> {
   const seen = new Set<string>();
   const visit = (obj: protobuf.ReflectionObject | null | undefined) => {
     if (!obj) return;
@@ -79,7 +88,9 @@ function reachable(root: protobuf.Root, roots: readonly string[]): Set<string> {
         visit(m.resolvedResponseType);
       }
     } else if (obj instanceof protobuf.Type) {
+      const only = onlyFields[name];
       for (const f of obj.fieldsArray) {
+        if (only && !only.includes(f.name)) continue;
         f.resolve();
         visit(f.resolvedType);
       }
@@ -97,14 +108,15 @@ function plainOptions(options: unknown): Json | undefined {
 }
 
 /** The JSON of `nested`, keeping only `keep` (and the namespaces that hold them), sorted for stable output. */
-function prune(nested: Json | undefined, prefix: string, keep: Set<string>): Json | undefined {
+function prune(nested: Json | undefined, prefix: string, keep: Set<string>, onlyFields: DescriptorSpec['onlyFields'] = {}): Json | undefined {
   if (!nested) return undefined;
   const out: Json = {};
   for (const name of Object.keys(nested).sort()) {
     const full = prefix ? `${prefix}.${name}` : name;
     const node = nested[name] as Json;
     const isType = 'fields' in node || 'values' in node || 'methods' in node;
-    const children = prune(node.nested as Json | undefined, full, keep);
+    const children = prune(node.nested as Json | undefined, full, keep, onlyFields);
+    const only = onlyFields[full];
     if (isType && !keep.has(full)) continue;
     if (!isType && !children) continue;
     const copy: Json = {};
@@ -116,6 +128,7 @@ function prune(nested: Json | undefined, prefix: string, keep: Set<string>): Jso
       } else if (k === 'fields' || k === 'methods') {
         const members: Json = {};
         for (const [fname, f] of Object.entries(v as Json)) {
+          if (k === 'fields' && only && !only.includes(fname)) continue;
           const { options, comment: _comment, ...rest } = f as Json;
           const o = plainOptions(options);
           members[fname] = o ? { ...rest, options: o } : rest;
@@ -123,6 +136,12 @@ function prune(nested: Json | undefined, prefix: string, keep: Set<string>): Jso
         copy[k] = members;
       } else if (k === 'values') {
         copy[k] = v;
+      } else if (k === 'oneofs' && only) {
+        // A oneof lists its fields by name: keep those that remain, and the oneof only if any does.
+        const oneofs = Object.entries(v as Record<string, { oneof: string[] }>)
+          .map(([oname, o]) => [oname, { ...o, oneof: o.oneof.filter((f) => only.includes(f)) }] as const)
+          .filter(([, o]) => o.oneof.length > 0);
+        if (oneofs.length) copy[k] = Object.fromEntries(oneofs);
       } else if (k !== 'valuesOptions' && k !== 'comments') {
         copy[k] = v;
       }
@@ -160,8 +179,8 @@ export function generateDescriptor(spec: DescriptorSpec): string {
   };
   root.loadSync([...spec.protos], { keepCase: true, alternateCommentMode: false });
   root.resolveAll();
-  const keep = reachable(root, spec.roots);
-  const json = { nested: prune((root.toJSON() as Json).nested as Json, '', keep) };
+  const keep = reachable(root, spec.roots, spec.onlyFields);
+  const json = { nested: prune((root.toJSON() as Json).nested as Json, '', keep, spec.onlyFields) };
   const header = { '//': `Generated by scripts/proto-descriptors.ts from ${spec.protos.join(', ')}; do not edit (npm run protos).` };
   return `${JSON.stringify({ ...header, ...json }, null, 1)}\n`;
 }
