@@ -9,32 +9,19 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../../../src/clock.js';
 import { silentLogger } from '../../../../src/log.js';
 import { SecretStore } from '../../../../src/agent/secret-store.js';
 import { SECRET_TYPE_URL } from '../../../../src/agent/sds/xds-types.js';
 import { startAgentSocket, type AgentSocket } from '../../../../src/cli/agent-socket.js';
+import { heapAfterGc } from '../../../support/memory.js';
 import { waitFor } from '../../../support/wait.js';
 import { makeCa } from '../../grpc/tls-fixtures.js';
 import { SdsTestClient, decodeSecret } from './sds-client.js';
 
 // 5,000 in the default suite (a few seconds); CITADEL_SDS_ABUSE_STREAMS=10000 for the figure in docs/hostile-input.md.
 const STREAMS = Number(process.env.CITADEL_SDS_ABUSE_STREAMS ?? 5_000);
-
-/**
- * Heap in use after full garbage collections (client and server share this process). Twice: the memory of
- * ArrayBuffers that died is released after the first one, so a single collection still counts dead Buffers.
- */
-function heapAfterGc(): number {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
-  gc();
-  gc();
-  return process.memoryUsage().heapUsed;
-}
 
 /** Heap plus memory outside it (Buffers: where unsent HTTP/2 data waits), after a full garbage collection. */
 function memoryAfterGc(): number {
