@@ -38,6 +38,7 @@ export interface CaPathRow {
 
 const TRUST_DOMAIN = 'cluster.local';
 const SERVICE_ACCOUNTS = 8;
+const WARMUP_MS = 500;
 
 /** Runs the path for about `ms` after a warm-up, once per entry of `workers`. */
 export async function measureCaPath(keyType: BenchKeyType, opts: { ms: number; concurrency: number; workers: readonly number[] }): Promise<CaPathRow[]> {
@@ -105,7 +106,7 @@ export async function measureCaPath(keyType: BenchKeyType, opts: { ms: number; c
       return { n, cpuUs: used.user + used.system, wallMs: performance.now() - start };
     };
     try {
-      await run(Math.min(500, ms4(opts.ms)));
+      await run(WARMUP_MS); // JIT, token cache, worker start
       const r = await run(opts.ms);
       rows.push({ keyType, concurrency: opts.concurrency, workers, cpuUsPerCert: r.cpuUs / r.n, certsPerSec: (r.n * 1000) / r.wallMs });
     } finally {
@@ -117,4 +118,3 @@ export async function measureCaPath(keyType: BenchKeyType, opts: { ms: number; c
   return rows;
 }
 
-const ms4 = (ms: number) => Math.max(100, ms / 4);
