@@ -405,6 +405,18 @@ describe('SDS socket housekeeping', () => {
     }
   });
 
+  it('refuses a socket path longer than sun_path holds, before creating anything', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sds-'));
+    const path = join(dir, 'd'.repeat(120), 'socket');
+    const store = new SecretStore({ clock: systemClock, log: silentLogger });
+    try {
+      await expect(startAgentSocket({ socketPath: path, store, log: silentLogger })).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/longer than 107 bytes/) });
+      await expect(stat(join(dir, 'd'.repeat(120)))).rejects.toThrow();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('holds a connection made before the SDS server exists and answers it once the server is up', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'sds-'));
     const path = join(dir, 'socket');
