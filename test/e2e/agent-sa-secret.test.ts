@@ -14,7 +14,7 @@ import { parseCertificates } from '../../src/pki/index.js';
 
 const leafOf = (chainPem: string) => parseCertificates(chainPem)[0]!;
 import { ensureBuilt, eventually, requestOnce, startLineApp, type LineApp } from './support/agent-env.js';
-import { startCa, type RunningCa } from './support/ca.js';
+import { scopedNamespaces, startCa, type RunningCa } from './support/ca.js';
 import { leafSerials, startSidecar, type Sidecar } from './support/sidecar.js';
 
 /** Writes `files` into `dir` the way kubelet updates a Secret volume: a new timestamped dir, then an atomic `..data` swap. */
@@ -46,14 +46,13 @@ describe('istio.<sa> Secret served by the agent in file-mounted mode, and the ro
     await ensureBuilt();
     cluster = getCluster();
     workDir = fs.mkdtempSync('/tmp/cs-');
-    const selector = `citadel-agent-e2e=${randomBytes(4).toString('hex')}`;
-    const [key, value] = selector.split('=') as [string, string];
-    const caNs = await cluster.createNamespace('agent-sa-ca');
-    ns = await cluster.createNamespace('agent-sa', { [key]: value, 'citadel.io/sa-secrets': 'enabled' });
+    const scoped = await scopedNamespaces(cluster, 'agent-sa', { 'citadel.io/sa-secrets': 'enabled' });
+    const caNs = scoped.caNs;
+    ns = scoped.ns;
     await cluster.createServiceAccount(ns, 'legacy');
     ca = await startCa({
       kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true,
-      extraArgs: ['--namespace-selector', selector, '--sa-secrets', 'labeled', '--workload-cert-ttl', '40s'],
+      extraArgs: [...scoped.selectorArgs, '--sa-secrets', 'labeled', '--workload-cert-ttl', '40s'],
     });
     secretData = async () => {
       try {

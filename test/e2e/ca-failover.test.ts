@@ -5,12 +5,11 @@
  * Lease within the lease duration (plus one retry period) and do the leader's work, the agents must keep renewing,
  * and not one request may fail.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster, type TestCluster } from '../harness/index.js';
 import { ensureBuilt, eventually, httpGet, metricValue } from './support/agent-env.js';
-import { startCa, type RunningCa } from './support/ca.js';
+import { scopedNamespaces, startCa, type RunningCa } from './support/ca.js';
 import { startServiceProxy, type ServiceProxy } from './support/service-proxy.js';
 import { leafSerials, startMtlsPair, type MtlsPair, type Sidecar } from './support/sidecar.js';
 import { startTraffic } from './support/traffic.js';
@@ -38,10 +37,10 @@ describe('leading CA replica SIGKILLed while serving CSRs, with a second replica
     await ensureBuilt();
     cluster = getCluster();
     workDir = fs.mkdtempSync('/tmp/cf-');
-    const label = `citadel-failover-e2e-${randomBytes(4).toString('hex')}`;
-    const caNs = await cluster.createNamespace('failover-ca');
-    ns = await cluster.createNamespace('failover', { [label]: 'yes' });
-    const args = ['--namespace-selector', label, '--sa-secrets', 'off', '--lease-duration', `${LEASE_S}s`, '--lease-renew-deadline', `${LEASE_S - 2}s`, '--lease-retry-period', `${RETRY_S}s`];
+    const scoped = await scopedNamespaces(cluster, 'failover');
+    const caNs = scoped.caNs;
+    ns = scoped.ns;
+    const args = [...scoped.selectorArgs, '--sa-secrets', 'off', '--lease-duration', `${LEASE_S}s`, '--lease-renew-deadline', `${LEASE_S - 2}s`, '--lease-retry-period', `${RETRY_S}s`];
     a = await startCa({ kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, name: 'ca-a', extraArgs: args });
     await eventually('ca-a to lead', () => leading(a));
     b = await startCa({ kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, name: 'ca-b', cacertsDir: a.cacertsDir, extraArgs: args });

@@ -11,14 +11,13 @@
  * Revoking B's serial (a server certificate) makes A's Envoy refuse B; revoking D's serial (a client certificate)
  * makes C's Envoy refuse D; A -> C is untouched; a connection A -> B opened before keeps working.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster, startPod, writeFileAtomic, type SimulatedPod, type TestCluster } from '../harness/index.js';
 import { parseCrls } from '../../src/pki/index.js';
 import { connectLines, ensureBuilt, eventually, requestOnce, startAgent, startLineApp, type LineApp, type LineClient } from './support/agent-env.js';
-import { runCitadel, startCa, type RunningCa } from './support/ca.js';
+import { runCitadel, scopedNamespaces, startCa, type RunningCa } from './support/ca.js';
 import { leafSerials, startSidecar, type Sidecar } from './support/sidecar.js';
 
 const CRL_FILE = 'var/run/secrets/istio/crl/ca-crl.pem';
@@ -59,13 +58,10 @@ async function startScopedCa(prefix: string, opts: { selfSigned?: boolean; extra
   await ensureBuilt();
   const cluster = getCluster();
   const workDir = fs.mkdtempSync('/tmp/crl-e2e-');
-  const selector = `citadel-revocation-e2e=${randomBytes(4).toString('hex')}`;
-  const [key, value] = selector.split('=') as [string, string];
-  const caNs = await cluster.createNamespace(`${prefix}-ca`);
-  const ns = await cluster.createNamespace(prefix, { [key]: value });
+  const { caNs, ns, selectorArgs } = await scopedNamespaces(cluster, prefix);
   const ca = await startCa({
     kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, selfSigned: opts.selfSigned,
-    extraArgs: ['--namespace-selector', selector, '--sa-secrets', 'off', ...(opts.extraArgs ?? [])],
+    extraArgs: [...selectorArgs, '--sa-secrets', 'off', ...(opts.extraArgs ?? [])],
   });
   return { cluster, workDir, caNs, ns, ca };
 }

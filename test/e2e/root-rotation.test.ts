@@ -11,14 +11,13 @@
  *   CITADEL_TEST_KUBELET_LAG_MS=30000 npx vitest run test/e2e/root-rotation.test.ts
  * and with CITADEL_TEST_PUBLISH_DELAY_S=0 to see the failures the publish delay prevents.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster, writeFileAtomic, type TestCluster } from '../harness/index.js';
 import { parseCertificate, parseCertificates, type ParsedCertificate } from '../../src/pki/index.js';
 import { ensureBuilt, eventually } from './support/agent-env.js';
-import { createCaMaterial, startCa, type RunningCa } from './support/ca.js';
+import { createCaMaterial, scopedNamespaces, startCa, type RunningCa } from './support/ca.js';
 import { startMtlsPair, type MtlsPair, type Sidecar } from './support/sidecar.js';
 import { startTraffic } from './support/traffic.js';
 
@@ -58,12 +57,10 @@ describe(`root change with live traffic, pods ${LAG_MS} ms behind the ConfigMap,
     await ensureBuilt();
     cluster = getCluster();
     workDir = fs.mkdtempSync('/tmp/cr-');
-    const label = `citadel-rotation-e2e-${randomBytes(4).toString('hex')}`;
-    const caNs = await cluster.createNamespace('rotation-ca');
-    const ns = await cluster.createNamespace('rotation', { [label]: 'yes' });
+    const { caNs, ns, selectorArgs } = await scopedNamespaces(cluster, 'rotation');
     ca = await startCa({
       kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true,
-      extraArgs: ['--namespace-selector', label, '--sa-secrets', 'off', '--cacerts-poll-interval', '1s', '--plugged-root-publish-delay', `${PUBLISH_DELAY_S}s`],
+      extraArgs: [...selectorArgs, '--sa-secrets', 'off', '--cacerts-poll-interval', '1s', '--plugged-root-publish-delay', `${PUBLISH_DELAY_S}s`],
     });
     pair = await startMtlsPair({
       cluster, namespace: ns, logDir: workDir, rootCertLagMs: LAG_MS,
@@ -137,13 +134,11 @@ describe(`self-signed root rotated with live traffic, pods ${LAG_MS} ms behind t
     await ensureBuilt();
     const cluster = getCluster();
     const workDir = fs.mkdtempSync('/tmp/cr-');
-    const label = `citadel-rotation-e2e-${randomBytes(4).toString('hex')}`;
-    const caNs = await cluster.createNamespace('rotation-ss-ca');
-    const ns = await cluster.createNamespace('rotation-ss', { [label]: 'yes' });
+    const { caNs, ns, selectorArgs } = await scopedNamespaces(cluster, 'rotation-ss');
     // A 10-minute root is always in its last 95 %: the leader rotates it at every check once the last one signs.
     ca = await startCa({
       kubeconfigPath: cluster.kubeconfigPath, namespace: caNs, workDir, controllers: true, selfSigned: true,
-      extraArgs: ['--namespace-selector', label, '--sa-secrets', 'off', '--self-signed-ca-cert-ttl', '10m', '--self-signed-root-grace-percent', '95',
+      extraArgs: [...selectorArgs, '--sa-secrets', 'off', '--self-signed-ca-cert-ttl', '10m', '--self-signed-root-grace-percent', '95',
         '--self-signed-root-check-interval', '1s', '--self-signed-root-publish-delay', `${PUBLISH_DELAY_S}s`],
     });
     pair = await startMtlsPair({

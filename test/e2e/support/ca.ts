@@ -6,11 +6,24 @@
  * restricts them with --namespace-selector).
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePorts } from '../../harness/index.js';
 import { startProcess, type ManagedProcess } from '../../harness/process.js';
+import type { TestCluster } from '../../harness/test-cluster.js';
 import { CITADEL_MAIN, eventually, httpGet } from './agent-env.js';
+
+/**
+ * A namespace for a test's CA and a workload namespace only that CA writes to: `selectorArgs` (--namespace-selector
+ * on a label fresh to this call) keep the CA out of other tests' namespaces and theirs out of this one.
+ */
+export async function scopedNamespaces(cluster: TestCluster, name: string, labels: Record<string, string> = {}): Promise<{ caNs: string; ns: string; selectorArgs: string[] }> {
+  const label = `citadel-e2e-${name}-${randomBytes(4).toString('hex')}`;
+  const caNs = await cluster.createNamespace(`${name}-ca`);
+  const ns = await cluster.createNamespace(name, { ...labels, [label]: 'yes' });
+  return { caNs, ns, selectorArgs: ['--namespace-selector', label] };
+}
 
 export interface RunningCa {
   /** 127.0.0.1:<port> of the CSR API. */
